@@ -1,0 +1,54 @@
+# opsdesk: `make run` serves the console, `make test` runs the whole suite. Both set up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+PYTEST_ARGS ?=
+# Client headers for mysqlclient, and the dump tools the backup engines run.
+SYSTEM_PACKAGES := pkg-config libmariadb-dev mariadb-client postgresql-client zstd
+
+.PHONY: setup run test system-deps migrate staff clean-venv
+
+setup: $(VENV)/.installed migrate
+
+run: setup staff
+	@echo "opsdesk on http://127.0.0.1:$(PORT)/admin/"
+	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+
+test: $(VENV)/.installed-test migrate
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+system-deps:
+	@if pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing $(SYSTEM_PACKAGES) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	else \
+		echo "mysqlclient needs the MariaDB client headers and pkg-config. Install them, then re-run make:"; \
+		echo "    sudo apt-get install -y $(SYSTEM_PACKAGES)"; \
+		echo "(macOS: brew install pkg-config mariadb-connector-c)"; \
+		exit 1; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: requirements.txt | system-deps $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements.txt requirements-test.txt | system-deps $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $(VENV)/.installed $@
+
+migrate:
+	$(PY) manage.py migrate --noinput -v 0
+
+staff:
+	$(PY) manage.py ensure_staff
+
+clean-venv:
+	rm -rf $(VENV)

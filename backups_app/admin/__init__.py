@@ -1,0 +1,1 @@
+"""Admin registrations of backups_app, one module per model family."""

@@ -1,0 +1,28 @@
+"""Database engines, one file per family, chosen from the DATABASES entry's ENGINE."""
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.utils.module_loading import import_string
+
+from .base import DumpEngine
+
+ENGINES = {
+    "django.db.backends.mysql": "backups_app.engines.mysql.MySQLDumpEngine",
+    "django.db.backends.postgresql": "backups_app.engines.postgresql.PostgreSQLDumpEngine",
+    "django.db.backends.sqlite3": "backups_app.engines.sqlite.SQLiteDumpEngine",
+}
+
+
+def get_engine(alias: str) -> DumpEngine:
+    """The engine for a configured database alias."""
+    if alias not in connections.settings:
+        raise ImproperlyConfigured(f"Unknown database alias {alias!r}.")
+    settings_dict = connections[alias].settings_dict
+    try:
+        dotted_path = ENGINES[settings_dict["ENGINE"]]
+    except KeyError:
+        raise ImproperlyConfigured(
+            f"Database {alias!r} uses {settings_dict['ENGINE']}, which opsdesk cannot back up."
+        ) from None
+    return import_string(dotted_path)(alias, settings_dict)

@@ -1,0 +1,65 @@
+"""The interface every database engine implements.
+
+An engine knows one database family's client tools and nothing else: it turns a database into a
+stream of plain dump bytes and a stream of plain dump bytes back into a database. Compression,
+hashing, storage, locking and records belong to the services (backups_app.services), so that every
+engine gets them the same way.
+
+Rules every engine follows:
+- subprocesses get an argv list, never a shell;
+- passwords never reach a command line, a log or an exception message: they go through a 0600
+  option file or passfile that is removed in a ``finally``;
+- the connection settings come from the Django DATABASES entry passed to the constructor
+  (host, port, socket, user, SSL options).
+"""
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractContextManager
+from typing import Any, BinaryIO, ClassVar
+
+
+class DumpEngine(abc.ABC):
+    """Dump and restore one database given its Django DATABASES entry."""
+
+    #: Short name stored on BackupRecord.engine ("mysql", "postgresql", "sqlite").
+    vendor: ClassVar[str]
+    #: Extension of the uncompressed dump (".sql"); compression adds ".gz" or ".zst".
+    file_extension: ClassVar[str] = ".sql"
+    #: Bytes the dump tool writes at the very end of a complete dump; None when the format has none.
+    completion_marker: ClassVar[bytes | None] = None
+
+    def __init__(self, alias: str, settings_dict: dict[str, Any]) -> None:
+        self.alias = alias
+        self.settings_dict = settings_dict
+
+    @property
+    def database_name(self) -> str:
+        return str(self.settings_dict["NAME"])
+
+    @abc.abstractmethod
+    def dump(self) -> AbstractContextManager[BinaryIO]:
+        """Start the dump and return a context manager yielding its output as a readable stream.
+
+        Leaving the context waits for the tool; it raises ``DumpFailed`` (with the tool's message,
+        passwords redacted) when the tool exited non-zero, timed out or was killed.
+        """
+
+    @abc.abstractmethod
+    def restore(self, stream: BinaryIO) -> None:
+        """Replace the database's whole content with the plain dump read from ``stream``.
+
+        Objects created after the backup are gone afterwards. Raises ``RestoreFailed``.
+        """
+
+    @abc.abstractmethod
+    def tool_versions(self) -> dict[str, str]:
+        """Versions of the client tools and server, recorded on each backup."""
+
+    def table_row_counts(self) -> dict[str, int]:
+        """Exact row count per table, used to check a test restore against the source."""
+        raise NotImplementedError
+
+    def is_complete(self, tail: bytes) -> bool:
+        """Whether the last bytes of a dump carry the tool's completion marker."""
+        return self.completion_marker is None or self.completion_marker in tail

@@ -1,0 +1,29 @@
+"""Errors raised by backups_app. Messages never carry passwords or other secrets."""
+
+
+class BackupError(Exception):
+    """Base class of every backups_app error."""
+
+
+class DumpFailed(BackupError):
+    """The dump tool, the compressor or the storage failed; no file was kept."""
+
+
+class RestoreFailed(BackupError):
+    """The restore did not complete."""
+
+
+class RestoreRefused(BackupError):
+    """The restore was refused before the database was touched."""
+
+
+class ChecksumMismatch(RestoreRefused):
+    """The stored file does not match the SHA-256 recorded when it was written."""
+
+
+class BackupLocked(BackupError):
+    """Another backup or restore of the same database is running."""
+
+
+class BackupNotFound(BackupError):
+    """No backup record or no stored file with that name."""

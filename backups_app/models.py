@@ -1,0 +1,253 @@
+"""What opsdesk knows about backups, restores, retention, API tokens and who did what.
+
+All times are stored in UTC (USE_TZ). Retention decides by `BackupRecord.created_at`, never by file
+times, so records are the source of truth; the JSON manifest stored beside each file lets
+`sync_backups` rebuild them when the ops database itself is lost.
+"""
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Compression(models.TextChoices):
+    GZIP = "gzip", "gzip"
+    ZSTD = "zstd", "zstd"
+    NONE = "none", _("none")
+
+
+class Trigger(models.TextChoices):
+    CLI = "cli", _("command line")
+    ADMIN = "admin", _("admin")
+    API = "api", _("API")
+    SCHEDULE = "schedule", _("schedule")
+
+
+class BackupRecord(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        SUCCESS = "success", _("success")
+        FAILED = "failed", _("failed")
+        INTERRUPTED = "interrupted", _("interrupted")
+
+    class Kind(models.TextChoices):
+        REGULAR = "regular", _("regular")
+        # Taken automatically right before a restore overwrites the database.
+        SAFETY = "safety", _("safety (before a restore)")
+
+    class OffsiteStatus(models.TextChoices):
+        NOT_CONFIGURED = "not_configured", _("not configured")
+        PENDING = "pending", _("pending")
+        UPLOADED = "uploaded", _("uploaded")
+        FAILED = "failed", _("failed")
+
+    class VerificationStatus(models.TextChoices):
+        UNVERIFIED = "unverified", _("not verified")
+        VERIFIED = "verified", _("verified")
+        FAILED = "failed", _("verification failed")
+
+    name = models.CharField(_("name"), max_length=255, unique=True)
+    database = models.CharField(_("database"), max_length=100, db_index=True)
+    engine = models.CharField(_("engine"), max_length=50)
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.REGULAR)
+    status = models.CharField(
+        _("status"), max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    trigger = models.CharField(_("trigger"), max_length=20, choices=Trigger.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="backups",
+    )
+    created_at = models.DateTimeField(_("created at"), db_index=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    duration_seconds = models.FloatField(_("duration (seconds)"), null=True, blank=True)
+    raw_size_bytes = models.BigIntegerField(_("raw size (bytes)"), null=True, blank=True)
+    size_bytes = models.BigIntegerField(_("compressed size (bytes)"), null=True, blank=True)
+    progress_bytes = models.BigIntegerField(_("bytes written so far"), default=0)
+    compression = models.CharField(_("compression"), max_length=10, choices=Compression.choices)
+    sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    storage_name = models.CharField(
+        _("file in local storage"), max_length=500, blank=True,
+        help_text=_("Name of the file inside the backups storage (BACKUP_DIR)."),
+    )
+    offsite_name = models.CharField(_("file in offsite storage"), max_length=500, blank=True)
+    offsite_status = models.CharField(
+        _("offsite status"), max_length=20, choices=OffsiteStatus.choices,
+        default=OffsiteStatus.NOT_CONFIGURED,
+    )
+    offsite_attempts = models.PositiveIntegerField(_("offsite upload attempts"), default=0)
+    offsite_uploaded_at = models.DateTimeField(_("uploaded offsite at"), null=True, blank=True)
+    offsite_error = models.TextField(_("offsite error"), blank=True)
+    verification_status = models.CharField(
+        _("verification"), max_length=20, choices=VerificationStatus.choices,
+        default=VerificationStatus.UNVERIFIED,
+    )
+    verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    verification_message = models.TextField(_("verification details"), blank=True)
+    error_message = models.TextField(_("error"), blank=True)
+    tool_versions = models.JSONField(_("tool versions"), default=dict, blank=True)
+    table_row_counts = models.JSONField(
+        _("row counts at backup time"), default=dict, blank=True,
+        help_text=_("Used by verification to compare a test restore with the source."),
+    )
+    # Who runs it: lets the next run tell a live backup from one whose process was killed.
+    owner_host = models.CharField(_("host"), max_length=255, blank=True)
+    owner_pid = models.IntegerField(_("process id"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("backup")
+        verbose_name_plural = _("backups")
+        ordering = ["-created_at", "-id"]
+        get_latest_by = "created_at"
+        permissions = [
+            ("create_backup", _("Can create backups")),
+            ("download_backup", _("Can download backups")),
+            ("restore_backup", _("Can restore backups")),
+            ("verify_backup", _("Can verify backups")),
+        ]
+        indexes = [models.Index(fields=["database", "status", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_good(self) -> bool:
+        return self.status == self.Status.SUCCESS
+
+    @property
+    def compression_ratio(self) -> float | None:
+        if not self.raw_size_bytes or self.size_bytes is None:
+            return None
+        return self.size_bytes / self.raw_size_bytes
+
+
+class RestoreRecord(models.Model):
+    """One restore of a backup into a database, with the safety backup taken before it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        SUCCESS = "success", _("success")
+        FAILED = "failed", _("failed")
+        REFUSED = "refused", _("refused")
+
+    backup = models.ForeignKey(
+        BackupRecord, verbose_name=_("backup"), on_delete=models.PROTECT, related_name="restores"
+    )
+    # Denormalised so that the history survives when the backup record is deleted by retention.
+    backup_name = models.CharField(_("backup name"), max_length=255)
+    database = models.CharField(_("database"), max_length=100)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(_("trigger"), max_length=20, choices=Trigger.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="restores",
+    )
+    safety_backup = models.ForeignKey(
+        BackupRecord, verbose_name=_("safety backup"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    duration_seconds = models.FloatField(_("duration (seconds)"), null=True, blank=True)
+    error_message = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("restore")
+        verbose_name_plural = _("restores")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.backup_name} -> {self.database}"
+
+
+class RetentionPolicy(models.Model):
+    """How long the backups of one database are kept (restic-style keep rules)."""
+
+    database = models.CharField(_("database"), max_length=100, unique=True)
+    keep_days = models.PositiveIntegerField(
+        _("keep days"), help_text=_("Good backups younger than this are kept.")
+    )
+    keep_last = models.PositiveIntegerField(
+        _("keep last"), default=7, help_text=_("The newest N good backups are always kept.")
+    )
+    keep_daily = models.PositiveIntegerField(_("keep daily"), null=True, blank=True)
+    keep_weekly = models.PositiveIntegerField(_("keep weekly"), null=True, blank=True)
+    keep_monthly = models.PositiveIntegerField(_("keep monthly"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("retention policy")
+        verbose_name_plural = _("retention policies")
+        ordering = ["database"]
+
+    def __str__(self) -> str:
+        return self.database
+
+
+class AuditEntry(models.Model):
+    """Append-only log of every operation on backups, schedules, caches and tokens."""
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", _("admin")
+        CLI = "cli", _("command line")
+        API = "api", _("API")
+        SCHEDULE = "schedule", _("schedule")
+        SYSTEM = "system", _("system")
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", _("success")
+        FAILURE = "failure", _("failure")
+        REFUSED = "refused", _("refused")
+        STARTED = "started", _("started")
+
+    created_at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    # Kept as text too, so the entry still says who it was after the user is deleted.
+    actor = models.CharField(_("who"), max_length=255)
+    action = models.CharField(_("action"), max_length=50, db_index=True)
+    target = models.CharField(_("target"), max_length=255, blank=True)
+    source = models.CharField(_("source"), max_length=20, choices=Source.choices)
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=20, choices=Outcome.choices)
+    detail = models.TextField(_("detail"), blank=True)
+
+    class Meta:
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit log")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}"
+
+
+class ApiToken(models.Model):
+    """A Bearer token for the REST API. Only a SHA-256 hash of the token is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.CASCADE,
+        related_name="api_tokens",
+    )
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    prefix = models.CharField(_("prefix"), max_length=16, db_index=True)
+    token_hash = models.CharField(_("token hash"), max_length=64, unique=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

@@ -1,0 +1,3 @@
+"""Routes of cache_app (/health)."""
+
+urlpatterns: list = []

@@ -1,0 +1,257 @@
+"""Settings for opsdesk.
+
+Every setting is read here, once, through a single django-environ ``Env`` from the process environment
+and an optional ``.env`` file at the project root (the environment wins). Without any configuration
+the project runs on embedded defaults: SQLite under ``var/``, backups in ``backups/``, an in-memory
+cache and Celery tasks run inline. README.md lists every setting with its default.
+"""
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _project_path(value: str) -> Path:
+    """Relative paths in settings are relative to the project root, not to the working directory."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else BASE_DIR / path
+
+
+# --- Core -----------------------------------------------------------------------------------------
+OPSDESK_ENV = env.str("OPSDESK_ENV", default="development")
+if OPSDESK_ENV not in ("development", "production"):
+    raise ImproperlyConfigured("OPSDESK_ENV must be 'development' or 'production'.")
+PRODUCTION = OPSDESK_ENV == "production"
+
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off when OPSDESK_ENV=production.")
+
+
+def _development_secret_key() -> str:
+    """A per-checkout key kept in var/ (mode 0600) so that sessions survive restarts in development.
+
+    Production never uses it: there SECRET_KEY must be configured.
+    """
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(get_random_secret_key())
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set when OPSDESK_ENV=production.")
+    SECRET_KEY = _development_secret_key()
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "backups_app",
+    "secrets_app",
+    "cache_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ops_project.urls"
+WSGI_APPLICATION = "ops_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases ------------------------------------------------------------------------------------
+# `default` holds opsdesk's own tables. Every DATABASE_URL_<ALIAS> adds a database that can be
+# backed up (DATABASE_URL_CHAT=mysql://... gives the alias `chat`); the router keeps opsdesk's
+# tables out of those.
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'opsdesk.sqlite3'}"),
+}
+for _name in sorted(env.ENVIRON):
+    if _name.startswith("DATABASE_URL_") and env.str(_name):
+        DATABASES[_name.removeprefix("DATABASE_URL_").lower()] = env.db(_name)
+
+for _database in DATABASES.values():
+    if _database["ENGINE"] == "django.db.backends.mysql":
+        _database.setdefault("OPTIONS", {}).setdefault("charset", "utf8mb4")
+    if _database["ENGINE"] == "django.db.backends.sqlite3":
+        # WAL lets the web process read while a Celery worker writes backup progress.
+        _database.setdefault("OPTIONS", {}).setdefault("init_command", "PRAGMA journal_mode=WAL;")
+        _database["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+        Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+
+DATABASE_ROUTERS = ["ops_project.routers.OpsDatabaseRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Language and time ----------------------------------------------------------------------------
+LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="en-us")
+LANGUAGES = [("en", "English"), ("pt-br", "Português (Brasil)")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------------------------
+# WhiteNoise serves the admin's static files from the WSGI server itself, so `gunicorn` alone is a
+# complete production deployment (no separate web server is needed for /static/).
+STATIC_URL = "static/"
+STATIC_ROOT = _project_path(env.str("STATIC_ROOT", default="var/static"))
+MEDIA_ROOT = _project_path(env.str("MEDIA_ROOT", default="var/media"))
+MEDIA_URL = "media/"
+
+# --- Backups --------------------------------------------------------------------------------------
+BACKUP_ENABLED = env.bool("BACKUP_ENABLED", default=True)
+# Never under MEDIA_ROOT: backups are only reachable through the permission-checked download views.
+BACKUP_DIR = _project_path(env.str("BACKUP_DIR", default="backups"))
+BACKUP_COMPRESSION = env.str("BACKUP_COMPRESSION", default="gzip")
+if BACKUP_COMPRESSION not in ("gzip", "zstd", "none"):
+    raise ImproperlyConfigured("BACKUP_COMPRESSION must be one of gzip, zstd, none.")
+BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
+BACKUP_LOCK_DIR = _project_path(env.str("BACKUP_LOCK_DIR", default="var/locks"))
+BACKUP_DUMP_TIMEOUT = env.int("BACKUP_DUMP_TIMEOUT", default=6 * 3600)
+
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT},
+    },
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        ),
+    },
+    "backups": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": BACKUP_DIR,
+            "base_url": None,
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
+    },
+}
+
+# --- Redis, cache and sessions --------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="opsdesk")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": env.float("CACHE_SOCKET_CONNECT_TIMEOUT", default=0.5),
+                "SOCKET_TIMEOUT": env.float("CACHE_SOCKET_TIMEOUT", default=0.5),
+                "COMPRESSOR": "django_redis.compressors.zlib.ZlibCompressor",
+                "IGNORE_EXCEPTIONS": True,
+            },
+        }
+    }
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+        }
+    }
+# cached_db: a Redis outage degrades to database reads and logs nobody out.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+# --- Celery ---------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# Without a broker, tasks run inline in the caller: the embedded default needs no worker.
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+# A backup can run for hours; Redis must not hand the same task to a second worker meanwhile.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BACKUP_DUMP_TIMEOUT + 3600}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# --- Mail and alerts ------------------------------------------------------------------------------
+ADMINS = [tuple(part.strip() for part in admin.split(":", 1)) for admin in env.list("ADMINS", default=[])]
+# EMAIL_URL (smtp://user:password@host:587/?tls=True) expands into the EMAIL_* settings.
+globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="opsdesk@localhost")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=SERVER_EMAIL)
+
+# --- Security -------------------------------------------------------------------------------------
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+        # Only behind a proxy that sets X-Forwarded-Proto itself.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Logging --------------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
+}
