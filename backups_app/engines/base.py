@@ -60,6 +60,14 @@ class DumpEngine(abc.ABC):
         """Exact row count per table, used to check a test restore against the source."""
         raise NotImplementedError
 
+    def scratch_engine(self) -> AbstractContextManager[DumpEngine]:
+        """Create an empty temporary database beside this one and yield an engine bound to it.
+
+        Used to verify a backup by test restore. The scratch database is dropped on exit, whatever
+        happened inside.
+        """
+        raise NotImplementedError
+
     def is_complete(self, tail: bytes) -> bool:
         """Whether the last bytes of a dump carry the tool's completion marker."""
         return self.completion_marker is None or self.completion_marker in tail
