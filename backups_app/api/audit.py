@@ -1,6 +1,7 @@
 """One audit entry for every API call, whatever its outcome (RELIABILITY 28: downloads audited)."""
 from __future__ import annotations
 
+from django.utils.cache import patch_cache_control
 from rest_framework import exceptions
 
 from backups_app.models import ApiToken, AuditEntry
@@ -34,6 +35,8 @@ class AuditedApiViewMixin:
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
+        # Backup metadata and files are for the token's holder only: no shared cache keeps them.
+        patch_cache_control(response, private=True, no_store=True)
         self._audit_call(request, response)
         return response
 

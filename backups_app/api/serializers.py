@@ -97,10 +97,26 @@ class CleanupRequestSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(required=False, default=False)
 
 
+class DatabaseCleanupSerializer(serializers.Serializer):
+    database = serializers.CharField()
+    dry_run = serializers.BooleanField()
+    deleted = serializers.ListField(child=serializers.CharField())
+    files_removed = serializers.ListField(
+        child=serializers.CharField(), help_text=_("Failed backups whose files were removed; their records stay.")
+    )
+    kept = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text=_("The backups kept, by the rule that keeps them."),
+    )
+    refused = serializers.CharField(help_text=_("Why this database was left untouched, if it was."))
+    errors = serializers.ListField(child=serializers.CharField())
+
+
 class CleanupResultSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
     database = serializers.CharField(allow_null=True)
+    ok = serializers.BooleanField()
     deleted = serializers.ListField(
         child=serializers.CharField(), help_text=_("Names deleted, or that would be deleted on a dry run.")
     )
-    kept = serializers.ListField(child=serializers.CharField(), required=False)
+    databases = DatabaseCleanupSerializer(many=True)

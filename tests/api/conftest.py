@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -28,9 +29,9 @@ def fresh_rate_limits(settings):
 
 @pytest.fixture
 def make_user(django_user_model) -> Callable:
-    def make(username: str = "ops", *, staff: bool = True, active: bool = True, permissions=ALL_PERMISSIONS):
+    def make(username: str | None = None, *, staff: bool = True, active: bool = True, permissions=ALL_PERMISSIONS):
         user = django_user_model.objects.create_user(
-            username=username, password="unused-password-1234", is_staff=staff, is_active=active
+            username=username or f"ops-{uuid.uuid4().hex[:8]}", password="unused-password-1234", is_staff=staff, is_active=active
         )
         user.user_permissions.set(
             Permission.objects.filter(content_type__app_label="backups_app", codename__in=permissions)
