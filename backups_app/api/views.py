@@ -36,6 +36,7 @@ from backups_app.api.serializers import (
     validate_backup_name,
 )
 from backups_app.api.streaming import verified_chunks
+from backups_app.engines import get_engine
 from backups_app.exceptions import BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
@@ -68,10 +69,8 @@ def _backup_by_name(name: str) -> BackupRecord:
         raise exceptions.ValidationError({"backup_name": error.detail}) from None
     try:
         backup = backup_get(name=name)
-    except (BackupNotFound, BackupRecord.DoesNotExist):
-        backup = None
-    if backup is None:
-        raise exceptions.NotFound(_("No backup named %(name)s.") % {"name": name})
+    except BackupNotFound:
+        raise exceptions.NotFound(_("No backup named %(name)s.") % {"name": name}) from None
     return backup
 
 
@@ -186,10 +185,7 @@ class BackupDownloadView(ApiView):
     def get(self, request, name: str):
         backup = _backup_by_name(name)
         _require_restorable(backup, _("downloaded"))
-        try:
-            stream = backup_open(backup=backup)
-        except FileNotFoundError:
-            raise exceptions.NotFound(_("The file of backup %(name)s is missing.") % {"name": name}) from None
+        stream = backup_open(backup=backup)  # BackupNotFound (404) when the file is gone
         response = StreamingHttpResponse(
             verified_chunks(backup=backup, stream=stream, actor=f"{request.user.get_username()} (token {request.auth.prefix})"),
             content_type="application/octet-stream",
@@ -220,6 +216,15 @@ class BackupRestoreView(ApiView):
         self.audit_target = backup.name
         _require_restorable(backup, _("restored"))
         database = _configured_database(serializer.validated_data.get("database") or backup.database)
+        # The service refuses this too, but only once the task runs; with a broker the client would
+        # get a 202 for a restore that can never happen.
+        vendor = get_engine(database).vendor
+        if vendor != backup.engine:
+            raise Conflict(
+                _("Backup %(name)s is a %(engine)s dump; database %(database)s is %(vendor)s.")
+                % {"name": backup.name, "engine": backup.engine, "database": database, "vendor": vendor},
+                code="engine_mismatch",
+            )
         restore = restore_queue(
             backup=backup, database=database, trigger=Trigger.API, user=request.user, safety_backup=True
         )
