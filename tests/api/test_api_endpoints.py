@@ -158,3 +158,11 @@ def test_restore_refusals(api, stored_backup):
     )
     assert_error(api.post("/api/v1/backup/restore", {}, format="json"), 400, "invalid")
     assert not RestoreRecord.objects.exists()
+
+
+def test_any_accept_header_gets_json(api, stored_backup):
+    stored_backup()
+    response = api.get("/api/v1/backup/list", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    error = api.get("/api/v1/backup/default-none.gz/download", HTTP_ACCEPT="application/octet-stream")
+    assert_error(error, 404, "not_found")
