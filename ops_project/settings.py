@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "django_ratelimit",
     "backups_app",
     "secrets_app",
     "cache_app",
@@ -181,32 +182,66 @@ STORAGES = {
     },
 }
 
-# --- Redis, cache and sessions --------------------------------------------------------------------
+# --- Redis, cache, sessions and rate limiting (cache_app) -----------------------------------------
+# REDIS_URL: redis://[:password@]host:6379/0, rediss:// (TLS), unix://, or
+# sentinel://[:password@]host1:26379,host2:26379/<service>/<db>. Empty: in-memory cache per process.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Every key opsdesk writes starts with this, so "clear application cache" never touches other apps.
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="opsdesk")
+# Short socket timeouts bound what a hung Redis can cost a request.
+CACHE_SOCKET_CONNECT_TIMEOUT = env.float("CACHE_SOCKET_CONNECT_TIMEOUT", default=0.3)
+CACHE_SOCKET_TIMEOUT = env.float("CACHE_SOCKET_TIMEOUT", default=0.3)
+# After a Redis failure a process skips Redis this long before probing it again.
+CACHE_CIRCUIT_BREAKER_SECONDS = env.float("CACHE_CIRCUIT_BREAKER_SECONDS", default=5.0)
+# At most one logged Redis error per process per this many seconds.
+CACHE_ERROR_LOG_INTERVAL = env.float("CACHE_ERROR_LOG_INTERVAL", default=60.0)
+CACHE_DEFAULT_TIMEOUT = env.int("CACHE_DEFAULT_TIMEOUT", default=300)
+_silenced_checks = []
 if REDIS_URL:
+    from cache_app.configuration import redis_cache_location
+
+    _redis_location, _redis_options = redis_cache_location(REDIS_URL)
     CACHES = {
         "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
+            "BACKEND": "cache_app.backends.redis.ResilientRedisCache",
+            "LOCATION": _redis_location,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": CACHE_DEFAULT_TIMEOUT,
             "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": env.float("CACHE_SOCKET_CONNECT_TIMEOUT", default=0.5),
-                "SOCKET_TIMEOUT": env.float("CACHE_SOCKET_TIMEOUT", default=0.5),
-                "COMPRESSOR": "django_redis.compressors.zlib.ZlibCompressor",
-                "IGNORE_EXCEPTIONS": True,
+                "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_CONNECT_TIMEOUT,
+                "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+                "COMPRESSOR": "cache_app.backends.redis.LargeValueZlibCompressor",
+                "CIRCUIT_BREAKER_SECONDS": CACHE_CIRCUIT_BREAKER_SECONDS,
+                "ERROR_LOG_INTERVAL": CACHE_ERROR_LOG_INTERVAL,
+                "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
+                **_redis_options,
             },
-        }
+        },
+        # Rate-limit counters: in Redis (shared, persistent); per process while Redis is down.
+        "ratelimit": {
+            "BACKEND": "cache_app.backends.failover.FailoverCache",
+            "LOCATION": "ratelimit",
+            "OPTIONS": {"PRIMARY": "default"},
+        },
     }
-    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+    RATELIMIT_USE_CACHE = "ratelimit"
+    # django-ratelimit only knows backends by class name; FailoverCache delegates to django-redis.
+    _silenced_checks.append("django_ratelimit.W001")
 else:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": CACHE_DEFAULT_TIMEOUT,
         }
     }
+    # Without Redis the rate limits are per process on purpose (reported in /health's details):
+    # django-ratelimit's "LocMemCache is not shared" error would otherwise stop the project starting.
+    RATELIMIT_USE_CACHE = "default"
+    _silenced_checks += ["django_ratelimit.E003", "django_ratelimit.W001"]
+SILENCED_SYSTEM_CHECKS = [*globals().get("SILENCED_SYSTEM_CHECKS", []), *_silenced_checks]
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_CACHE_PREFIX = "ratelimit:"
 # cached_db: a Redis outage degrades to database reads and logs nobody out.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
