@@ -244,6 +244,10 @@ RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 RATELIMIT_CACHE_PREFIX = "ratelimit:"
 # cached_db: a Redis outage degrades to database reads and logs nobody out.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# /health answers within this many seconds even when a component hangs (checks run in parallel).
+HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
+# Load balancers probe /health over plain HTTP on the private network.
+SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 
 # --- Celery ---------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
