@@ -5,6 +5,7 @@ and an optional ``.env`` file at the project root (the environment wins). Withou
 the project runs on embedded defaults: SQLite under ``var/``, backups in ``backups/``, an in-memory
 cache and Celery tasks run inline. README.md lists every setting with its default.
 """
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -67,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_ratelimit",
+    "axes",
     "backups_app",
     "secrets_app",
     "cache_app",
@@ -82,6 +84,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ops_project.urls"
@@ -244,6 +248,24 @@ RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 RATELIMIT_CACHE_PREFIX = "ratelimit:"
 # cached_db: a Redis outage degrades to database reads and logs nobody out.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Admin login brute force (django-axes): AXES_FAILURE_LIMIT failures per username + IP lock that
+# pair out for AXES_COOLOFF_MINUTES (429 + Retry-After). Counts live in the database: see
+# cache_app/login_lockout.py for why not in Redis.
+AUTHENTICATION_BACKENDS = [
+    "cache_app.login_lockout.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "cache_app.login_lockout.lockout_response"
+# The same client address as the audit log: REMOTE_ADDR, never a forgeable X-Forwarded-For.
+AXES_CLIENT_IP_CALLABLE = "backups_app.services.audit.client_ip"
+# Successful logins are not logged by axes (the audit log covers what matters); failures are.
+AXES_DISABLE_ACCESS_LOG = True
 # /health answers within this many seconds even when a component hangs (checks run in parallel).
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
 # Load balancers probe /health over plain HTTP on the private network.
