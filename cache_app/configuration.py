@@ -49,3 +49,23 @@ def redis_cache_location(url: str) -> tuple[str, dict]:
     password = unquote(credentials.partition(":")[2]) if credentials else ""
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{service}/{database}", options
+
+
+def redis_broker_location(url: str) -> tuple[str, dict]:
+    """(Celery broker URL, broker transport options) equivalent to REDIS_URL, for kombu.
+
+    kombu spells Sentinel as `sentinel://:pw@h1:26379/0;sentinel://:pw@h2:26379/0` plus the
+    `master_name` transport option; other forms are passed through unchanged.
+    """
+    if not url.lower().startswith("sentinel://"):
+        return url, {}
+    location, options = redis_cache_location(url)
+    credentials = location.split("://", 1)[1].rpartition("@")[0]
+    database = location.rsplit("/", 1)[1]
+    service = location.split("://", 1)[1].rpartition("@")[2].split("/", 1)[0]
+    auth = f"{credentials}@" if credentials else ""
+    broker = ";".join(f"sentinel://{auth}{host}:{port}/{database}" for host, port in options["SENTINELS"])
+    transport: dict = {"master_name": service}
+    if "SENTINEL_KWARGS" in options:
+        transport["sentinel_kwargs"] = options["SENTINEL_KWARGS"]
+    return broker, transport

@@ -188,7 +188,11 @@ class BrokerCheck(HealthCheck):
         with Connection(
             settings.CELERY_BROKER_URL,
             connect_timeout=self.timeout_seconds,
-            transport_options={"socket_timeout": self.timeout_seconds, "socket_connect_timeout": self.timeout_seconds},
+            transport_options={
+                **settings.CELERY_BROKER_TRANSPORT_OPTIONS,  # master_name for a Sentinel broker
+                "socket_timeout": self.timeout_seconds,
+                "socket_connect_timeout": self.timeout_seconds,
+            },
         ) as connection:
             connection.ensure_connection(max_retries=1, timeout=self.timeout_seconds)
             transport = connection.transport_cls

@@ -193,16 +193,19 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # Every key opsdesk writes starts with this, so "clear application cache" never touches other apps.
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="opsdesk")
 # Short socket timeouts bound what a hung Redis can cost a request.
-CACHE_SOCKET_CONNECT_TIMEOUT = env.float("CACHE_SOCKET_CONNECT_TIMEOUT", default=0.3)
-CACHE_SOCKET_TIMEOUT = env.float("CACHE_SOCKET_TIMEOUT", default=0.3)
+CACHE_SOCKET_CONNECT_TIMEOUT = env.float("CACHE_SOCKET_CONNECT_TIMEOUT", default=0.5)
+CACHE_SOCKET_TIMEOUT = env.float("CACHE_SOCKET_TIMEOUT", default=0.5)
 # After a Redis failure a process skips Redis this long before probing it again.
 CACHE_CIRCUIT_BREAKER_SECONDS = env.float("CACHE_CIRCUIT_BREAKER_SECONDS", default=5.0)
 # At most one logged Redis error per process per this many seconds.
 CACHE_ERROR_LOG_INTERVAL = env.float("CACHE_ERROR_LOG_INTERVAL", default=60.0)
 CACHE_DEFAULT_TIMEOUT = env.int("CACHE_DEFAULT_TIMEOUT", default=300)
 _silenced_checks = []
+from cache_app.configuration import redis_broker_location, redis_cache_location  # noqa: E402
+
+# The broker default below: REDIS_URL in kombu's spelling (differs for Sentinel).
+REDIS_BROKER_URL, REDIS_BROKER_TRANSPORT_OPTIONS = redis_broker_location(REDIS_URL)
 if REDIS_URL:
-    from cache_app.configuration import redis_cache_location
 
     _redis_location, _redis_options = redis_cache_location(REDIS_URL)
     CACHES = {
@@ -272,7 +275,7 @@ HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 
 # --- Celery ---------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_BROKER_URL)
 # Without a broker, tasks run inline in the caller: the embedded default needs no worker.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_IGNORE_RESULT = True
@@ -281,6 +284,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 # A backup can run for hours; Redis must not hand the same task to a second worker meanwhile.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BACKUP_DUMP_TIMEOUT + 3600}
+if CELERY_BROKER_URL == REDIS_BROKER_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(REDIS_BROKER_TRANSPORT_OPTIONS)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
 # --- Mail and alerts ------------------------------------------------------------------------------
