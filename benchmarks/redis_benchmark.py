@@ -16,7 +16,6 @@ import os
 import pickle
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from django.core.exceptions import ImproperlyConfigured
 from django_redis.cache import RedisCache
 from django_redis.compressors.zlib import ZlibCompressor
 from django_redis.exceptions import ConnectionInterrupted
@@ -153,7 +154,10 @@ class ResilientRedisCache(RedisCache):
 
     def prefix_pattern(self) -> str:
         """MATCH pattern of every key this cache wrote (any version), the prefix taken literally."""
-        return f"{glob_escape(self.key_prefix)}:*" if self.key_prefix else "*"
+        if not self.key_prefix:
+            # Without a prefix "the app's keys" would be every key of the database.
+            raise ImproperlyConfigured("The Redis cache needs a KEY_PREFIX (CACHE_KEY_PREFIX).")
+        return f"{glob_escape(self.key_prefix)}:*"
 
     def clear_prefix(self) -> int:
         """Delete this cache's keys only (SCAN + UNLINK); raises CacheUnavailable on an outage."""

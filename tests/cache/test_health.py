@@ -1,6 +1,4 @@
 """/health: JSON shape, required components, deadline, Redis outage and recovery (RELIABILITY 36)."""
-import socket
-import threading
 import time
 from datetime import timedelta
 
@@ -104,33 +102,6 @@ def test_redis_down_gives_503_quickly_and_recovers_without_restart(client, setti
     own_redis.start()
     response = client.get("/health")
     assert response.status_code == 200 and response.json()["redis"] is True
-
-
-@pytest.fixture
-def black_hole():
-    """A TCP port that accepts connections and never answers: a hung server."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    listener.close()
 
 
 @pytest.mark.services

@@ -10,6 +10,7 @@ import pytest
 import redis
 from django.contrib.auth import get_user_model
 from django.core.cache import cache, caches
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
 from tests.cache.conftest import free_port, use_redis
@@ -62,6 +63,7 @@ def test_redis_down_reads_miss_writes_drop_quickly_and_logs_once(settings, own_r
         assert cache.add("lock", "me") is False
         with pytest.raises(ValueError):
             cache.incr("counter")
+        assert cache.get_or_set("figures", lambda: 42) == 42
     assert time.monotonic() - started < 1.0
     assert len([record for record in caplog.records if "unavailable" in record.getMessage()]) == 1
 
@@ -124,3 +126,24 @@ def test_the_project_starts_while_redis_is_down(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "miss False"
+
+
+def test_a_hung_redis_costs_one_timeout_then_nothing(settings, black_hole, unique_prefix, db):
+    use_redis(settings, f"redis://127.0.0.1:{black_hole}/0", unique_prefix, breaker_seconds=30)
+    get_user_model().objects.create_superuser("ops", password="right-password-123")
+    client = Client()
+    client.force_login(get_user_model().objects.get())
+    started = time.monotonic()
+    assert client.get("/admin/").status_code == 200
+    first = time.monotonic() - started
+    assert first < 1.5  # bounded by the 0.3 s socket timeouts
+    started = time.monotonic()
+    for _ in range(10):
+        assert client.get("/admin/").status_code == 200
+    assert (time.monotonic() - started) / 10 < 0.2  # the breaker skips Redis altogether
+
+
+def test_an_empty_prefix_is_refused_rather_than_clearing_everything(settings, redis_url):
+    use_redis(settings, redis_url, "")
+    with pytest.raises(ImproperlyConfigured):
+        caches["default"].clear_prefix()
