@@ -206,7 +206,8 @@ from cache_app.configuration import redis_broker_location, redis_cache_location 
 # The broker default below: REDIS_URL in kombu's spelling (differs for Sentinel).
 REDIS_BROKER_URL, REDIS_BROKER_TRANSPORT_OPTIONS = redis_broker_location(REDIS_URL)
 if REDIS_URL:
-
+    if not CACHE_KEY_PREFIX:
+        raise ImproperlyConfigured("CACHE_KEY_PREFIX must not be empty when REDIS_URL is set.")
     _redis_location, _redis_options = redis_cache_location(REDIS_URL)
     CACHES = {
         "default": {
