@@ -19,6 +19,8 @@ from django.core.files.storage import FileSystemStorage, storages
 from django.db import connections
 from django.utils import timezone
 
+from backups_app.selectors import last_good_backups
+
 logger = logging.getLogger("cache_app.health")
 
 
@@ -90,28 +92,13 @@ def last_good_backup_ages() -> dict[str, dict[str, Any]]:
     """Per database alias: when its newest successful backup finished and how old it is (seconds)."""
     now = timezone.now()
     ages: dict[str, dict[str, Any]] = {}
-    for alias, record in _last_good_backups().items():
+    for alias, record in last_good_backups().items():
         if record is None:
             ages[alias] = {"last_good_at": None, "age_seconds": None}
             continue
         moment = record.finished_at or record.created_at
         ages[alias] = {"last_good_at": moment.isoformat(), "age_seconds": int((now - moment).total_seconds())}
     return ages
-
-
-def _last_good_backups() -> dict:
-    try:
-        from backups_app.selectors import last_good_backups
-    except ImportError:
-        # Until the engine area's selector is merged: the same question, asked directly.
-        from backups_app.models import BackupRecord
-
-        return {
-            alias: BackupRecord.objects.filter(database=alias, status=BackupRecord.Status.SUCCESS)
-            .order_by("-created_at", "-id").first()
-            for alias in settings.DATABASES
-        }
-    return last_good_backups()
 
 
 class RedisCheck(HealthCheck):
