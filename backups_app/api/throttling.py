@@ -5,6 +5,7 @@ from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from backups_app.models import ApiToken
+from cache_app.ratelimit import rate_limit_check
 
 
 class ApiTokenRateThrottle(BaseThrottle):
@@ -24,13 +25,9 @@ class ApiTokenRateThrottle(BaseThrottle):
         if not isinstance(token, ApiToken):
             # Unauthenticated calls are refused before throttling; nothing to count them against.
             return True
-        # Imported here: the limiter belongs to the cache area and this keeps the API importable
-        # (and its schema generable) on its own.
-        from cache_app.ratelimit import rate_limit_check
-
         self.retry_after = rate_limit_check(
             scope=self.scope,
-            key=str(token.pk),
+            key=str(token.pk),  # the token's id, never the token
             limit=settings.BACKUP_API_RATE_LIMIT,
             period_seconds=settings.BACKUP_API_RATE_LIMIT_PERIOD,
         )
