@@ -14,6 +14,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+# Imported here, in the thread that starts the listener: importing redis inside the listener
+# thread races with the main thread importing it (django_redis) and fails on a half-built module.
+import redis
+
 if TYPE_CHECKING:
     from secrets_app.manager import SecretManager
 
@@ -25,8 +29,6 @@ def _keys(prefix: str) -> tuple[str, str]:
 
 
 def _client(redis_url: str):
-    import redis
-
     return redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
 
 

@@ -1,0 +1,156 @@
+"""rotate_secret: the provider gets a new version, and every process drops the old value."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from backups_app.models import AuditEntry
+from secrets_app import default_manager, get_secret
+from secrets_app.models import SecretAccess
+from secrets_app.providers.local import LocalProvider
+from tests.conftest import require_service
+from tests.secrets.conftest import AWS_TEST_ENVIRONMENT, PROJECT_ROOT, ScriptedProvider
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def local_env_file(tmp_path, use_default_manager):
+    env_file = tmp_path / ".env"
+    env_file.write_text("DEBUG=on\nSGP_TOKEN='old-token-value'\n")
+    env_file.chmod(0o640)
+    use_default_manager(LocalProvider(env_file=env_file, environ={}, process_environment=set()))
+    return env_file
+
+
+def run_rotate(*args, stdin: str = "") -> str:
+    out = io.StringIO()
+    original = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        call_command("rotate_secret", *args, stdout=out)
+    finally:
+        sys.stdin = original
+    return out.getvalue()
+
+
+def test_rotate_from_stdin_rewrites_dotenv_and_drops_the_cached_value(local_env_file):
+    assert get_secret("SGP_TOKEN") == "old-token-value"
+    output = run_rotate("SGP_TOKEN", stdin="new-token-value\n")
+    assert get_secret("SGP_TOKEN") == "new-token-value"
+    assert "SGP_TOKEN='new-token-value'" in local_env_file.read_text()
+    assert stat.S_IMODE(local_env_file.stat().st_mode) == 0o640
+    assert "new-token-value" not in output and "old-token-value" not in output
+    assert default_manager.fingerprint("new-token-value") in output
+    entry = AuditEntry.objects.get(action="rotate_secret")
+    assert (entry.target, entry.source, entry.outcome) == ("SGP_TOKEN", "cli", "success")
+    assert "new-token-value" not in entry.detail
+    assert SecretAccess.objects.filter(name="SGP_TOKEN", outcome="rotated").exists()
+
+
+def test_rotate_generate_writes_a_long_random_value(local_env_file):
+    run_rotate("SGP_TOKEN", "--generate")
+    value = get_secret("SGP_TOKEN")
+    assert len(value) >= 32 and value != "old-token-value"
+    run_rotate("SGP_TOKEN", "--generate")
+    assert get_secret("SGP_TOKEN") != value
+
+
+@pytest.mark.parametrize("stdin, message", [("\n", "empty"), ("a\x00b\n", "NUL")])
+def test_bad_values_are_refused_and_nothing_is_written(local_env_file, stdin, message):
+    before = local_env_file.read_text()
+    with pytest.raises(CommandError, match=message):
+        run_rotate("SGP_TOKEN", stdin=stdin)
+    assert local_env_file.read_text() == before
+    assert get_secret("SGP_TOKEN") == "old-token-value"
+
+
+def test_provider_failure_during_rotation_is_a_command_error_and_audited(use_default_manager):
+    provider = ScriptedProvider({"SGP_TOKEN": "value-1"})
+    use_default_manager(provider, fallback=LocalProvider(environ={}))
+
+    def refuse(name, value):
+        from secrets_app.exceptions import AccessDenied
+
+        raise AccessDenied(f"not allowed to write {name}")
+
+    provider.set = refuse
+    with pytest.raises(CommandError, match="not allowed"):
+        run_rotate("SGP_TOKEN", stdin="value-2\n")
+    assert AuditEntry.objects.get(action="rotate_secret").outcome == "failure"
+
+
+def test_without_redis_other_processes_see_the_rotation_within_the_ttl():
+    provider = ScriptedProvider({"TOKEN": "before-1"})
+    from secrets_app.manager import SecretManager
+
+    reader = SecretManager(provider, fallback=LocalProvider(environ={}), ttl=0.3, fingerprint_key=b"k")
+    assert reader.get("TOKEN") == "before-1"
+    provider.set("TOKEN", "after-2")
+    assert reader.get("TOKEN") == "before-1"
+    time.sleep(0.35)
+    assert reader.get("TOKEN") == "after-2"
+
+
+def process_environment(tmp_path, moto_endpoint, prefix, redis_url, key_prefix) -> dict:
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith(("DATABASE_URL", "SECRETS_", "AWS_", "VAULT_"))}
+    environment.update(AWS_TEST_ENVIRONMENT)
+    environment.update({
+        "DJANGO_SETTINGS_MODULE": "ops_project.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ops.sqlite3'}",
+        "SECRETS_PROVIDER": "aws", "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_endpoint,
+        "SECRETS_AWS_PREFIX": prefix, "SECRETS_CACHE_TTL": "3600",
+        "SECRETS_FINGERPRINT_KEY_FILE": str(tmp_path / "fingerprint.key"),
+        "REDIS_URL": redis_url, "CACHE_KEY_PREFIX": key_prefix,
+        "SECRETS_ENV_FILE": str(tmp_path / ".env"),
+    })
+    return environment
+
+
+def rotation_propagation_seconds(tmp_path, moto_endpoint, redis_url) -> float:
+    """Start a reader process, rotate from a second process, return how long the reader took to
+    see the new value after the rotate command finished. Used by the test and the benchmark."""
+    import boto3
+
+    prefix = f"opsdesk-{uuid.uuid4().hex[:8]}/"
+    boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=moto_endpoint).create_secret(
+        Name=f"{prefix}SGP_TOKEN", SecretString="before-rotation-1")
+    environment = process_environment(tmp_path, moto_endpoint, prefix, redis_url, f"opsdesk-test-{uuid.uuid4().hex[:12]}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=PROJECT_ROOT,
+                   env=environment, check=True, timeout=120)
+    reader = subprocess.Popen([sys.executable, "-m", "tests.secrets.rotation_worker", "SGP_TOKEN"], cwd=PROJECT_ROOT,
+                              env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(reader.stdout.readline())
+        assert ready["event"] == "ready" and ready["listener"], ready
+        rotated = subprocess.run([sys.executable, "manage.py", "rotate_secret", "SGP_TOKEN"], cwd=PROJECT_ROOT,
+                                 env=environment, input="after-rotation-2\n", capture_output=True, text=True, timeout=60)
+        finished = time.time()
+        assert rotated.returncode == 0, rotated.stderr
+        assert "after-rotation-2" not in rotated.stdout + rotated.stderr
+        assert "through Redis" in rotated.stdout
+        changed = json.loads(reader.stdout.readline())
+        assert changed["event"] == "changed" and changed["fingerprint"] != ready["fingerprint"]
+        return max(0.0, changed["at"] - finished)
+    finally:
+        reader.stdin.close()
+        reader.wait(timeout=20)
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_rotation_reaches_another_process_within_five_seconds_through_redis(tmp_path, moto_endpoint, redis_url):
+    require_service("Redis", "127.0.0.1", 6379)
+    seconds = rotation_propagation_seconds(tmp_path, moto_endpoint, redis_url)
+    assert seconds < 5, f"the other process saw the rotation after {seconds:.2f} s"
