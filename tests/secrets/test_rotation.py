@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 import stat
-import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 from django.core.management import call_command
@@ -19,7 +15,8 @@ from secrets_app import default_manager, get_secret
 from secrets_app.models import SecretAccess
 from secrets_app.providers.local import LocalProvider
 from tests.conftest import require_service
-from tests.secrets.conftest import AWS_TEST_ENVIRONMENT, PROJECT_ROOT, ScriptedProvider
+from tests.secrets.conftest import ScriptedProvider
+from tests.secrets.two_processes import rotation_propagation_seconds
 
 pytestmark = pytest.mark.django_db
 
@@ -100,52 +97,6 @@ def test_without_redis_other_processes_see_the_rotation_within_the_ttl():
     assert reader.get("TOKEN") == "before-1"
     time.sleep(0.35)
     assert reader.get("TOKEN") == "after-2"
-
-
-def process_environment(tmp_path, moto_endpoint, prefix, redis_url, key_prefix) -> dict:
-    environment = {key: value for key, value in os.environ.items()
-                   if not key.startswith(("DATABASE_URL", "SECRETS_", "AWS_", "VAULT_"))}
-    environment.update(AWS_TEST_ENVIRONMENT)
-    environment.update({
-        "DJANGO_SETTINGS_MODULE": "ops_project.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'ops.sqlite3'}",
-        "SECRETS_PROVIDER": "aws", "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_endpoint,
-        "SECRETS_AWS_PREFIX": prefix, "SECRETS_CACHE_TTL": "3600",
-        "SECRETS_FINGERPRINT_KEY_FILE": str(tmp_path / "fingerprint.key"),
-        "REDIS_URL": redis_url, "CACHE_KEY_PREFIX": key_prefix,
-        "SECRETS_ENV_FILE": str(tmp_path / ".env"),
-    })
-    return environment
-
-
-def rotation_propagation_seconds(tmp_path, moto_endpoint, redis_url) -> float:
-    """Start a reader process, rotate from a second process, return how long the reader took to
-    see the new value after the rotate command finished. Used by the test and the benchmark."""
-    import boto3
-
-    prefix = f"opsdesk-{uuid.uuid4().hex[:8]}/"
-    boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=moto_endpoint).create_secret(
-        Name=f"{prefix}SGP_TOKEN", SecretString="before-rotation-1")
-    environment = process_environment(tmp_path, moto_endpoint, prefix, redis_url, f"opsdesk-test-{uuid.uuid4().hex[:12]}")
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=PROJECT_ROOT,
-                   env=environment, check=True, timeout=120)
-    reader = subprocess.Popen([sys.executable, "-m", "tests.secrets.rotation_worker", "SGP_TOKEN"], cwd=PROJECT_ROOT,
-                              env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        ready = json.loads(reader.stdout.readline())
-        assert ready["event"] == "ready" and ready["listener"], ready
-        rotated = subprocess.run([sys.executable, "manage.py", "rotate_secret", "SGP_TOKEN"], cwd=PROJECT_ROOT,
-                                 env=environment, input="after-rotation-2\n", capture_output=True, text=True, timeout=60)
-        finished = time.time()
-        assert rotated.returncode == 0, rotated.stderr
-        assert "after-rotation-2" not in rotated.stdout + rotated.stderr
-        assert "through Redis" in rotated.stdout
-        changed = json.loads(reader.stdout.readline())
-        assert changed["event"] == "changed" and changed["fingerprint"] != ready["fingerprint"]
-        return max(0.0, changed["at"] - finished)
-    finally:
-        reader.stdin.close()
-        reader.wait(timeout=20)
 
 
 @pytest.mark.services
