@@ -105,3 +105,50 @@ def test_rotation_reaches_another_process_within_five_seconds_through_redis(tmp_
     require_service("Redis", "127.0.0.1", 6379)
     seconds = rotation_propagation_seconds(tmp_path, moto_endpoint, redis_url)
     assert seconds < 5, f"the other process saw the rotation after {seconds:.2f} s"
+
+
+@pytest.mark.services
+def test_listener_drops_a_rotated_value_and_catches_up_after_a_missed_message(redis_url, unique_prefix):
+    import redis
+
+    from secrets_app.manager import SecretManager
+    from secrets_app.rotation import rotation_publish
+
+    provider = ScriptedProvider({"TOKEN": "before-1", "OTHER": "other-1"})
+    manager = SecretManager(provider, fallback=LocalProvider(environ={}), ttl=3600, fingerprint_key=b"k")
+    manager.start_rotation_listener(redis_url=redis_url, prefix=unique_prefix)
+    try:
+        assert manager.rotation_listener.ready.wait(10)
+        assert manager.get("TOKEN") == "before-1" and manager.get("OTHER") == "other-1"
+        provider.set("TOKEN", "after-2")
+        rotation_publish(redis_url=redis_url, prefix=unique_prefix, name="TOKEN")
+        deadline = time.monotonic() + 5
+        while manager.get("TOKEN") != "after-2":
+            assert time.monotonic() < deadline, "the published rotation was not applied"
+            time.sleep(0.01)
+        # No pub/sub message this time (as if it was lost): the hash comparison still catches it.
+        provider.set("OTHER", "other-2")
+        client = redis.Redis.from_url(redis_url)
+        client.hset(f"{unique_prefix}:rotations", "OTHER", "missed-message")
+        deadline = time.monotonic() + 5
+        while manager.get("OTHER") != "other-2":
+            assert time.monotonic() < deadline, "the hash comparison did not catch the rotation"
+            time.sleep(0.05)
+        client.delete(f"{unique_prefix}:rotations")
+        client.close()
+    finally:
+        manager.stop_rotation_listener()
+
+
+def test_rotation_succeeds_when_redis_is_down_and_says_so(use_default_manager, caplog):
+    from secrets_app.services import secret_rotate
+    from tests.secrets.conftest import free_port
+
+    provider = ScriptedProvider({"SGP_TOKEN": "value-1"})
+    use_default_manager(provider, fallback=LocalProvider(environ={}))
+    default_manager.rotation_redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    default_manager.rotation_prefix = "opsdesk-test-down"
+    result = secret_rotate(name="SGP_TOKEN", value="value-2", source="cli")
+    assert result.broadcast is False
+    assert get_secret("SGP_TOKEN") == "value-2"
+    assert "within SECRETS_CACHE_TTL" in caplog.text
