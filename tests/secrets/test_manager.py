@@ -248,3 +248,40 @@ def test_fork_while_another_thread_holds_the_refresh_lock_does_not_deadlock_the_
     refresher.join(5)
     assert exit_code == 0, "the forked child deadlocked or failed"
     assert manager.get("TOKEN") == VALUE
+
+
+@pytest.mark.services
+def test_stale_if_error_when_a_real_aws_endpoint_goes_away(caplog):
+    import boto3
+
+    from secrets_app.providers.aws import AwsProvider
+    from tests.secrets.servers import moto_server
+
+    with moto_server() as endpoint:
+        boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=endpoint).create_secret(
+            Name="opsdesk/SGP_TOKEN", SecretString=VALUE)
+        provider = AwsProvider(region="us-east-1", endpoint_url=endpoint, prefix="opsdesk/", timeout=1)
+        manager = make_manager(provider, ttl=0.05)
+        assert manager.get("SGP_TOKEN") == VALUE
+    # The server is gone: connection refused on the next refresh.
+    time.sleep(0.06)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="secrets_app"):
+        assert manager.get("SGP_TOKEN") == VALUE
+    assert time.monotonic() - started < 5
+    assert "stale-if-error" in caplog.text and VALUE not in caplog.text
+
+
+def test_azure_5xx_serves_the_stale_value():
+    from secrets_app.providers.azure import AzureProvider
+    from tests.secrets.azure_keyvault_double import KeyVaultDouble, StaticTokenCredential
+
+    double = KeyVaultDouble(vault_url="https://opsdesk-stale.vault.azure.net", token="t")
+    double.put("SGP-TOKEN", VALUE)
+    provider = AzureProvider(vault_url=double.vault_url, credential=StaticTokenCredential("t"), transport=double)
+    manager = make_manager(provider, ttl=0.05)
+    assert manager.get("SGP_TOKEN") == VALUE
+    double.fail_with = 503
+    time.sleep(0.06)
+    assert manager.get("SGP_TOKEN") == VALUE
+    assert manager.cached()["SGP_TOKEN"].status == "stale"
