@@ -11,7 +11,6 @@ import time
 
 import pytest
 from django.core import mail
-from django.core.exceptions import ImproperlyConfigured
 
 from secrets_app.exceptions import SecretNotFound
 from secrets_app.manager import SecretManager
