@@ -72,7 +72,8 @@ SECRETS_FINGERPRINT_KEY_FILE = _project_path(env.str("SECRETS_FINGERPRINT_KEY_FI
 # Rotation broadcast: empty means REDIS_URL; the channel and hash are prefixed (default CACHE_KEY_PREFIX:secrets).
 SECRETS_REDIS_URL = env.str("SECRETS_REDIS_URL", default="")
 SECRETS_REDIS_PREFIX = env.str("SECRETS_REDIS_PREFIX", default="")
-SECRETS_ACCESS_LOG_FLUSH_SECONDS = env.int("SECRETS_ACCESS_LOG_FLUSH_SECONDS", default=10)
+# Least interval between access-log writes per process; hits are aggregated over it (one row per secret).
+SECRETS_ACCESS_LOG_FLUSH_SECONDS = env.int("SECRETS_ACCESS_LOG_FLUSH_SECONDS", default=60)
 # Non-secret provider options (shown to staff); credentials are passed on, never kept as settings.
 SECRETS_AWS_REGION = env.str("AWS_REGION", default=env.str("AWS_DEFAULT_REGION", default=""))
 SECRETS_AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL_SECRETS_MANAGER", default=env.str("AWS_ENDPOINT_URL", default=""))

@@ -68,7 +68,7 @@ def secrets_access_flush_soon(**kwargs) -> None:
     """Signal receiver (request_finished, task_postrun): flush at most every few seconds."""
     global _last_flush
     now = time.monotonic()
-    if now - _last_flush < getattr(settings, "SECRETS_ACCESS_LOG_FLUSH_SECONDS", 10):
+    if now - _last_flush < getattr(settings, "SECRETS_ACCESS_LOG_FLUSH_SECONDS", 60):
         return
     _last_flush = now
     secrets_access_flush()
