@@ -12,7 +12,8 @@ from django.utils.translation import gettext_lazy as _
 from secrets_app.exceptions import SecretsError
 from secrets_app.models import KnownSecret, SecretAccess
 from secrets_app.selectors import provider_description
-from secrets_app.services import secrets_access_flush, secrets_provider_check
+from secrets_app.manager import secrets_actor
+from secrets_app.services import secrets_access_flush, secrets_check, secrets_provider_check
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -31,6 +32,19 @@ class KnownSecretAdmin(ReadOnlyAdmin):
     list_display = ("name", "required", "provider", "source", "status", "version", "fingerprint", "resolved_at")
     list_filter = ("status", "source", "required")
     search_fields = ("name",)
+    actions = ["resolve_now"]
+
+    @admin.action(description=_("Resolve the selected secrets from the provider now"), permissions=["test"])
+    def resolve_now(self, request: HttpRequest, queryset) -> None:
+        with secrets_actor(request.user.get_username()):
+            statuses = secrets_check(names=list(queryset.values_list("name", flat=True)))
+        failed = [status.name for status in statuses if status.status in ("missing", "denied")]
+        self.message_user(
+            request,
+            _("%(count)d secrets resolved; not resolved: %(failed)s") % {
+                "count": len(statuses) - len(failed), "failed": ", ".join(failed) or "-"},
+            messages.WARNING if failed else messages.SUCCESS,
+        )
 
     def get_urls(self):
         return [

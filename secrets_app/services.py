@@ -168,11 +168,15 @@ def secrets_provider_check(*, actor: str, manager: SecretManager | None = None) 
     return description
 
 
-def secrets_check(*, manager: SecretManager | None = None) -> list[SecretStatus]:
-    """Resolve every known secret from its provider now; one status per secret, no values."""
+def secrets_check(*, names: list[str] | None = None, manager: SecretManager | None = None) -> list[SecretStatus]:
+    """Resolve every known secret (or only ``names``) from its provider now; one status per
+    secret, no values."""
     manager = manager or default_manager
     statuses = []
-    for name, required in known_secret_names(manager=manager).items():
+    known = known_secret_names(manager=manager)
+    if names is not None:
+        known = {name: known.get(name, False) for name in names}
+    for name, required in known.items():
         manager.known[name] = manager.known.get(name, False) or required
         status = manager.status(name)
         statuses.append(status)

@@ -129,3 +129,17 @@ def test_misconfigured_provider_stops_start_up_with_a_clear_message(tmp_path):
                         DATABASE_URL=f"sqlite:///{tmp_path / 'ops.sqlite3'}")
     assert result.returncode != 0
     assert "VAULT_ADDR" in result.stderr
+
+
+def test_resolve_now_action_refreshes_status_from_the_provider(admin_client, scripted):
+    get_secret("SGP_TOKEN")
+    secrets_access_flush()
+    scripted.values["SGP_TOKEN"] = "admin-visible-never-2"
+    scripted.versions["SGP_TOKEN"] = 7
+    secret = KnownSecret.objects.get(name="SGP_TOKEN")
+    old_fingerprint = secret.fingerprint
+    response = admin_client.post(CHANGELIST, {"action": "resolve_now", "_selected_action": [secret.pk]}, follow=True)
+    assert "1 secrets resolved" in response.content.decode()
+    secret.refresh_from_db()
+    assert secret.version == "7" and secret.fingerprint != old_fingerprint
+    assert "admin-visible-never-2" not in response.content.decode()
