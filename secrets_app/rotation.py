@@ -29,7 +29,25 @@ def _keys(prefix: str) -> tuple[str, str]:
 
 
 def _client(redis_url: str):
-    return redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    """A client for REDIS_URL in any form cache_app accepts, Sentinel included."""
+    timeouts = {"socket_connect_timeout": 2, "socket_timeout": 5}
+    if not redis_url.lower().startswith("sentinel://"):
+        return redis.Redis.from_url(redis_url, **timeouts)
+    from redis.sentinel import Sentinel
+
+    from cache_app.configuration import redis_cache_location
+
+    # One parser for the URL format, shared with the cache: redis://[:password@]service/db + SENTINELS.
+    location, options = redis_cache_location(redis_url)
+    credentials, _, service_and_database = location.split("://", 1)[1].rpartition("@")
+    service, _, database = service_and_database.partition("/")
+    password = credentials.partition(":")[2] or None
+    if password:
+        from urllib.parse import unquote
+
+        password = unquote(password)
+    sentinel = Sentinel(options["SENTINELS"], sentinel_kwargs=options.get("SENTINEL_KWARGS") or {}, **timeouts)
+    return sentinel.master_for(service, db=int(database or 0), password=password, **timeouts)
 
 
 def rotation_publish(*, redis_url: str, prefix: str, name: str) -> None:

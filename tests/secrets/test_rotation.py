@@ -152,3 +152,18 @@ def test_rotation_succeeds_when_redis_is_down_and_says_so(use_default_manager, c
     assert result.broadcast is False
     assert get_secret("SGP_TOKEN") == "value-2"
     assert "within SECRETS_CACHE_TTL" in caplog.text
+
+
+def test_rotation_client_understands_sentinel_urls_like_the_cache():
+    from redis.sentinel import SentinelConnectionPool
+
+    from secrets_app.rotation import _client
+
+    client = _client("sentinel://:p%40ss@127.0.0.1:26379,127.0.0.2:26380/mymaster/2")
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "mymaster"
+    assert pool.connection_kwargs["db"] == 2 and pool.connection_kwargs["password"] == "p@ss"
+    sentinels = [sentinel.connection_pool.connection_kwargs for sentinel in pool.sentinel_manager.sentinels]
+    assert [(kwargs["host"], kwargs["port"]) for kwargs in sentinels] == [("127.0.0.1", 26379), ("127.0.0.2", 26380)]
+    client.close()
