@@ -237,6 +237,8 @@ class SecretManager:
                 hits = self._hits
                 hits[name] = hits.get(name, 0) + 1
                 return value
+            if default is not _NO_DEFAULT:
+                return default  # a cached miss of an optional secret: no lock either
         return self._resolve(name, default)
 
     # The miss path ---------------------------------------------------------------------------
