@@ -503,8 +503,8 @@ def backup_restore(
                 restore.safety_backup = safety
                 restore.save(update_fields=["safety_backup"])
             try:
-                with backup_open(backup=backup) as stored:
-                    engine.restore(DecompressingReader(stored, compression=backup.compression))
+                with DecompressingReader(backup_open(backup=backup), compression=backup.compression) as plain:
+                    engine.restore(plain)
             except Exception as error:  # noqa: BLE001 - reported with the way back
                 if database == "default":
                     restore = _reattach_after_ops_restore(restore)
