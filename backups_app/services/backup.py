@@ -155,8 +155,55 @@ def _remove_partial(record: BackupRecord) -> None:
             return
 
 
+def _is_orphan(record, *, database: str | None, lock_held: bool, horizon) -> bool:
+    """Whether the process that ran `record` (a BackupRecord or RestoreRecord) is gone."""
+    if record.owner_host == _host() and record.owner_pid == os.getpid():
+        return False  # this very process (a safety backup's parent, for instance)
+    if record.owner_host == _host():
+        return (
+            (lock_held and record.database == database)
+            or not _pid_alive(record.owner_pid)
+            or not locks.is_locked_locally(record.database)
+        )
+    started = getattr(record, "started_at", None) or record.created_at
+    return (lock_held and record.database == database and locks.cross_machine()) or started < horizon
+
+
+def _restores_mark_interrupted(*, database: str | None, lock_held: bool, horizon) -> int:
+    """A restore whose process was killed: `failed`, pointing at its safety backup."""
+    restores = RestoreRecord.objects.select_related("safety_backup").filter(status=RestoreRecord.Status.RUNNING)
+    if database is not None:
+        restores = restores.filter(database=database)
+    count = 0
+    for restore in restores:
+        if not _is_orphan(restore, database=database, lock_held=lock_held, horizon=horizon):
+            continue
+        if restore.safety_backup is not None:
+            message = _(
+                "The restore process (%(pid)s on %(host)s) stopped before finishing; the database may "
+                "be partly restored: restore the safety backup %(safety)s to return to the state before."
+            ) % {"pid": restore.owner_pid, "host": restore.owner_host, "safety": restore.safety_backup.name}
+        else:
+            message = _(
+                "The restore process (%(pid)s on %(host)s) stopped before finishing; the database may "
+                "be partly restored (no safety backup was taken)."
+            ) % {"pid": restore.owner_pid, "host": restore.owner_host}
+        if RestoreRecord.objects.filter(pk=restore.pk, status=RestoreRecord.Status.RUNNING).update(
+            status=RestoreRecord.Status.FAILED, error_message=message, finished_at=timezone.now(),
+        ):
+            count += 1
+            restore.refresh_from_db()
+            logger.warning("Restore of %s into %s was interrupted.", restore.backup_name, restore.database)
+            audit_log(action="restore", source="system", outcome="failure",
+                      target=f"{restore.backup_name} -> {restore.database}", detail=message)
+            restore_finished.send(sender=RestoreRecord, restore=restore)
+    return count
+
+
 def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = False) -> int:
     """Mark `running` records whose process is gone as `interrupted`; return how many.
+
+    Restores whose process is gone become `failed`, their message naming the safety backup.
 
     A record is an orphan when its host is this machine and its process is dead or no process here
     holds the database's lock; or when the caller holds the database's lock (`lock_held`) and locks
@@ -168,23 +215,12 @@ def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = F
     records = BackupRecord.objects.filter(status__in=[BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED])
     if database is not None:
         records = records.filter(database=database)
-    host, pid = _host(), os.getpid()
     count = 0
     for record in records:
         if record.status == BackupRecord.Status.QUEUED:
             orphan = record.created_at < horizon
-        elif record.owner_host == host and record.owner_pid == pid:
-            continue  # this very process (a safety backup's parent, for instance)
-        elif record.owner_host == host:
-            orphan = (
-                (lock_held and record.database == database)
-                or not _pid_alive(record.owner_pid)
-                or not locks.is_locked_locally(record.database)
-            )
         else:
-            orphan = (lock_held and record.database == database and locks.cross_machine()) or (
-                (record.started_at or record.created_at) < horizon
-            )
+            orphan = _is_orphan(record, database=database, lock_held=lock_held, horizon=horizon)
         if not orphan:
             continue
         updated = BackupRecord.objects.filter(pk=record.pk, status=record.status).update(
@@ -201,7 +237,7 @@ def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = F
             record.refresh_from_db()
             logger.warning("Backup %s was interrupted (its process is gone).", record.name)
             backup_finished.send(sender=BackupRecord, record=record)
-    return count
+    return count + _restores_mark_interrupted(database=database, lock_held=lock_held, horizon=horizon)
 
 
 # --- Backup ---------------------------------------------------------------------------------------
@@ -486,8 +522,10 @@ def backup_restore(
                 % {"name": backup.name, "engine": backup.engine, "database": database, "vendor": engine.vendor}
             )
         with locks.database_lock(database, "restore"):
+            backups_mark_interrupted(database=database, lock_held=True)
             restore.status = RestoreRecord.Status.RUNNING
-            restore.save(update_fields=["status"])
+            restore.owner_host, restore.owner_pid = _host(), os.getpid()
+            restore.save(update_fields=["status", "owner_host", "owner_pid"])
             backup_check(backup=backup, engine=engine)
             if safety_backup:
                 try:
