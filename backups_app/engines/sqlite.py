@@ -189,8 +189,17 @@ class SQLiteDumpEngine(DumpEngine):
             Path(scratch_path).unlink(missing_ok=True)
 
     @staticmethod
-    def _replay(connection: sqlite3.Connection, stream: BinaryIO) -> None:
+    def _authorize(action: int, *args) -> int:
+        # A dump is SQL for one database: ATTACH/DETACH would read or create other files, so a
+        # crafted dump could not use them even if it got past the checksum (RELIABILITY 21).
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    @classmethod
+    def _replay(cls, connection: sqlite3.Connection, stream: BinaryIO) -> None:
         """Execute the dump statement by statement, in one transaction, in bounded memory."""
+        connection.set_authorizer(cls._authorize)
         connection.execute("BEGIN")
         statement = ""
         for raw_line in iter(stream.readline, b""):
