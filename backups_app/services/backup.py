@@ -44,7 +44,7 @@ from backups_app.manifest import (
     manifest_write,
     record_fields_from_manifest,
 )
-from backups_app.models import BackupRecord, Compression, RestoreRecord, Trigger
+from backups_app.models import BackupRecord, Compression, RestoreRecord
 from backups_app.pipeline import (
     EXTENSIONS,
     DecompressingReader,
@@ -660,6 +660,6 @@ def backups_sync() -> dict[str, int]:
 
 
 __all__ = [
-    "Trigger", "backup_check", "backup_create", "backup_delete", "backup_open", "backup_queue",
+    "backup_check", "backup_create", "backup_delete", "backup_open", "backup_queue",
     "backup_restore", "backups_mark_interrupted", "backups_sync", "restore_queue",
 ]

@@ -1,7 +1,6 @@
 """Restore: the stored file is checked completely before the database is touched."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import sqlite3
 

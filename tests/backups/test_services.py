@@ -5,7 +5,7 @@ import pytest
 
 from backups_app import selectors
 from backups_app.exceptions import BackupError, BackupNotFound
-from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
+from backups_app.models import AuditEntry, BackupRecord, Trigger
 from backups_app.services import backup as service
 from backups_app.services.backup import backup_create, backup_delete, backup_queue, backup_restore
 from backups_app.signals import backup_finished
