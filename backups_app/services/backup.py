@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage, storages
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
@@ -361,9 +362,19 @@ def backup_create(
     if record is not None:
         database, compression = record.database, record.compression
         trigger, user, kind = record.trigger, record.user, record.kind
-    compression = _check_compression(compression)
-    engine = get_engine(database)
     source = _source(trigger)
+    try:
+        compression = _check_compression(compression)
+        engine = get_engine(database)
+    except (BackupError, ImproperlyConfigured) as error:
+        # e.g. a queued backup of an alias removed from the configuration since.
+        if record is not None:
+            record.status = BackupRecord.Status.FAILED
+            record.error_message = str(error)
+            record.finished_at = timezone.now()
+            record.save(update_fields=["status", "error_message", "finished_at"])
+        audit_log(action="create", source=source, outcome="failure", user=user, target=database, detail=str(error))
+        raise DumpFailed(str(error)) from None
     try:
         with locks.database_lock(database, "backup"):
             backups_mark_interrupted(database=database, lock_held=True)
@@ -515,7 +526,10 @@ def backup_restore(
         restore_finished.send(sender=RestoreRecord, restore=restore)
 
     try:
-        engine = get_engine(database)
+        try:
+            engine = get_engine(database)
+        except ImproperlyConfigured as error:
+            raise RestoreRefused(str(error)) from None
         if engine.vendor != backup.engine:
             raise RestoreRefused(
                 _("Backup %(name)s is a %(engine)s dump; database %(database)s is %(vendor)s.")
@@ -566,6 +580,13 @@ def backup_restore(
     except BackupError as error:
         finish(RestoreRecord.Status.FAILED, _error_text(error, engine), "failure")
         raise RestoreFailed(_error_text(error, engine)) from None
+    except BaseException as error:  # SIGTERM / Ctrl-C: record it now, then let the process stop
+        message = _("Stopped (%(reason)s) before finishing.") % {"reason": error.__class__.__name__}
+        if restore.safety_backup_id:
+            message += " " + _("The database may be partly restored: restore the safety backup %(safety)s.") % {
+                "safety": restore.safety_backup.name}
+        finish(RestoreRecord.Status.FAILED, message, "failure")
+        raise
     finish(RestoreRecord.Status.SUCCESS)
     return restore
 

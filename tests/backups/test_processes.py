@@ -153,3 +153,16 @@ def test_backup_now_does_not_import_cloud_sdks(manage):
                             text=True, cwd=str(manage.ops_db.parent), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sigterm_fails_the_backup_at_once_and_cleans_up(manage):
+    process = manage.start("backup_now", "--database", "fake", script=SLOW_DUMP)
+    wait_for(lambda: any(name.endswith(".partial") for name in stored_files(manage.backup_dir)))
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode != 0
+    name, _database, status, message = manage.records()[0]
+    assert status == "failed" and "Stopped" in message
+    assert stored_files(manage.backup_dir) == []
+    # The lock was released: the next backup runs.
+    assert manage.run("backup_now", "--database", "fake").returncode == 0

@@ -113,3 +113,18 @@ def test_backup_open_streams_the_stored_file(sqlite_alias, backup_dir):
     (backup_dir / record.name).unlink()
     with pytest.raises(BackupNotFound):
         service.backup_open(backup=record)
+
+
+def test_a_queued_backup_of_a_removed_alias_fails_instead_of_staying_queued(sqlite_alias, backup_dir):
+    from backups_app.exceptions import DumpFailed
+
+    from django.utils import timezone
+
+    record = BackupRecord.objects.create(
+        name="backup_gone_20250101_000000.sql.gz", database="gone", engine="sqlite", compression="gzip",
+        trigger=Trigger.ADMIN, status=BackupRecord.Status.QUEUED, created_at=timezone.now(),
+    )
+    with pytest.raises(DumpFailed, match="Unknown database alias 'gone'"):
+        backup_create(record=record, trigger=record.trigger)
+    record.refresh_from_db()
+    assert record.status == "failed"

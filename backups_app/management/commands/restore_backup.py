@@ -8,6 +8,8 @@ from backups_app.models import Trigger
 from backups_app.selectors import backup_get
 from backups_app.services.backup import backup_restore
 
+from ._output import terminate_cleanly
+
 
 class Command(BaseCommand):
     help = _(
@@ -37,9 +39,10 @@ class Command(BaseCommand):
             if answer.strip().lower() != "yes":
                 raise CommandError(_("Restore cancelled; nothing was changed."))
         try:
-            restore = backup_restore(
-                backup=backup, database=target, trigger=Trigger.CLI, safety_backup=safety_backup,
-            )
+            with terminate_cleanly():
+                restore = backup_restore(
+                    backup=backup, database=target, trigger=Trigger.CLI, safety_backup=safety_backup,
+                )
         except (BackupError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from None
         if restore.safety_backup_id:
