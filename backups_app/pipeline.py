@@ -66,12 +66,13 @@ def make_compressor(compression: str) -> Compressor:
     if compression == "zstd":
         import zstandard
 
-        # threads=1: libzstd compresses in its own worker thread, overlapping our reads and writes.
-        # 1 MiB jobs keep its buffers at ~8 MiB; on mysqldump-like text this layout came out about
-        # 1% smaller than `zstd -3` at the same CPU cost, where the single-threaded streaming mode
-        # of libzstd 1.5.7 was 0.5% larger (measured with benchmarks/pipeline_overhead.py).
+        # threads=1: libzstd compresses in its own worker thread, overlapping our reads, hashing
+        # and writes. 2 MiB jobs with a small overlap keep its buffers near 11 MiB; on
+        # mysqldump-like text this came out ~1% smaller than `zstd -3` at about the same CPU,
+        # where the single-threaded streaming mode of libzstd 1.5.7 was 0.5% larger
+        # (benchmarks/pipeline_overhead.py; the goal is "no larger than the shell pipeline").
         parameters = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, write_checksum=1, threads=1, job_size=1 << 20
+            ZSTD_LEVEL, write_checksum=1, threads=1, job_size=2 << 20, overlap_log=4
         )
         return zstandard.ZstdCompressor(compression_params=parameters).compressobj()
     if compression == "none":
