@@ -115,6 +115,18 @@ def test_restore_backup_asks_for_confirmation_and_cancel_changes_nothing(sqlite_
     assert "newer" not in "".join(snapshot(sqlite_alias))
 
 
+def test_restore_backup_without_a_terminal_asks_for_noinput(sqlite_alias, backup_dir, monkeypatch):
+    record = backup_create(database="app", trigger=Trigger.CLI)
+
+    def closed(prompt):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", closed)
+    with pytest.raises(CommandError, match="--noinput"):
+        run("restore_backup", record.name)
+    assert not RestoreRecord.objects.exists()
+
+
 def test_restore_backup_errors(sqlite_alias, backup_dir):
     with pytest.raises(CommandError, match="No backup named"):
         run("restore_backup", "../../etc/passwd", "--noinput")

@@ -32,10 +32,15 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         target = database or backup.database
         if interactive:
-            answer = input(
-                _("This replaces ALL data in database '%(database)s' with backup %(name)s.\n"
-                  "Type 'yes' to continue, or anything else to cancel: ") % {"database": target, "name": name}
-            )
+            try:
+                answer = input(
+                    _("This replaces ALL data in database '%(database)s' with backup %(name)s.\n"
+                      "Type 'yes' to continue, or anything else to cancel: ") % {"database": target, "name": name}
+                )
+            except EOFError:
+                raise CommandError(
+                    _("No answer (standard input is closed); pass --noinput to restore without asking.")
+                ) from None
             if answer.strip().lower() != "yes":
                 raise CommandError(_("Restore cancelled; nothing was changed."))
         try:
