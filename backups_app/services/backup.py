@@ -313,6 +313,9 @@ def _backup_run(
     except BaseException as error:
         if pending is not None:
             pending.abort()
+        elif manifest_written:
+            # Committed, then the record could not be saved: no final name for a failed backup.
+            _delete_quietly(storage, record.name)
         if manifest_written:
             _delete_quietly(storage, manifest_name(record.name))
         record.status = BackupRecord.Status.FAILED
