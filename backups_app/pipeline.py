@@ -29,6 +29,7 @@ from typing import BinaryIO, Protocol
 
 from django.core.files import File
 from django.core.files.storage import Storage
+from django.utils.translation import gettext as _
 
 from backups_app.exceptions import BackupError, DumpFailed
 
@@ -106,7 +107,7 @@ class Decompressor:
         try:
             output = self._object.decompress(data)
         except Exception as error:  # zlib.error, zstandard.ZstdError: the bytes are corrupt.
-            raise BackupError(f"the compressed stream is corrupt ({error})") from None
+            raise BackupError(_("the compressed stream is corrupt (%(error)s)") % {"error": error}) from None
         if self._object.eof and self._object.unused_data:
             self.trailing_garbage = True
         return output
@@ -205,7 +206,7 @@ class SpooledStorageTarget(StorageTarget):
         self._file.close()
         if saved_name != self.name:
             self.storage.delete(saved_name)
-            raise DumpFailed(f"{self.name} already exists in the storage")
+            raise DumpFailed(_("%(name)s already exists in the storage") % {"name": self.name})
 
     def abort(self) -> None:
         self._file.close()
@@ -344,9 +345,9 @@ def stream_to_storage(
         if writer.error is not None:
             raise DumpFailed(_describe(writer.error)) from writer.error
         if raw_size == 0:
-            raise DumpFailed("the dump produced no data")
+            raise DumpFailed(_("the dump produced no data"))
         if not is_complete(tail):
-            raise DumpFailed("the dump is incomplete: its completion marker is missing")
+            raise DumpFailed(_("the dump is incomplete: its completion marker is missing"))
     except BaseException:
         target.abort()
         raise
@@ -424,7 +425,7 @@ class DecompressingReader:
                 chunk = self.stored.read(self.READ_SIZE)
                 if not chunk:
                     if not self.decompressor.complete:
-                        raise BackupError("the compressed stream ended early")
+                        raise BackupError(_("the compressed stream ended early"))
                     break
                 plain = self.decompressor.decompress(chunk)
                 if plain and not self._put(plain):

@@ -8,6 +8,7 @@ no file under a final name. A backup whose process died is found by the next run
 """
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import re
@@ -45,7 +46,7 @@ from backups_app.manifest import (
     manifest_write,
     record_fields_from_manifest,
 )
-from backups_app.models import BackupRecord, Compression, RestoreRecord
+from backups_app.models import BackupRecord, Compression, RestoreRecord, Trigger
 from backups_app.pipeline import (
     EXTENSIONS,
     DecompressingReader,
@@ -74,6 +75,17 @@ def _host() -> str:
 def _source(trigger: str) -> str:
     # Triggers and audit sources share their values (cli, admin, api, schedule).
     return str(trigger)
+
+
+def _actor(trigger: str, user) -> str:
+    """Who to name in the audit log when no opsdesk user is involved: on the command line, the
+    operating-system account that ran the command ("cli:deploy"); otherwise the source itself."""
+    if user is None and str(trigger) == Trigger.CLI:
+        try:
+            return f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):
+            return "cli"
+    return ""
 
 
 def _secrets_of(engine: DumpEngine) -> list[str]:
@@ -376,7 +388,8 @@ def backup_create(
             record.error_message = str(error)
             record.finished_at = timezone.now()
             record.save(update_fields=["status", "error_message", "finished_at"])
-        audit_log(action="create", source=source, outcome="failure", user=user, target=database, detail=str(error))
+        audit_log(action="create", source=source, outcome="failure", user=user,
+                  actor=_actor(trigger, user), target=database, detail=str(error))
         raise DumpFailed(str(error)) from None
     try:
         with locks.database_lock(database, "backup"):
@@ -391,13 +404,16 @@ def backup_create(
             record.error_message = str(error)
             record.finished_at = timezone.now()
             record.save(update_fields=["status", "error_message", "finished_at"])
-        audit_log(action="create", source=source, outcome="refused", user=user, target=database, detail=str(error))
+        audit_log(action="create", source=source, outcome="refused", user=user,
+                  actor=_actor(trigger, user), target=database, detail=str(error))
         raise
     except DumpFailed as error:
-        audit_log(action="create", source=source, outcome="failure", user=user, target=database, detail=str(error))
+        audit_log(action="create", source=source, outcome="failure", user=user,
+                  actor=_actor(trigger, user), target=database, detail=str(error))
         raise
     audit_log(
-        action="create", source=source, outcome="success", user=user, target=result.name,
+        action="create", source=source, outcome="success", user=user, actor=_actor(trigger, user),
+        target=result.name,
         detail=f"{result.size_bytes} bytes, sha256 {result.sha256}",
     )
     return result
@@ -416,7 +432,8 @@ def backup_queue(
         database=database, engine=engine, compression=compression, trigger=trigger, user=user,
         status=BackupRecord.Status.QUEUED,
     )
-    audit_log(action="create", source=_source(trigger), outcome="started", user=user, target=record.name,
+    audit_log(action="create", source=_source(trigger), outcome="started", user=user,
+              actor=_actor(trigger, user), target=record.name,
               detail=_("queued"))
 
     def enqueue() -> None:
@@ -525,6 +542,7 @@ def backup_restore(
         restore.save()
         detail = message or (f"safety backup {restore.safety_backup.name}" if restore.safety_backup_id else "")
         audit_log(action="restore", source=source, outcome=outcome, user=restore.user,
+                  actor=_actor(trigger, restore.user),
                   target=f"{backup.name} -> {database}", detail=detail)
         restore_finished.send(sender=RestoreRecord, restore=restore)
 
@@ -603,7 +621,7 @@ def restore_queue(
         trigger=trigger, user=user,
     )
     audit_log(action="restore", source=_source(trigger), outcome="started", user=user,
-              target=f"{backup.name} -> {restore.database}", detail=_("queued"))
+              actor=_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))
 
     def enqueue() -> None:
         from backups_app.tasks import restore_run

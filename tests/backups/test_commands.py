@@ -32,7 +32,10 @@ def test_backup_now_prints_the_name(sqlite_alias, backup_dir):
     assert (backup_dir / name).is_file()
     record = BackupRecord.objects.get(name=name)
     assert record.trigger == Trigger.CLI and record.status == "success"
-    assert AuditEntry.objects.filter(action="create", source="cli", outcome="success", target=name).exists()
+    entry = AuditEntry.objects.get(action="create", source="cli", outcome="success", target=name)
+    import getpass
+
+    assert entry.actor == f"cli:{getpass.getuser()}"
 
 
 def test_backup_now_json_shape(sqlite_alias, backup_dir):
