@@ -410,8 +410,13 @@ class DecompressingReader:
         self._thread = threading.Thread(target=self._produce, daemon=True, name="restore-decompress")
         self._thread.start()
 
+    def _abandoned(self) -> bool:
+        # Callers may just close the stored file (`with backup_open(...) as stored:`) without
+        # closing this reader: the thread must not outlive it.
+        return self._stop.is_set() or getattr(self.stored, "closed", False)
+
     def _put(self, item) -> bool:
-        while not self._stop.is_set():
+        while not self._abandoned():
             try:
                 self._pieces.put(item, timeout=0.2)
                 return True
@@ -421,7 +426,7 @@ class DecompressingReader:
 
     def _produce(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._abandoned():
                 chunk = self.stored.read(self.READ_SIZE)
                 if not chunk:
                     if not self.decompressor.complete:
