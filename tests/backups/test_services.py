@@ -128,3 +128,36 @@ def test_a_queued_backup_of_a_removed_alias_fails_instead_of_staying_queued(sqli
         backup_create(record=record, trigger=record.trigger)
     record.refresh_from_db()
     assert record.status == "failed"
+
+
+def test_a_queued_backup_whose_task_never_ran_is_interrupted_after_the_horizon(settings, backup_dir):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.BACKUP_DUMP_TIMEOUT = 60
+    fresh = BackupRecord.objects.create(name="backup_a.sql.gz", database="app", engine="sqlite", compression="gzip",
+                                        trigger=Trigger.API, status="queued", created_at=timezone.now())
+    lost = BackupRecord.objects.create(name="backup_b.sql.gz", database="app", engine="sqlite", compression="gzip",
+                                       trigger=Trigger.API, status="queued",
+                                       created_at=timezone.now() - timedelta(seconds=60 + 3600 + 5))
+    assert service.backups_mark_interrupted() == 1
+    fresh.refresh_from_db()
+    lost.refresh_from_db()
+    assert fresh.status == "queued" and lost.status == "interrupted"
+
+
+def test_progress_is_written_to_the_record_while_the_backup_runs(fake_alias, backup_dir):
+    fake_alias(
+        "import sys, time\nfor i in range(4):\n"
+        "    sys.stdout.buffer.write(b'x' * (1 << 20)); sys.stdout.flush(); time.sleep(0.7)\n"
+        "sys.stdout.buffer.write(b'\\n-- Dump completed\\n')\n"
+    )
+    seen = []
+
+    def watch(raw_bytes, written_bytes):
+        seen.append(BackupRecord.objects.values_list("status", "progress_bytes").get())
+
+    record = backup_create(database="fake", trigger=Trigger.CLI, compression="none", progress=watch)
+    running = [progress for status, progress in seen if status == "running"]
+    assert any(0 < progress < record.size_bytes for progress in running), seen
