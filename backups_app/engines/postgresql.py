@@ -13,7 +13,8 @@ Restore brings back exactly the backup's state, atomically: psql runs with ``--s
 and ``ON_ERROR_STOP=1``, and before the dump it receives a preamble that drops every schema of the
 database (objects created after the backup go with them) and every large object, then recreates an
 empty ``public`` schema like a new database has. Any error rolls all of it back: the database is
-either the backup's or untouched.
+either the backup's or untouched. (pg_dump wraps large-object data in its own BEGIN/COMMIT, which
+would commit half-way; those two lines are dropped there.)
 
 psql meta-commands (``\\!`` runs a shell) are neutralised, CVE-2025-8714: with a psql that knows
 ``\\restrict`` the preamble enters restricted mode with a key drawn at restore time, so no
@@ -49,6 +50,10 @@ _RESTRICT_LINE = re.compile(rb"^\\(?:un)?restrict [A-Za-z0-9]+\r?\n?$")
 #: The start of COPY data in a plain dump; data runs until a line holding only "\.".
 _COPY_LINE = re.compile(rb"^COPY .* FROM stdin;\r?\n$")
 _COPY_END = (b"\\.\n", b"\\.\r\n", b"\\.")
+#: pg_dump wraps large-object data in its own BEGIN/COMMIT; inside psql's --single-transaction
+#: that COMMIT would commit the restore half-way, so those two lines are dropped (only there).
+_LARGE_OBJECT_DATA = re.compile(rb"^-- Data for Name: .*; Type: (?:BLOBS|LARGE OBJECTS?);")
+_TRANSACTION_LINES = (b"BEGIN;\n", b"COMMIT;\n", b"BEGIN;\r\n", b"COMMIT;\r\n")
 
 #: Every schema of the database goes (pg_catalog, information_schema, pg_toast and temporary
 #: schemas excepted: user schemas cannot start with "pg_"), then an empty public schema like a
@@ -125,6 +130,7 @@ def neutralised_dump(stream: IO[bytes], *, restrict_key: str | None) -> Iterator
     preamble = f"\\restrict {restrict_key}\n" if restrict_key else ""
     yield (preamble + RESET_SQL).encode()
     in_copy = False
+    in_large_objects = False
     batch: list[bytes] = []
     batch_size = 0
     for piece, at_line_start in split_lines(stream):
@@ -143,6 +149,11 @@ def neutralised_dump(stream: IO[bytes], *, restrict_key: str | None) -> Iterator
                 # Otherwise psql, in restricted mode, refuses it and ON_ERROR_STOP rolls back.
             elif _COPY_LINE.match(piece):
                 in_copy = True
+            elif _LARGE_OBJECT_DATA.match(piece):
+                in_large_objects = True
+            elif in_large_objects and piece in _TRANSACTION_LINES:
+                in_large_objects = not piece.startswith(b"COMMIT")
+                continue
         batch.append(piece)
         batch_size += len(piece)
         if batch_size >= CHUNK_BYTES:
