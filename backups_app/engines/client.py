@@ -196,11 +196,21 @@ class ClientProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def abort(self) -> None:
-        """Stop the run because the caller failed; the caller's exception is what matters."""
+    def abort(self, error: BaseException) -> None:
+        """Stop the run because the caller failed, then let the right exception propagate.
+
+        If the tool had already failed (a wrong password gives an empty dump, which the caller may
+        notice first), the tool's own message is the one worth reporting, so it is raised instead.
+        """
+        try:
+            exited_with = self.process.wait(timeout=1) if isinstance(error, Exception) else None
+        except subprocess.TimeoutExpired:
+            exited_with = None
         self.kill()
         self._close_pipes()
         self.process.wait()
+        if exited_with:
+            self.finish()  # raises error_class with the tool's message
         self._cleanup()
 
     def finish(self) -> str:
@@ -422,8 +432,8 @@ class ClientToolEngine(DumpEngine):
             )
             try:
                 yield process.stdout
-            except BaseException:
-                process.abort()
+            except BaseException as error:
+                process.abort(error)
                 raise
             process.finish()
 
@@ -438,8 +448,8 @@ class ClientToolEngine(DumpEngine):
             )
             try:
                 copy_stream(self.restore_input(stream, tool), process)
-            except BaseException:
-                process.abort()
+            except BaseException as error:
+                process.abort(error)
                 raise
             process.finish()
 

@@ -267,6 +267,16 @@ class SQLEngineContract:
         assert "denied" in message.lower() or "authentication failed" in message.lower()
         assert wrong not in message and password not in message
 
+    def test_the_tools_own_error_wins_when_the_reader_gives_up_first(self, engine_with_password):
+        engine, password = engine_with_password
+        wrong = self.engine_for(engine, settings={"PASSWORD": password + "x"})
+        with pytest.raises(DumpFailed) as error, wrong.dump() as stream:
+            if not stream.read():
+                raise ValueError("the dump is empty")
+        message = str(error.value).lower()
+        assert "denied" in message or "authentication failed" in message
+        assert isinstance(error.value.__context__, ValueError)
+
     def test_client_commands_in_a_dump_are_not_executed(self, engine, tmp_path):
         self.populate(engine)
         marker = tmp_path / f"pwned-{uuid.uuid4().hex}"
