@@ -1,25 +1,17 @@
-"""What the MySQL and PostgreSQL engines share: running a database client tool safely.
+"""What the MySQL and PostgreSQL engines share: driving a server family's client tools safely.
 
-Both engines drive command-line client tools (mariadb-dump/mariadb, pg_dump/psql) and must do it
-the same careful way:
-
-- argv lists, never a shell, so that a database or user name such as ``; rm -rf /`` or ``$(id)`` is
-  only ever a string handed to the tool;
-- every tool runs in its own session (``start_new_session=True``), so that a timeout or an error
-  kills the whole process group, including any helper the tool (or a wrapper script) started;
-- stderr is read by a thread into a bounded buffer (the start and the end of it), so a chatty tool
-  can neither fill a pipe and hang nor fill memory, and the message is redacted before it reaches an
-  exception;
-- the password goes through a 0600 file created here and removed in a ``finally``.
+Running a tool is ``process.run_tool`` (argv lists, never a shell; its own process group killed on
+timeout or error; bounded, redacted stderr). On top of it this module finds the tools (in a
+configured folder or on PATH), writes the password into a 0600 file removed in a ``finally``, opens
+driver connections from the DATABASES entry for the SQL the tools cannot do (row counts, scratch
+databases), and holds ``ClientToolEngine``, the flow both engines share.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -34,11 +26,8 @@ from django.utils.translation import gettext as _
 
 from ..exceptions import BackupError, DumpFailed, RestoreFailed
 from .base import DumpEngine
+from .process import redact, run_tool
 
-REDACTED = "********"
-#: Bytes of stderr kept from the start and from the end of a tool's output.
-STDERR_HEAD_BYTES = 8 * 1024
-STDERR_TAIL_BYTES = 8 * 1024
 #: Size of the chunks copied between a stream and a tool.
 CHUNK_BYTES = 1024 * 1024
 #: `--version` and `--help` answer at once; anything slower is a broken tool.
@@ -83,13 +72,6 @@ def first_line(text: str) -> str:
     return text.strip().splitlines()[0].strip() if text.strip() else ""
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every non-empty secret replaced, longest first (one may contain another)."""
-    for secret in sorted((secret for secret in secrets if secret), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
 @contextmanager
 def private_file(content: str, *, prefix: str) -> Iterator[str]:
     """A file readable by this user only, holding ``content``, removed whatever happens.
@@ -106,159 +88,6 @@ def private_file(content: str, *, prefix: str) -> Iterator[str]:
         Path(path).unlink(missing_ok=True)
 
 
-class _BoundedReader(threading.Thread):
-    """Drains a pipe, keeping its first and last few kilobytes."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        super().__init__(daemon=True, name="opsdesk-stderr")
-        self.pipe = pipe
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.dropped = False
-
-    def run(self) -> None:
-        try:
-            while chunk := self.pipe.read1(64 * 1024):
-                room = STDERR_HEAD_BYTES - len(self.head)
-                if room > 0:
-                    self.head += chunk[:room]
-                    chunk = chunk[room:]
-                if chunk:
-                    self.tail += chunk
-                    if len(self.tail) > STDERR_TAIL_BYTES:
-                        del self.tail[: len(self.tail) - STDERR_TAIL_BYTES]
-                        self.dropped = True
-        except (OSError, ValueError):
-            pass  # the pipe was closed under us after a kill; what was read is enough
-        finally:
-            self.pipe.close()
-
-    def text(self) -> str:
-        separator = b"\n[...]\n" if self.dropped else b""
-        return (bytes(self.head) + separator + bytes(self.tail)).decode("utf-8", "replace").strip()
-
-
-class ClientProcess:
-    """One client tool run: its own process group, a deadline, bounded and redacted stderr."""
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        stdin: int | IO[Any] | None,
-        stdout: int | IO[Any] | None,
-        timeout: float | None,
-        secrets: Iterable[str],
-        error_class: type[BackupError],
-    ) -> None:
-        self.tool = Path(argv[0]).name
-        self.timeout = timeout
-        self.secrets = tuple(secret for secret in secrets if secret)
-        self.error_class = error_class
-        self.timed_out = False
-        try:
-            self.process = subprocess.Popen(
-                list(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=dict(env),
-                start_new_session=True, close_fds=True,
-            )
-        except OSError as error:
-            raise error_class(
-                _("Could not start %(tool)s: %(error)s") % {"tool": self.tool, "error": self.redact(str(error))}
-            ) from None
-        self._stderr = _BoundedReader(self.process.stderr)
-        self._stderr.start()
-        self._timer: threading.Timer | None = None
-        if timeout:
-            self._timer = threading.Timer(timeout, self._on_timeout)
-            self._timer.daemon = True
-            self._timer.start()
-
-    @property
-    def stdin(self) -> IO[bytes]:
-        return self.process.stdin
-
-    @property
-    def stdout(self) -> IO[bytes]:
-        return self.process.stdout
-
-    def redact(self, text: str) -> str:
-        return redact(text, self.secrets)
-
-    def _on_timeout(self) -> None:
-        self.timed_out = True
-        self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: the tool and whatever it started."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def abort(self, error: BaseException) -> None:
-        """Stop the run because the caller failed, then let the right exception propagate.
-
-        If the tool had already failed (a wrong password gives an empty dump, which the caller may
-        notice first), the tool's own message is the one worth reporting, so it is raised instead.
-        """
-        try:
-            exited_with = self.process.wait(timeout=1) if isinstance(error, Exception) else None
-        except subprocess.TimeoutExpired:
-            exited_with = None
-        self.kill()
-        self._close_pipes()
-        self.process.wait()
-        if exited_with:
-            self.finish()  # raises error_class with the tool's message
-        self._cleanup()
-
-    def finish(self) -> str:
-        """Wait for the tool; raise ``error_class`` unless it exited 0 in time. Returns its stderr."""
-        self._close_pipes()
-        returncode = self.process.wait()
-        self._cleanup()
-        message = self.redact(self._stderr.text())
-        if self.timed_out:
-            raise self.error_class(
-                _("%(tool)s did not finish within %(seconds)s seconds and was killed "
-                  "(with every process it started). %(stderr)s")
-                % {"tool": self.tool, "seconds": f"{self.timeout:g}", "stderr": message}
-            )
-        if returncode < 0:
-            try:
-                signal_name = signal.Signals(-returncode).name
-            except ValueError:
-                signal_name = str(-returncode)
-            raise self.error_class(
-                _("%(tool)s was killed by %(signal)s. %(stderr)s")
-                % {"tool": self.tool, "signal": signal_name, "stderr": message}
-            )
-        if returncode:
-            raise self.error_class(
-                _("%(tool)s exited with status %(code)s: %(stderr)s")
-                % {"tool": self.tool, "code": returncode, "stderr": message or _("(no message)")}
-            )
-        return message
-
-    def _close_pipes(self) -> None:
-        # Closing our end of stdout first means a tool still writing gets SIGPIPE instead of
-        # blocking forever on a reader that has gone away.
-        for pipe in (self.process.stdout, self.process.stdin):
-            if pipe is not None and not pipe.closed:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass  # BrokenPipe while flushing stdin: the exit status tells why
-
-    def _cleanup(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        # A wrapper may leave children behind in the group (a backgrounded helper): none outlives us.
-        self.kill()
-        self._stderr.join(timeout=5)
-
-
 def child_environment(*, remove: Iterable[str] = (), set_: Mapping[str, str] | None = None) -> dict[str, str]:
     """The tool's environment: ours, minus variables that would override the DATABASES entry."""
     environment = {name: value for name, value in os.environ.items() if name not in set(remove)}
@@ -268,11 +97,11 @@ def child_environment(*, remove: Iterable[str] = (), set_: Mapping[str, str] | N
     return environment
 
 
-def copy_stream(source: IO[bytes] | Iterable[bytes], process: ClientProcess) -> None:
-    """Feed chunks (or a readable stream) into the tool's stdin.
+def copy_stream(source: IO[bytes] | Iterable[bytes], target: IO[bytes]) -> None:
+    """Feed chunks (or a readable stream) into a tool's stdin.
 
-    A BrokenPipeError means the tool died; its exit status and stderr (read by ``finish``) say why,
-    so it is not raised from here.
+    A BrokenPipeError means the tool died; its exit status and stderr (checked by ``run_tool``) say
+    why, so it is not raised from here.
     """
     chunks: Iterable[bytes]
     if hasattr(source, "read"):
@@ -282,8 +111,8 @@ def copy_stream(source: IO[bytes] | Iterable[bytes], process: ClientProcess) -> 
     try:
         for chunk in chunks:
             if chunk:
-                process.stdin.write(chunk)
-        process.stdin.flush()
+                target.write(chunk)
+        target.flush()
     except BrokenPipeError:
         pass
 
@@ -425,33 +254,23 @@ class ClientToolEngine(DumpEngine):
     def dump(self) -> Iterator[IO[bytes]]:
         tool = self.find(self.dump_tools, DumpFailed)
         with self.credentials(DumpFailed) as credentials:
-            process = ClientProcess(
+            with run_tool(
                 self.dump_argv(tool, credentials), env=self.tool_environment(credentials),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, timeout=self.timeout,
                 secrets=self.secrets(), error_class=DumpFailed,
-            )
-            try:
+            ) as process:
                 yield process.stdout
-            except BaseException as error:
-                process.abort(error)
-                raise
-            process.finish()
 
     def restore(self, stream: IO[bytes]) -> None:
         tool = self.find(self.restore_tools, RestoreFailed)
         with self.credentials(RestoreFailed) as credentials:
             self.prepare_restore()
-            process = ClientProcess(
+            with run_tool(
                 self.restore_argv(tool, credentials), env=self.tool_environment(credentials),
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, timeout=self.timeout,
                 secrets=self.secrets(), error_class=RestoreFailed,
-            )
-            try:
-                copy_stream(self.restore_input(stream, tool), process)
-            except BaseException as error:
-                process.abort(error)
-                raise
-            process.finish()
+            ) as process:
+                copy_stream(self.restore_input(stream, tool), process.stdin)
 
     @contextmanager
     def scratch_engine(self) -> Iterator[ClientToolEngine]:
