@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -111,36 +110,35 @@ class Result:
         return statistics.median(values) if values else float("nan")
 
 
-def measure(variant: str, argv: list[str], *, env: dict[str, str] | None = None,
-            stdout_path: Path | None = None) -> tuple[Run, str]:
+def measure(variant: str, argv: list[str], *, env: dict[str, str] | None = None) -> tuple[Run, str]:
     """Run argv, sampling the process tree's RSS; returns the run and the command's stdout."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.monotonic()
-    stdout = open(stdout_path, "wb") if stdout_path else subprocess.PIPE
-    process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=PROJECT)
-    peak = 0
-    stop = threading.Event()
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / "stdout.tmp", "w+b") as stdout, open(WORK / "stderr.tmp", "w+b") as stderr:
+        started = time.monotonic()
+        process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=env, cwd=PROJECT)
+        peak = 0
+        stop = threading.Event()
 
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, process_tree_rss_kib(process.pid))
-            stop.wait(0.02)
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, process_tree_rss_kib(process.pid))
+                stop.wait(0.02)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = process.communicate()
-    seconds = time.monotonic() - started
-    stop.set()
-    sampler.join()
-    if stdout_path:
-        stdout.close()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # wait4 gives this child's rusage, whose ru_maxrss is the largest process of its tree.
+        _pid, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - started
+        stop.set()
+        sampler.join()
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
     if process.returncode:
         raise SystemExit(f"{variant} failed ({process.returncode}): {err.decode(errors='replace')[-2000:]}")
-    max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # RUSAGE_CHILDREN is a running maximum: it only says something when this run raised it.
-    run = Run(variant, seconds, None, peak, max_rss if max_rss > before else 0)
-    return run, (out or b"").decode(errors="replace")
+    return Run(variant, seconds, None, peak, usage.ru_maxrss), out.decode(errors="replace")
 
 
 # --- The database ---------------------------------------------------------------------------------
@@ -338,7 +336,7 @@ def main() -> int:
                     last_opsdesk_gzip = record
                     shutil.copy(WORK / "opsdesk-backups" / record["name"], WORK / "restore-source.sql.gz")
             elif name == "dbbackup-gz":
-                run.output_bytes = newest(WORK / "dbbackup-backups", "*").stat().st_size
+                run.output_bytes = newest(WORK / "dbbackup-backups", "*.gz").stat().st_size
             results.setdefault(name, Result()).runs.append(run)
             print(f"round {round_number} {name:<14} {run.seconds:7.2f} s  "
                   f"{(run.output_bytes or 0) / 1e6:8.1f} MB  tree RSS {run.tree_rss_kib / 1024:6.1f} MiB", flush=True)
@@ -399,7 +397,7 @@ def render(results: dict[str, Result], arguments: argparse.Namespace, database: 
         lines.append(
             f"| {name} | {result.median('seconds'):.2f} | {result.median('seconds') / seconds('dump-only'):.2f}x | "
             f"{'' if output != output else f'{output / 1e6:.1f}'} | {result.median('tree_rss_kib') / 1024:.1f} | "
-            f"{'' if not single or single != single else f'{single / 1024:.1f}'} |"
+            f"{single / 1024:.1f} |"
         )
 
     def goal(label: str, value: float, limit: float) -> str:
@@ -417,7 +415,7 @@ def render(results: dict[str, Result], arguments: argparse.Namespace, database: 
         goal("opsdesk gzip / dbbackup -z (time)", seconds("opsdesk-gzip") / seconds("dbbackup-gz"), 0.75),
         goal("opsdesk peak RSS / dbbackup's", max(rss("opsdesk-zstd"), rss("opsdesk-gzip")) / rss("dbbackup-gz"), 1.25),
         goal("opsdesk peak RSS, MiB / 100", max(rss("opsdesk-zstd"), rss("opsdesk-gzip")) / 100, 1.00),
-        goal("restore opsdesk / zcat | mariadb (time)", seconds("restore-opsdesk") / seconds("restore-shell"), 1.10),
+        goal("restore opsdesk / zcat \\| mariadb (time)", seconds("restore-opsdesk") / seconds("restore-shell"), 1.10),
     ]
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 from django.utils.translation import gettext as _
 
-from ..exceptions import BackupError, RestoreFailed
+from ..exceptions import RestoreFailed
 from .client import (
     ClientToolEngine,
     ToolNotFound,
@@ -137,7 +137,7 @@ class MySQLDumpEngine(ClientToolEngine):
 
     # --- Dump and restore -------------------------------------------------------------------------
 
-    def dump_argv(self, tool: str, credentials: str | None) -> list[str]:
+    def dump_argv(self, tool: str, credentials: str | None, snapshot_id: str | None = None) -> list[str]:
         # The option file must be the very first argument: the client only honours it there.
         argv = [tool, f"--defaults-extra-file={credentials}", *self.connection_arguments(tool)]
         argv += [
@@ -237,23 +237,27 @@ class MySQLDumpEngine(ClientToolEngine):
             pass  # unreachable server: the dump fails next, with the tool's message
         return versions
 
-    def table_row_counts(self) -> dict[str, int]:
+    def begin_snapshot(self, connection) -> None:
+        """A consistent InnoDB snapshot, started as mariadb-dump starts its own (no sharing)."""
+        cursor = connection.cursor()
+        # Django's MySQL backend defaults sessions to READ COMMITTED, which has no lasting snapshot.
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        return None
+
+    def count_rows(self, connection) -> dict[str, int]:
         schema = self.database_name
-        try:
-            with driver_connection(self.settings_dict) as connection:
-                cursor = connection.cursor()
-                cursor.execute(
-                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
-                    [schema],
-                )
-                counts = {}
-                for (name,) in cursor.fetchall():
-                    cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(name)}")
-                    counts[name] = int(cursor.fetchone()[0])
-                return counts
-        except database_errors(self.settings_dict) as error:
-            raise self.database_error(BackupError, _("Could not count the rows of %(name)s") % {"name": schema}, error) from None
+        cursor = connection.cursor()
+        cursor.execute(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
+            [schema],
+        )
+        counts = {}
+        for (name,) in cursor.fetchall():
+            cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(name)}")
+            counts[name] = int(cursor.fetchone()[0])
+        return counts
 
     # --- Scratch databases ------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from typing import IO, ClassVar
 
 from django.utils.translation import gettext as _
 
-from ..exceptions import BackupError, RestoreFailed
+from ..exceptions import RestoreFailed
 from .client import (
     CHUNK_BYTES,
     ClientToolEngine,
@@ -209,8 +209,12 @@ class PostgreSQLDumpEngine(ClientToolEngine):
             remove=("PGPASSWORD",), set_={name: value for name, value in values.items() if value}
         )
 
-    def dump_argv(self, tool: str, credentials: str | None) -> list[str]:
-        return [tool, "--format=plain", "--no-owner", "--encoding=UTF8", "--no-password"]
+    def dump_argv(self, tool: str, credentials: str | None, snapshot_id: str | None = None) -> list[str]:
+        argv = [tool, "--format=plain", "--no-owner", "--encoding=UTF8", "--no-password"]
+        if snapshot_id:
+            # The snapshot the row counts are taken in: the counts describe exactly this dump.
+            argv.append(f"--snapshot={snapshot_id}")
+        return argv
 
     def restore_argv(self, tool: str, credentials: str | None) -> list[str]:
         return [
@@ -239,27 +243,26 @@ class PostgreSQLDumpEngine(ClientToolEngine):
             pass  # unreachable server: the dump fails next, with the tool's message
         return versions
 
-    def table_row_counts(self) -> dict[str, int]:
+    def begin_snapshot(self, connection) -> str | None:
+        """A repeatable-read snapshot exported for pg_dump to import."""
+        connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return str(connection.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0])
+
+    def count_rows(self, connection) -> dict[str, int]:
         """Exact rows per table, keyed "schema.table"."""
         from psycopg import sql
 
-        try:
-            with driver_connection(self.settings_dict) as connection:
-                tables = connection.execute(
-                    "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
-                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' "
-                    "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
-                ).fetchall()
-                counts = {}
-                for schema, table in tables:
-                    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
-                    counts[f"{schema}.{table}"] = int(connection.execute(query).fetchone()[0])
-                return counts
-        except database_errors(self.settings_dict) as error:
-            raise self.database_error(
-                BackupError, _("Could not count the rows of %(name)s") % {"name": self.database_name}, error
-            ) from None
+        tables = connection.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' "
+            "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
+        ).fetchall()
+        counts = {}
+        for schema, table in tables:
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+            counts[f"{schema}.{table}"] = int(connection.execute(query).fetchone()[0])
+        return counts
 
     # --- Scratch databases ------------------------------------------------------------------------
 

@@ -85,6 +85,15 @@ class SQLEngineContract:
     def database_exists(self, engine: ClientToolEngine, name: str) -> bool:
         raise NotImplementedError
 
+    #: Key of the bulk table in table_row_counts().
+    bulk_table: str
+
+    def add_bulk_row(self, engine: ClientToolEngine) -> None:
+        raise NotImplementedError
+
+    def bulk_rows_in(self, dump: bytes) -> int:
+        raise NotImplementedError
+
     def populate_with_odd_name(self, engine: ClientToolEngine) -> None:
         self.populate(engine)
 
@@ -158,6 +167,17 @@ class SQLEngineContract:
         counts = engine.table_row_counts()
         assert counts and all(isinstance(value, int) for value in counts.values())
         assert sum(counts.values()) > 0
+
+    def test_row_counts_describe_the_dump_not_later_writes(self, engine):
+        self.create_bulk_rows(engine, megabytes=2)
+        before = engine.table_row_counts()
+        with engine.dump() as stream:
+            head = stream.read(64 * 1024)  # the dump is under way, blocked on the full pipe
+            self.add_bulk_row(engine)
+            dump = head + stream.read()
+        assert engine.table_row_counts() == before  # the counts taken beside the dump
+        assert engine.table_row_counts() != before  # afterwards: counted afresh
+        assert self.bulk_rows_in(dump) == before[self.bulk_table]
 
     def test_tool_versions_name_the_tools_and_the_server(self, engine):
         versions = engine.tool_versions()

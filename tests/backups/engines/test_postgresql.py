@@ -227,6 +227,15 @@ class TestPostgreSQLDumpEngine(SQLEngineContract):
             f"INSERT INTO bulk SELECT g, repeat('chat message 💬 ', 60) FROM generate_series(1, {megabytes * 1000}) g",
         )
 
+    bulk_table = "public.bulk"
+
+    def add_bulk_row(self, engine: PostgreSQLDumpEngine) -> None:
+        run_sql(engine, "INSERT INTO bulk VALUES (-1, 'written while the dump ran')")
+
+    def bulk_rows_in(self, dump: bytes) -> int:
+        data = dump.split(b"COPY public.bulk (id, payload) FROM stdin;\n", 1)[1].split(b"\n\\.\n", 1)[0]
+        return data.count(b"\n") + 1
+
     # --- PostgreSQL only --------------------------------------------------------------------------
 
     def test_a_failed_restore_leaves_the_database_untouched(self, engine):
