@@ -77,13 +77,24 @@ def first_line(text: str) -> str:
 
 
 @contextmanager
-def private_file(content: str, *, prefix: str) -> Iterator[str]:
-    """A file readable by this user only, holding ``content``, removed whatever happens.
+def private_file(content: str, *, prefix: str, suffix: str = "") -> Iterator[str]:
+    """A path to a file only this user can read, holding ``content``, gone whatever happens.
 
-    mkstemp creates it with mode 0600 before anything is written, so there is no moment at which the
-    secret sits in a file others can read.
+    On Linux the file lives in memory (memfd, mode 0600) and the tools open it through
+    ``/proc/<our pid>/fd/<n>``: it never touches a disk and vanishes with our process even after a
+    ``kill -9``, when no ``finally`` runs. Elsewhere it is a mkstemp file, created 0600 before
+    anything is written and removed in ``finally``.
     """
-    descriptor, path = tempfile.mkstemp(prefix=prefix, suffix=".cnf")
+    if hasattr(os, "memfd_create"):
+        descriptor = os.memfd_create(f"{prefix}credentials", os.MFD_CLOEXEC)
+        try:
+            os.fchmod(descriptor, 0o600)  # MySQL ignores world-writable option files; libpq too
+            os.write(descriptor, content.encode("utf-8"))
+            yield f"/proc/{os.getpid()}/fd/{descriptor}"
+        finally:
+            os.close(descriptor)
+        return
+    descriptor, path = tempfile.mkstemp(prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(content)
@@ -205,6 +216,8 @@ class ClientToolEngine(DumpEngine):
 
     #: Setting naming the folder the client tools are taken from ("" means PATH).
     bin_dir_setting: ClassVar[str]
+    #: Extension of the password file where it must be a disk file (platforms without memfd).
+    credentials_suffix: ClassVar[str] = ""
     #: Candidate names of the dump tool and of the client that replays a dump, best first.
     dump_tools: ClassVar[tuple[str, ...]]
     restore_tools: ClassVar[tuple[str, ...]]
@@ -291,7 +304,7 @@ class ClientToolEngine(DumpEngine):
         if content is None:
             yield None
             return
-        with private_file(content, prefix=f"opsdesk-{self.vendor}-") as path:
+        with private_file(content, prefix=f"opsdesk-{self.vendor}-", suffix=self.credentials_suffix) as path:
             yield path
 
     @contextmanager

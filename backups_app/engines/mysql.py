@@ -68,6 +68,7 @@ class MySQLDumpEngine(ClientToolEngine):
 
     vendor = "mysql"
     completion_marker = b"-- Dump completed"
+    credentials_suffix = ".cnf"
     bin_dir_setting = "BACKUP_MYSQL_BIN_DIR"
     dump_tools: ClassVar[tuple[str, ...]] = ("mariadb-dump", "mysqldump")
     restore_tools: ClassVar[tuple[str, ...]] = ("mariadb", "mysql")

@@ -168,6 +168,7 @@ class PostgreSQLDumpEngine(ClientToolEngine):
 
     vendor = "postgresql"
     completion_marker = b"PostgreSQL database dump complete"
+    credentials_suffix = ".pgpass"
     bin_dir_setting = "BACKUP_POSTGRESQL_BIN_DIR"
     dump_tools: ClassVar[tuple[str, ...]] = ("pg_dump",)
     restore_tools: ClassVar[tuple[str, ...]] = ("psql",)
