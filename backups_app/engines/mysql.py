@@ -16,6 +16,12 @@ Restore first drops every table, view, sequence, routine and event of the target
 objects created after the backup are gone), then replays the dump with ``--binary-mode`` (binary
 data is not mangled and client commands such as ``\\!`` are not parsed) and, where the client has it,
 ``--sandbox`` (MariaDB refuses every command that touches the file system or the shell).
+MySQL DDL is not transactional, so unlike PostgreSQL's a failed restore leaves the database partly
+restored: the safety backup the service takes beforehand is the way back (restore stops at the
+first error and never reconnects to carry on).
+
+Known limit: mariadb-dump 10.11 cannot dump the events of a database whose name holds a quote; it
+fails loudly ("Unknown database"), never silently.
 """
 from __future__ import annotations
 
