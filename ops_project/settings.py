@@ -234,6 +234,10 @@ if BACKUP_COMPRESSION not in ("gzip", "zstd", "none"):
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
 BACKUP_LOCK_DIR = _project_path(env.str("BACKUP_LOCK_DIR", default="var/locks"))
 BACKUP_DUMP_TIMEOUT = env.int("BACKUP_DUMP_TIMEOUT", default=6 * 3600)
+# Folders holding the client tools (mariadb-dump/mysqldump + mariadb/mysql, pg_dump + psql); empty
+# means PATH. Pin them when several versions are installed: pg_dump must not be older than the server.
+BACKUP_MYSQL_BIN_DIR = env.str("BACKUP_MYSQL_BIN_DIR", default="")
+BACKUP_POSTGRESQL_BIN_DIR = env.str("BACKUP_POSTGRESQL_BIN_DIR", default="")
 
 STORAGES = {
     "default": {
