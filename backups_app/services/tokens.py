@@ -55,12 +55,14 @@ def api_token_create(
     expires_in_days: int | None = None,
     expires_at: datetime | None = None,
     created_by=None,
+    actor: str = "",
     request: HttpRequest | None = None,
 ) -> IssuedToken:
     """Issue a new token for `user` and audit it; the raw token is returned once and never stored.
 
     Give either `expires_in_days` (at least 1) or `expires_at`, or neither for a token that does not
-    expire. Raises ValueError for an expiry that is not in the future.
+    expire. Raises ValueError for an expiry that is not in the future. `created_by` (an opsdesk user)
+    or `actor` (e.g. "cli:deploy", the OS account) names who issued it in the audit log.
     """
     if expires_in_days is not None:
         if expires_at is not None:
@@ -85,6 +87,7 @@ def api_token_create(
         source=source,
         outcome=AuditEntry.Outcome.SUCCESS,
         user=created_by,
+        actor=actor,
         target=token.prefix,
         request=request,
         detail=f"token {token.prefix} for {user.get_username()} ({expiry})",

@@ -128,7 +128,8 @@ def test_command_prints_the_token_once_as_the_last_word(make_user):
     token = api_token_authenticate(raw_token=raw)
     assert token.user.username == "alice"
     assert timedelta(days=29) < token.expires_at - timezone.now() <= timedelta(days=30)
-    assert AuditEntry.objects.get(action="token_create").source == "cli"
+    entry = AuditEntry.objects.get(action="token_create")
+    assert entry.source == "cli" and entry.actor.startswith("cli")
 
 
 def test_command_token_without_expiry(make_user):

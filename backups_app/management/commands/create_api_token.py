@@ -1,10 +1,20 @@
 """`manage.py create_api_token USERNAME [--expires-in-days N] [--name NAME]`: issue an API token."""
+import getpass
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
 from backups_app.models import AuditEntry
 from backups_app.services.tokens import api_token_create
+
+
+def _operating_system_account() -> str:
+    """The audit log's actor for a command: the OS account that ran it ("cli:deploy")."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
 
 
 class Command(BaseCommand):
@@ -27,7 +37,8 @@ class Command(BaseCommand):
             )
         try:
             issued = api_token_create(
-                user=user, name=name, expires_in_days=expires_in_days, source=AuditEntry.Source.CLI
+                user=user, name=name, expires_in_days=expires_in_days, source=AuditEntry.Source.CLI,
+                actor=_operating_system_account(),
             )
         except ValueError as error:
             raise CommandError(str(error)) from None
