@@ -374,6 +374,8 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Axes logs a banner at every start of every command otherwise (noise in cron mails).
+AXES_VERBOSE = False
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_CALLABLE = "cache_app.login_lockout.lockout_response"
 # The same client address as the audit log: REMOTE_ADDR, never a forgeable X-Forwarded-For.
