@@ -256,7 +256,8 @@ class BackupCleanupView(ApiView):
         serializer = CleanupRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         database = serializer.validated_data["database"]
-        if database is not None:
+        # An alias no longer configured may still have backups for retention to prune.
+        if database is not None and not backup_list(database=database).exists():
             _configured_database(database)
         self.audit_target = database or ""
         dry_run = serializer.validated_data["dry_run"]

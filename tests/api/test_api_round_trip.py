@@ -74,3 +74,42 @@ def test_restoring_a_dump_into_another_engine_is_409(api, stored_backup):
     response = api.post("/api/v1/backup/restore", {"backup_name": backup.name, "database": "default"}, format="json")
     assert_error(response, 409, "engine_mismatch")
     assert not RestoreRecord.objects.exists()
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_mariadb_backup_through_the_api_cannot_be_restored_into_postgresql(
+    api, settings, mariadb_database, postgres_database
+):
+    import MySQLdb
+    from django.db import connections
+
+    from tests.conftest import MARIADB
+
+    settings.DATABASES = {
+        **settings.DATABASES,
+        mariadb_database: connections.settings[mariadb_database],
+        postgres_database: connections.settings[postgres_database],
+    }
+    server = MySQLdb.connect(
+        host=MARIADB["HOST"], port=MARIADB["PORT"], user=MARIADB["USER"], passwd="",
+        db=connections.settings[mariadb_database]["NAME"],
+    )
+    try:
+        server.cursor().execute("CREATE TABLE note (id INT PRIMARY KEY, note VARCHAR(50))")
+        server.cursor().execute("INSERT INTO note VALUES (1, 'kept')")
+        server.commit()
+    finally:
+        server.close()
+    # Outside a test transaction the queued task runs inline, within the request.
+    response = api.post("/api/v1/backup/create", {"database": mariadb_database}, format="json")
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == BackupRecord.Status.SUCCESS
+    backup = BackupRecord.objects.get(pk=response.json()["id"])
+    assert backup.engine == "mysql" and backup.table_row_counts == {"note": 1}
+
+    response = api.post(
+        "/api/v1/backup/restore", {"backup_name": backup.name, "database": postgres_database}, format="json"
+    )
+    assert_error(response, 409, "engine_mismatch")
+    assert not RestoreRecord.objects.exists()
