@@ -8,6 +8,7 @@ cache and Celery tasks run inline. README.md lists every setting with its defaul
 from pathlib import Path
 
 import environ
+from boto3.s3.transfer import TransferConfig
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
@@ -180,6 +181,44 @@ STORAGES = {
         },
     },
 }
+
+# --- Retention and offsite copies (S3) -----------------------------------------------------------
+# With AWS_S3_BUCKET set, every good backup is also copied to S3 (or an S3-compatible store such as
+# MinIO or Ceph through AWS_S3_ENDPOINT_URL). Credentials come from boto3's usual chain
+# (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, ~/.aws, an instance role), never
+# from this file.
+AWS_S3_BUCKET = env.str("AWS_S3_BUCKET", default="")
+# Empty means AWS itself; for MinIO/Ceph e.g. https://minio.internal:9000.
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")
+# Empty lets boto3 pick it from AWS_DEFAULT_REGION or its config.
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
+# Key prefix inside the bucket, so that one bucket can hold several installations.
+AWS_S3_PREFIX = env.str("AWS_S3_PREFIX", default="opsdesk-backups").strip("/")
+# Uploads larger than this go up in parts of this size (S3's minimum part size is 5 MiB).
+BACKUP_OFFSITE_CHUNK_MB = env.int("BACKUP_OFFSITE_CHUNK_MB", default=64)
+# A failed upload is retried with exponential backoff from this delay, up to this many attempts.
+BACKUP_OFFSITE_RETRY_SECONDS = env.int("BACKUP_OFFSITE_RETRY_SECONDS", default=300)
+BACKUP_OFFSITE_MAX_ATTEMPTS = env.int("BACKUP_OFFSITE_MAX_ATTEMPTS", default=8)
+if AWS_S3_BUCKET:
+    STORAGES["backups_offsite"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_S3_BUCKET,
+            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
+            "region_name": AWS_S3_REGION_NAME or None,
+            "location": AWS_S3_PREFIX,
+            # Backups are private: no public ACL, no unsigned URLs, and retries overwrite the same
+            # key rather than leaving renamed copies behind.
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": True,
+            "object_parameters": {"ContentType": "application/octet-stream"},
+            "transfer_config": TransferConfig(
+                multipart_threshold=BACKUP_OFFSITE_CHUNK_MB * 1024 * 1024,
+                multipart_chunksize=BACKUP_OFFSITE_CHUNK_MB * 1024 * 1024,
+            ),
+        },
+    }
 
 # --- Redis, cache and sessions --------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
