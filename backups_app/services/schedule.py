@@ -47,7 +47,7 @@ def periodic_task_name(*, label: str, database: str) -> str:
 
 def schedule_databases() -> list[str]:
     """Every configured database alias: each can be backed up (DATABASE_URL_<ALIAS>)."""
-    return list(settings.DATABASES)
+    return list(connections.settings)
 
 
 @dataclasses.dataclass
