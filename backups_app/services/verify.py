@@ -83,10 +83,11 @@ def _decompressed(stream: BinaryIO, compression: str) -> Iterator[BinaryIO]:
         yield stream
 
 
-def backup_check_stream(*, backup: BackupRecord, engine: DumpEngine) -> None:
-    """Check the stored file's SHA-256 and that its stream decodes whole, without restoring it.
+def backup_check_stream(*, backup: BackupRecord) -> bytes:
+    """Check the stored file's size and SHA-256 and that it decompresses to its end.
 
-    Raises `ChecksumMismatch` or `VerificationFailed`.
+    Returns the last bytes of the plain dump (for the engine's completion-marker check). Raises
+    `ChecksumMismatch` or `VerificationFailed`; never touches a database.
     """
     with _open_stored(backup) as stored:
         hashing = _HashingReader(stored)
@@ -117,8 +118,7 @@ def backup_check_stream(*, backup: BackupRecord, engine: DumpEngine) -> None:
             _("The stored file has %(actual)d bytes instead of %(expected)d.")
             % {"actual": hashing.size, "expected": backup.size_bytes}
         )
-    if not engine.is_complete(tail):
-        raise VerificationFailed(_("The dump lacks the tool's completion marker: it is truncated."))
+    return tail
 
 
 def _finish_hash(hashing: _HashingReader) -> str:
@@ -191,8 +191,10 @@ def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupReco
         )
     status = BackupRecord.VerificationStatus.FAILED
     try:
+        tail = backup_check_stream(backup=backup)
         engine = get_engine(backup.database)
-        backup_check_stream(backup=backup, engine=engine)
+        if not engine.is_complete(tail):
+            raise VerificationFailed(_("The dump lacks the tool's completion marker: it is truncated."))
         message = _test_restore(backup, engine)
         status = BackupRecord.VerificationStatus.VERIFIED
     except (NotImplementedError, ImproperlyConfigured) as error:

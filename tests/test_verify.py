@@ -1,0 +1,108 @@
+"""Verification by test restore: corrupted files fail before any database is touched (RELIABILITY 8)."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from datetime import datetime, timezone
+
+import pytest
+from django.core.files.storage import storages
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from backups_app.exceptions import BackupError
+from backups_app.models import AuditEntry, BackupRecord
+from backups_app.services.verify import backup_verify
+
+from .retention_helpers import make_backup
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+
+
+def rewrite(backup: BackupRecord, transform) -> None:
+    path = storages["backups"].path(backup.storage_name)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(transform(data))
+
+
+def flip_one_byte(data: bytes) -> bytes:
+    changed = bytearray(data)
+    changed[len(changed) // 2] ^= 0x01
+    return bytes(changed)
+
+
+def test_a_flipped_byte_fails_verification_and_is_audited():
+    backup = make_backup(created_at=NOW, payload=b"INSERT INTO t VALUES (1);\n" * 500 + b"-- Dump completed\n")
+    rewrite(backup, flip_one_byte)
+
+    backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+    assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
+    assert "SHA-256" in backup.verification_message
+    assert backup.verified_at is not None
+    entry = AuditEntry.objects.get(action="verify")
+    assert (entry.target, entry.outcome) == (backup.name, AuditEntry.Outcome.FAILURE)
+
+
+def test_a_lost_tail_fails_verification():
+    backup = make_backup(created_at=NOW, payload=b"x" * 10000 + b"-- Dump completed\n")
+    rewrite(backup, lambda data: data[: len(data) - 20])
+
+    backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+    assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
+    assert "SHA-256" in backup.verification_message
+
+
+def test_a_file_that_matches_its_checksum_but_does_not_decompress_fails():
+    """The checksum was taken of a broken stream (a compressor killed mid-way)."""
+    whole = gzip.compress(b"x" * 10000 + b"-- Dump completed\n")
+    broken = whole[: len(whole) // 2]
+    backup = make_backup(created_at=NOW)
+    rewrite(backup, lambda data: broken)
+    BackupRecord.objects.filter(pk=backup.pk).update(
+        sha256=hashlib.sha256(broken).hexdigest(), size_bytes=len(broken)
+    )
+    backup.refresh_from_db()
+
+    backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+    assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
+    assert "does not decompress" in backup.verification_message
+
+
+def test_a_backup_whose_files_are_gone_fails_verification():
+    backup = make_backup(created_at=NOW)
+    storages["backups"].delete(backup.storage_name)
+
+    backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+    assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
+    assert "no offsite copy" in backup.verification_message
+
+
+def test_a_failed_backup_cannot_be_verified():
+    backup = make_backup(created_at=NOW, status=BackupRecord.Status.FAILED)
+    with pytest.raises(BackupError, match="only successful backups"):
+        backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+
+def test_command_exits_non_zero_for_a_corrupted_backup():
+    backup = make_backup(created_at=NOW)
+    rewrite(backup, flip_one_byte)
+
+    with pytest.raises(CommandError, match="verification failed"):
+        call_command("verify_backup", backup.name)
+
+
+def test_command_needs_a_name_or_latest():
+    with pytest.raises(CommandError, match="NAME or --latest"):
+        call_command("verify_backup")
+    with pytest.raises(CommandError, match="No backup named"):
+        call_command("verify_backup", "no-such-backup")
+    with pytest.raises(CommandError, match="No good backup"):
+        call_command("verify_backup", "--latest", "--database", "default")
