@@ -31,6 +31,7 @@ from django.core.files.storage import storages
 from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, RetentionPolicy
 from backups_app.services import offsite
@@ -41,16 +42,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_KEEP_LAST = 7
 
 # Reasons a backup is kept, as shown by `cleanup_backups --dry-run` and the admin preview.
-REASON_NEWEST = "newest good backup"
-REASON_LAST = "last"
-REASON_DAYS = "days"
-REASON_DAILY = "daily"
-REASON_WEEKLY = "weekly"
-REASON_MONTHLY = "monthly"
-REASON_ACTIVE = "queued or running"
-REASON_RECENT_FAILURE = "failed, record kept for keep_days"
+REASON_NEWEST = _lazy("newest good backup")
+REASON_LAST = _lazy("last")
+REASON_DAYS = _lazy("days")
+REASON_DAILY = _lazy("daily")
+REASON_WEEKLY = _lazy("weekly")
+REASON_MONTHLY = _lazy("monthly")
+REASON_ACTIVE = _lazy("queued or running")
+REASON_RECENT_FAILURE = _lazy("failed, record kept for keep_days")
 # RestoreRecord.backup is PROTECT: a backup that was restored stays with its restore history.
-REASON_RESTORED = "restore history refers to it"
+REASON_RESTORED = _lazy("restore history refers to it")
 
 
 @dataclasses.dataclass
@@ -270,7 +271,7 @@ def _cleanup_database(
 ) -> DatabaseCleanup:
     plan = retention_plan(database=database, now=now)
     cleanup = DatabaseCleanup(database=database, dry_run=dry_run)
-    cleanup.kept = {item.record.name: item.keep_reasons for item in plan.kept}
+    cleanup.kept = {item.record.name: [str(reason) for reason in item.keep_reasons] for item in plan.kept}
     to_delete, to_strip = plan.to_delete, plan.to_strip
     if not to_delete and not to_strip:
         return cleanup
