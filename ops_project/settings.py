@@ -260,6 +260,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT",
 # A backup can run for hours; Redis must not hand the same task to a second worker meanwhile.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BACKUP_DUMP_TIMEOUT + 3600}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Several installations (or a staging copy) can share one broker: each consumes only its own queue.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="opsdesk")
+# Workers started before the broker keep trying instead of exiting (the default changes in Celery 6).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Mail and alerts ------------------------------------------------------------------------------
 ADMINS = [tuple(part.strip() for part in admin.split(":", 1)) for admin in env.list("ADMINS", default=[])]

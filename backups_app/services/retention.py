@@ -274,6 +274,12 @@ def _cleanup_database(
     cleanup.kept = {item.record.name: [str(reason) for reason in item.keep_reasons] for item in plan.kept}
     to_delete, to_strip = plan.to_delete, plan.to_strip
     if not to_delete and not to_strip:
+        if not dry_run:
+            # Audited all the same: the log shows that the nightly cleanup ran.
+            audit_log(
+                action="cleanup", source=source, user=user, target=database,
+                outcome=AuditEntry.Outcome.SUCCESS, detail=_("nothing to delete"),
+            )
         return cleanup
 
     # Check the storages before deleting anything: the files of every finished record are expected.
