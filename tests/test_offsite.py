@@ -195,3 +195,23 @@ def test_retention_deletes_nothing_when_the_bucket_cannot_be_listed(settings, mo
     assert "offsite storage cannot be listed" in result.databases[0].refused
     assert BackupRecord.objects.filter(pk=old.pk).exists()
     assert storages["backups"].exists(old.storage_name)
+
+
+def test_an_upload_claimed_by_another_worker_is_not_run_twice(moto, bucket):
+    backup = make_backup(created_at=NOW)
+    stale_view = BackupRecord.objects.get(pk=backup.pk)
+    offsite_upload(backup=backup)  # the first worker
+
+    result = offsite_upload(backup=stale_view)  # a second worker with the old attempt count
+
+    assert result.offsite_status == BackupRecord.OffsiteStatus.UPLOADED
+    assert BackupRecord.objects.get(pk=backup.pk).offsite_attempts == 1
+
+
+def test_retry_pass_leaves_a_queued_upload_to_its_task_at_first(settings, moto, bucket):
+    settings.BACKUP_OFFSITE_RETRY_SECONDS = 600
+    backup = make_backup(created_at=NOW, finished_at=NOW, offsite_status=BackupRecord.OffsiteStatus.PENDING)
+
+    assert offsite_retry(now=NOW + timedelta(seconds=60)) == []
+    assert [record.pk for record in offsite_retry(now=NOW + timedelta(seconds=600))] == [backup.pk]
+    assert BackupRecord.objects.get(pk=backup.pk).offsite_status == BackupRecord.OffsiteStatus.UPLOADED

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import storages
 from django.db import transaction
+from django.db.models import F
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -111,8 +112,19 @@ def offsite_upload(*, backup: BackupRecord) -> BackupRecord:
         return backup
     if not backup.is_good:
         raise BackupError(_("Only successful backups are copied offsite."))
-    storage = offsite_storage()
+    # Claim the attempt: of two workers picking the same backup (the queued upload and a retry
+    # pass), only the one whose view of the attempt count is current uploads; the other's
+    # multipart abort would otherwise kill the first one's upload.
+    claimed = (
+        BackupRecord.objects.filter(pk=backup.pk, offsite_attempts=backup.offsite_attempts)
+        .exclude(offsite_status=BackupRecord.OffsiteStatus.UPLOADED)
+        .update(offsite_attempts=F("offsite_attempts") + 1, offsite_status=BackupRecord.OffsiteStatus.PENDING)
+    )
+    if not claimed:
+        backup.refresh_from_db()
+        return backup
     backup.offsite_attempts += 1
+    storage = offsite_storage()
     try:
         _abort_multipart_uploads(storage, backup.storage_name)
         backup.offsite_name = _upload_and_check(backup=backup, storage=storage)
@@ -163,9 +175,23 @@ def offsite_retry(*, database: str | None = None, now: datetime | None = None) -
         candidates = candidates.filter(database=database)
     retried = []
     for backup in candidates.order_by("created_at"):
-        if offsite_next_attempt_at(backup=backup) <= now:
+        if _retry_due(backup, now):
             retried.append(offsite_upload(backup=backup))
     return retried
+
+
+def _retry_due(backup: BackupRecord, now: datetime) -> bool:
+    due = offsite_next_attempt_at(backup=backup)
+    if backup.offsite_status == BackupRecord.OffsiteStatus.PENDING:
+        if backup.offsite_attempts == 0:
+            # Queued but not started: give the queued task its chance first.
+            due = (backup.finished_at or backup.created_at) + timedelta(
+                seconds=settings.BACKUP_OFFSITE_RETRY_SECONDS
+            )
+        else:
+            # An attempt is under way (or its worker died): only take over when it is stuck.
+            due += timedelta(seconds=settings.BACKUP_DUMP_TIMEOUT)
+    return due <= now
 
 
 def offsite_open(*, backup: BackupRecord) -> BinaryIO:
