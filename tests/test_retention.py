@@ -8,6 +8,7 @@ import pytest
 from django.core.files.storage import storages
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone as django_timezone
 
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, RetentionPolicy
 from backups_app.services.retention import retention_apply, retention_plan
@@ -302,3 +303,22 @@ def test_a_restored_backup_is_kept_with_its_history():
     assert stored(restored)
     assert result.ok
     assert result.databases[0].kept[restored.name] == ["restore history refers to it"]
+
+
+def test_cleanup_runs_after_each_scheduled_backup(django_capture_on_commit_callbacks):
+    from backups_app.signals import backup_finished
+
+    RetentionPolicy.objects.create(database="default", keep_days=1, keep_last=1)
+    old = make_backup(created_at=django_timezone.now() - timedelta(days=40))
+    manual = make_backup(created_at=django_timezone.now(), trigger="admin")
+    with django_capture_on_commit_callbacks(execute=True):
+        backup_finished.send(sender=BackupRecord, record=manual)
+    assert old.name in remaining()  # a manual backup does not trigger cleanup
+
+    scheduled = make_backup(created_at=django_timezone.now(), trigger="schedule")
+    with django_capture_on_commit_callbacks(execute=True):
+        backup_finished.send(sender=BackupRecord, record=scheduled)
+
+    assert old.name not in remaining()
+    entry = AuditEntry.objects.get(action="cleanup")
+    assert entry.source == AuditEntry.Source.SCHEDULE
