@@ -8,7 +8,6 @@ cache and Celery tasks run inline. README.md lists every setting with its defaul
 from pathlib import Path
 
 import environ
-from boto3.s3.transfer import TransferConfig
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
@@ -213,10 +212,8 @@ if AWS_S3_BUCKET:
             "querystring_auth": True,
             "file_overwrite": True,
             "object_parameters": {"ContentType": "application/octet-stream"},
-            "transfer_config": TransferConfig(
-                multipart_threshold=BACKUP_OFFSITE_CHUNK_MB * 1024 * 1024,
-                multipart_chunksize=BACKUP_OFFSITE_CHUNK_MB * 1024 * 1024,
-            ),
+            # The multipart part size (BACKUP_OFFSITE_CHUNK_MB) is applied by the offsite service:
+            # a TransferConfig here would import boto3 into every process at startup.
         },
     }
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, Trigger
 from backups_app.signals import backup_finished
 
@@ -44,8 +45,22 @@ def offsite_enabled() -> bool:
 
 
 def offsite_storage():
-    """The S3 storage holding offsite copies."""
-    return storages["backups_offsite"]
+    """The S3 storage holding offsite copies, with BACKUP_OFFSITE_CHUNK_MB as its part size.
+
+    The part size is set here rather than in settings.py so that boto3 is imported only by the
+    processes that talk to S3; a `transfer_config` given in the storage's OPTIONS wins.
+    """
+    storage = storages["backups_offsite"]
+    if not getattr(storage, "_opsdesk_transfer_config", False):
+        if "transfer_config" not in settings.STORAGES["backups_offsite"].get("OPTIONS", {}):
+            from boto3.s3.transfer import TransferConfig
+
+            part_bytes = max(settings.BACKUP_OFFSITE_CHUNK_MB, 5) * 1024 * 1024
+            storage.transfer_config = TransferConfig(
+                multipart_threshold=part_bytes, multipart_chunksize=part_bytes
+            )
+        storage._opsdesk_transfer_config = True
+    return storage
 
 
 def _sha256_and_size(stream: BinaryIO) -> tuple[str, int]:
@@ -94,7 +109,7 @@ def _upload_and_check(*, backup: BackupRecord, storage) -> str:
             }
         )
     # The manifest lets `backups_sync` rebuild records from the bucket alone.
-    manifest = f"{name}.json"
+    manifest = manifest_name(backup.name)
     if local.exists(manifest):
         with local.open(manifest, "rb") as stream:
             storage.save(manifest, File(stream, name=manifest))
@@ -202,6 +217,11 @@ def offsite_open(*, backup: BackupRecord) -> BinaryIO:
         return offsite_storage().open(backup.offsite_name, "rb")
     except FileNotFoundError:
         raise BackupNotFound(_("The offsite copy of %(name)s is gone.") % {"name": backup.name}) from None
+    except Exception as error:  # noqa: BLE001 - unreachable store, lost credentials: no copy to read
+        logger.warning("offsite copy of %s unreachable: %s", backup.name, error)
+        raise BackupNotFound(
+            _("The offsite copy of %(name)s cannot be read: %(error)s") % {"name": backup.name, "error": type(error).__name__}
+        ) from None
 
 
 def offsite_delete(*, backup: BackupRecord) -> None:
@@ -209,7 +229,7 @@ def offsite_delete(*, backup: BackupRecord) -> None:
     if not offsite_enabled() or not backup.offsite_name:
         return
     storage = offsite_storage()
-    for name in (backup.offsite_name, f"{backup.offsite_name}.json"):
+    for name in (backup.offsite_name, manifest_name(backup.offsite_name)):
         storage.delete(name)
 
 

@@ -28,12 +28,12 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.core.files.storage import storages
-from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
-from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, RetentionPolicy
+from backups_app.manifest import manifest_name
+from backups_app.models import AuditEntry, BackupRecord, RetentionPolicy
 from backups_app.services import offsite
 from backups_app.services.audit import audit_log
 
@@ -50,8 +50,6 @@ REASON_WEEKLY = _lazy("weekly")
 REASON_MONTHLY = _lazy("monthly")
 REASON_ACTIVE = _lazy("queued or running")
 REASON_RECENT_FAILURE = _lazy("failed, record kept for keep_days")
-# RestoreRecord.backup is PROTECT: a backup that was restored stays with its restore history.
-REASON_RESTORED = _lazy("restore history refers to it")
 
 
 @dataclasses.dataclass
@@ -195,14 +193,9 @@ def retention_plan(
         for pk in _bucket_keepers(good, count, bucket_of):
             reasons[pk].append(reason)
 
-    restored = set(
-        RestoreRecord.objects.filter(backup__database=database).values_list("backup_id", flat=True)
-    )
     items = []
     for record in records:
         item = PlannedBackup(record=record, keep_reasons=reasons[record.pk])
-        if record.pk in restored and not item.keep_reasons:
-            item.keep_reasons.append(REASON_RESTORED)
         if record.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING):
             item.keep_reasons.append(REASON_ACTIVE)
         elif record.status in (BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED):
@@ -214,12 +207,8 @@ def retention_plan(
     return RetentionPlan(database=database, policy=policy, now=now, items=items)
 
 
-def manifest_name(storage_name: str) -> str:
-    """Name of the JSON manifest the backup service writes beside a backup file."""
-    return f"{storage_name}.json"
-
-
 def _record_files(storage_name: str) -> list[str]:
+    """The backup file and the JSON manifest the backup service writes beside it."""
     return [storage_name, manifest_name(storage_name)] if storage_name else []
 
 
@@ -315,11 +304,8 @@ def _cleanup_database(
     for record in to_delete:
         if not _delete_files(record, local, offsite_storage, cleanup):
             continue
-        try:
-            record.delete()
-        except ProtectedError:
-            cleanup.errors.append(_("%(name)s: kept, restores refer to it") % {"name": record.name})
-            continue
+        # Restore history survives: RestoreRecord.backup is SET_NULL and keeps backup_name.
+        record.delete()
         cleanup.deleted.append(record.name)
 
     lines = [f"deleted: {name}" for name in cleanup.deleted]

@@ -14,120 +14,25 @@ no longer counts as good for retention.
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import BinaryIO
 
-import zstandard
 from django.core.exceptions import ImproperlyConfigured
-from django.core.files.storage import storages
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
-from backups_app.exceptions import BackupError, BackupNotFound, ChecksumMismatch
-from backups_app.models import AuditEntry, BackupRecord, Compression
+from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.models import AuditEntry, BackupRecord
+from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
+from backups_app.services.backup import backup_check, backup_open
 
 logger = logging.getLogger(__name__)
-
-CHUNK_BYTES = 1024 * 1024
-TAIL_BYTES = 64 * 1024
 
 
 class VerificationFailed(BackupError):
     """The backup did not pass one of the verification steps."""
-
-
-class _HashingReader:
-    """A read-only stream that hashes and counts the bytes read through it."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-
-def _open_stored(backup: BackupRecord) -> BinaryIO:
-    """The stored (compressed) file: the local copy, else the offsite one."""
-    from backups_app.services.offsite import offsite_open
-
-    local = storages["backups"]
-    if backup.storage_name and local.exists(backup.storage_name):
-        return local.open(backup.storage_name, "rb")
-    return offsite_open(backup=backup)
-
-
-@contextmanager
-def _decompressed(stream: BinaryIO, compression: str) -> Iterator[BinaryIO]:
-    if compression == Compression.GZIP:
-        with gzip.GzipFile(fileobj=stream, mode="rb") as plain:
-            yield plain
-    elif compression == Compression.ZSTD:
-        with zstandard.ZstdDecompressor().stream_reader(stream, closefd=False) as plain:
-            yield plain
-    else:
-        yield stream
-
-
-def backup_check_stream(*, backup: BackupRecord) -> bytes:
-    """Check the stored file's size and SHA-256 and that it decompresses to its end.
-
-    Returns the last bytes of the plain dump (for the engine's completion-marker check). Raises
-    `ChecksumMismatch` or `VerificationFailed`; never touches a database.
-    """
-    with _open_stored(backup) as stored:
-        hashing = _HashingReader(stored)
-        tail = b""
-        try:
-            with _decompressed(hashing, backup.compression) as plain:
-                while chunk := plain.read(CHUNK_BYTES):
-                    tail = (tail + chunk)[-TAIL_BYTES:]
-            # Read what the decompressor left (trailing bytes) so the hash covers the whole file.
-            while hashing.read(CHUNK_BYTES):
-                pass
-        except (OSError, EOFError, zstandard.ZstdError) as error:
-            if backup.sha256 and _finish_hash(hashing) != backup.sha256:
-                raise ChecksumMismatch(
-                    _("The stored file does not match its SHA-256 (and does not decompress: %(error)s).")
-                    % {"error": error}
-                ) from error
-            raise VerificationFailed(
-                _("The stored file does not decompress: %(error)s") % {"error": error}
-            ) from error
-    if backup.sha256 and hashing.digest.hexdigest() != backup.sha256:
-        raise ChecksumMismatch(
-            _("The stored file does not match its SHA-256: %(actual)s instead of %(expected)s.")
-            % {"actual": hashing.digest.hexdigest(), "expected": backup.sha256}
-        )
-    if backup.size_bytes is not None and hashing.size != backup.size_bytes:
-        raise ChecksumMismatch(
-            _("The stored file has %(actual)d bytes instead of %(expected)d.")
-            % {"actual": hashing.size, "expected": backup.size_bytes}
-        )
-    return tail
-
-
-def _finish_hash(hashing: _HashingReader) -> str:
-    try:
-        while hashing.read(CHUNK_BYTES):
-            pass
-    except OSError:
-        return ""
-    return hashing.digest.hexdigest()
 
 
 def _compare_row_counts(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
@@ -146,8 +51,8 @@ def _compare_row_counts(expected: dict[str, int], actual: dict[str, int]) -> lis
 def _test_restore(backup: BackupRecord, engine: DumpEngine) -> str:
     """Restore into a scratch database and compare row counts; the summary, or VerificationFailed."""
     with engine.scratch_engine() as scratch:
-        with _open_stored(backup) as stored, _decompressed(stored, backup.compression) as plain:
-            scratch.restore(plain)
+        with backup_open(backup=backup) as stored:
+            scratch.restore(DecompressingReader(stored, compression=backup.compression))
         actual = scratch.table_row_counts()
     if backup.table_row_counts:
         problems = _compare_row_counts(backup.table_row_counts, actual)
@@ -191,10 +96,9 @@ def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupReco
         )
     status = BackupRecord.VerificationStatus.FAILED
     try:
-        tail = backup_check_stream(backup=backup)
         engine = get_engine(backup.database)
-        if not engine.is_complete(tail):
-            raise VerificationFailed(_("The dump lacks the tool's completion marker: it is truncated."))
+        # The backup service's own check, the one restore runs: SHA-256, size, stream end, marker.
+        backup_check(backup=backup, engine=engine)
         message = _test_restore(backup, engine)
         status = BackupRecord.VerificationStatus.VERIFIED
     except (NotImplementedError, ImproperlyConfigured) as error:

@@ -10,10 +10,12 @@ from django.core.files.storage import storages
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from backups_app.exceptions import BackupError
+from backups_app.exceptions import BackupError, ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord
+from backups_app.services.backup import backup_create, backup_restore
 from backups_app.services.verify import backup_verify
 
+from .conftest import snapshot
 from .retention_helpers import make_backup
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +44,7 @@ def test_a_flipped_byte_fails_verification_and_is_audited():
     backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
 
     assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
-    assert "SHA-256" in backup.verification_message
+    assert "damaged" in backup.verification_message
     assert backup.verified_at is not None
     entry = AuditEntry.objects.get(action="verify")
     assert (entry.target, entry.outcome) == (backup.name, AuditEntry.Outcome.FAILURE)
@@ -72,7 +74,7 @@ def test_a_file_that_matches_its_checksum_but_does_not_decompress_fails():
     backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
 
     assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
-    assert "does not decompress" in backup.verification_message
+    assert "truncated" in backup.verification_message
 
 
 def test_a_backup_whose_files_are_gone_fails_verification():
@@ -82,7 +84,7 @@ def test_a_backup_whose_files_are_gone_fails_verification():
     backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
 
     assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
-    assert "no offsite copy" in backup.verification_message
+    assert "missing from storage" in backup.verification_message
 
 
 def test_a_failed_backup_cannot_be_verified():
@@ -95,7 +97,7 @@ def test_command_exits_non_zero_for_a_corrupted_backup():
     backup = make_backup(created_at=NOW)
     rewrite(backup, flip_one_byte)
 
-    with pytest.raises(CommandError, match="verification failed"):
+    with pytest.raises(CommandError, match="verification failed.*damaged"):
         call_command("verify_backup", backup.name)
 
 
@@ -106,3 +108,27 @@ def test_command_needs_a_name_or_latest():
         call_command("verify_backup", "no-such-backup")
     with pytest.raises(CommandError, match="No good backup"):
         call_command("verify_backup", "--latest", "--database", "default")
+
+
+def test_real_backup_with_an_engine_that_cannot_test_restore_stays_unverified(fake_alias):
+    """The checksum is fine, but the engine has no scratch database: say so, do not fail it."""
+    fake_alias()
+    backup = backup_create(database="fake", trigger="cli")
+
+    backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+    assert backup.verification_status == BackupRecord.VerificationStatus.UNVERIFIED
+    assert "cannot test-restore" in backup.verification_message
+    assert AuditEntry.objects.get(action="verify").outcome == AuditEntry.Outcome.FAILURE
+
+
+def test_restore_refuses_a_corrupted_backup_before_touching_the_database(sqlite_alias):
+    backup = backup_create(database="app", trigger="cli")
+    before = snapshot(sqlite_alias)
+    rewrite(backup, flip_one_byte)
+
+    with pytest.raises(ChecksumMismatch):
+        backup_restore(backup=backup, trigger="cli", safety_backup=False)
+
+    assert snapshot(sqlite_alias) == before
+    assert backup_verify(backup=backup, source="cli").verification_status == BackupRecord.VerificationStatus.FAILED

@@ -10,6 +10,7 @@ from datetime import datetime
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
+from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord
 
 DUMP_TRAILER = b"\n-- Dump completed\n"
@@ -25,13 +26,14 @@ def make_backup(
     **fields,
 ) -> BackupRecord:
     """A record plus its gzip file and JSON manifest in the backups storage."""
-    name = f"{database}-{created_at:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    storage_name = f"{database}/{name}.sql.gz"
+    # Named and stored as the backup service does: the file is the name, the manifest <name>.json.
+    name = f"backup_{database}_{created_at:%Y%m%d_%H%M%S}_{uuid.uuid4().hex[:6]}.sql.gz"
+    storage_name = name
     compressed = gzip.compress(payload if payload is not None else b"CREATE TABLE t (x int);" + DUMP_TRAILER)
     if with_file:
         storage = storages["backups"]
         storage.save(storage_name, ContentFile(compressed))
-        storage.save(f"{storage_name}.json", ContentFile(json.dumps({"name": name}).encode()))
+        storage.save(manifest_name(name), ContentFile(json.dumps({"name": name}).encode()))
     values = {
         "name": name,
         "database": database,

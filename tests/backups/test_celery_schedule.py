@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REDIS_HOST, REDIS_PORT, require_service
+from tests.conftest import REDIS_HOST, REDIS_PORT, require_service
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

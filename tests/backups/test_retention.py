@@ -148,7 +148,7 @@ def test_running_and_queued_backups_are_untouched():
     running = make_backup(created_at=days_ago(90), status=BackupRecord.Status.RUNNING)
     queued = make_backup(created_at=days_ago(91), status=BackupRecord.Status.QUEUED, with_file=False)
     # The temporary file a running backup writes is named by no record.
-    partial = storages["backups"].path("default/.tmp-running-backup.sql.gz.part")
+    partial = _ensure(storages["backups"], ".backup_default_20260615_120000.sql.gz.partial")
     open(partial, "wb").write(b"partial")
 
     retention_apply(now=NOW)
@@ -289,20 +289,19 @@ def test_command_fails_when_storage_cannot_be_trusted(settings, tmp_path):
     assert BackupRecord.objects.count() == 2
 
 
-def test_a_restored_backup_is_kept_with_its_history():
+def test_deleting_a_restored_backup_keeps_the_restore_history():
     RetentionPolicy.objects.create(database="default", keep_days=1, keep_last=1)
     make_backup(created_at=days_ago(0))
     restored = make_backup(created_at=days_ago(40))
-    RestoreRecord.objects.create(
+    restore = RestoreRecord.objects.create(
         backup=restored, backup_name=restored.name, database="default", status="success", trigger="cli",
     )
 
     result = retention_apply(now=NOW)
 
-    assert restored.name in remaining()
-    assert stored(restored)
-    assert result.ok
-    assert result.databases[0].kept[restored.name] == ["restore history refers to it"]
+    assert result.deleted == [restored.name]
+    restore.refresh_from_db()
+    assert restore.backup is None and restore.backup_name == restored.name
 
 
 def test_cleanup_runs_after_each_scheduled_backup(django_capture_on_commit_callbacks):

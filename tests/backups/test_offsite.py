@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.core.files.storage import storages
-from django.utils import timezone as django_timezone
 
+from backups_app.exceptions import RestoreRefused
 from backups_app.models import BackupRecord, RetentionPolicy
+from backups_app.services.backup import backup_create, backup_open, backup_restore
 from backups_app.services.offsite import offsite_open, offsite_retry, offsite_upload
 from backups_app.services.retention import retention_apply
 from backups_app.signals import backup_finished
 
+from .conftest import snapshot
 from .moto_server import MotoServer, offsite_settings
 from .retention_helpers import make_backup
 
@@ -215,3 +218,40 @@ def test_retry_pass_leaves_a_queued_upload_to_its_task_at_first(settings, moto, 
     assert offsite_retry(now=NOW + timedelta(seconds=60)) == []
     assert [record.pk for record in offsite_retry(now=NOW + timedelta(seconds=600))] == [backup.pk]
     assert BackupRecord.objects.get(pk=backup.pk).offsite_status == BackupRecord.OffsiteStatus.UPLOADED
+
+
+def test_restore_and_download_from_s3_after_the_local_copy_is_lost(
+    moto, bucket, sqlite_alias, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        backup = backup_create(database="app", trigger="cli")  # uploaded by the backup_finished receiver
+    backup.refresh_from_db()
+    assert backup.offsite_status == BackupRecord.OffsiteStatus.UPLOADED
+    original = snapshot(sqlite_alias)
+    local_path = storages["backups"].path(backup.storage_name)
+    local_bytes = open(local_path, "rb").read()
+    os.unlink(local_path)  # the disk is lost
+    connection = sqlite3.connect(sqlite_alias)
+    connection.execute("DELETE FROM book")
+    connection.commit()
+    connection.close()
+
+    with backup_open(backup=backup) as stream:  # what the download view streams
+        assert stream.read() == local_bytes
+    restore = backup_restore(backup=backup, trigger="cli", safety_backup=False)
+
+    assert restore.status == "success"
+    assert snapshot(sqlite_alias) == original
+
+
+def test_restore_refuses_when_neither_copy_exists(moto, bucket, sqlite_alias, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        backup = backup_create(database="app", trigger="cli")
+    backup.refresh_from_db()
+    os.unlink(storages["backups"].path(backup.storage_name))
+    moto.client().delete_object(Bucket=bucket, Key=f"{PREFIX}/{backup.offsite_name}")
+    before = snapshot(sqlite_alias)
+
+    with pytest.raises(RestoreRefused, match="missing"):
+        backup_restore(backup=backup, trigger="cli", safety_backup=False)
+    assert snapshot(sqlite_alias) == before
