@@ -121,25 +121,58 @@ def stop_worker(worker: subprocess.Popen) -> None:
             worker.wait(timeout=10)
 
 
-def test_beat_runs_scheduled_cleanup_through_a_worker(tmp_path, redis_queue):
+def test_beat_runs_real_backups_cleanup_and_verification_through_a_worker(tmp_path, redis_queue):
     environment = project_env(tmp_path, redis_queue)
+    appdata = tmp_path / "appdata.sqlite3"
+    connection = sqlite3.connect(appdata)
+    connection.executescript(
+        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT);"
+        "INSERT INTO item (name) VALUES ('one'), ('two'), ('three');"
+    )
+    connection.commit()
+    connection.close()
     manage(environment, "migrate", "--noinput", "-v", "0")
     ops_database = tmp_path / "ops.sqlite3"
-    names = [row[0] for row in query(ops_database, "SELECT name FROM django_celery_beat_periodictask ORDER BY name")]
-    assert "opsdesk: backup appdata" in names and "opsdesk: cleanup appdata" in names
-    manage(environment, "shell", "-c", SHORTEN_SCHEDULE.format(names=["opsdesk: cleanup appdata"]))
+    names = {row[0] for row in query(ops_database, "SELECT name FROM django_celery_beat_periodictask")}
+    assert {"opsdesk: backup appdata", "opsdesk: cleanup appdata", "opsdesk: verify appdata"} <= names
+    manage(environment, "shell", "-c", SHORTEN_SCHEDULE.format(
+        names=["opsdesk: backup appdata", "opsdesk: verify appdata"]
+    ))
 
     log = tmp_path / "worker.log"
     worker = start_worker(environment, redis_queue, log)
     try:
-        rows = wait_for(
+        backups = wait_for(
             lambda: query(
                 ops_database,
-                "SELECT source, outcome, target FROM backups_app_auditentry WHERE action = 'cleanup'",
+                "SELECT name, trigger, status FROM backups_app_backuprecord "
+                "WHERE database = 'appdata' AND status = 'success'",
             ),
-            timeout=90, worker=worker, log=log,
+            timeout=120, worker=worker, log=log,
+        )
+        # Cleanup follows each scheduled backup; verification runs on its own schedule.
+        cleanups = wait_for(
+            lambda: query(
+                ops_database,
+                "SELECT source, outcome FROM backups_app_auditentry "
+                "WHERE action = 'cleanup' AND target = 'appdata'",
+            ),
+            timeout=60, worker=worker, log=log,
+        )
+        verified = wait_for(
+            lambda: query(
+                ops_database,
+                "SELECT name, verification_status FROM backups_app_backuprecord "
+                "WHERE database = 'appdata' AND verified_at IS NOT NULL",
+            ),
+            timeout=60, worker=worker, log=log,
         )
     finally:
         stop_worker(worker)
-    assert rows[0] == ("schedule", "success", "appdata") or ("schedule", "success", "appdata") in rows
-    assert "backups_app.tasks.cleanup_backups" in log.read_text()
+    name, trigger, status = backups[0]
+    assert (trigger, status) == ("schedule", "success")
+    assert (tmp_path / "backups" / name).is_file()
+    assert cleanups[0] == ("schedule", "success")
+    assert verified[0][1] in ("verified", "unverified")  # unverified: engine without scratch database
+    text = log.read_text()
+    assert "backups_app.tasks.backup_database" in text and "backups_app.tasks.cleanup_backups" in text
