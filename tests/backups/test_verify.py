@@ -3,17 +3,24 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from django.core.files.storage import storages
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from backups_app.engines.sqlite import COMPLETION_MARKER, SQLiteDumpEngine
 from backups_app.exceptions import BackupError, ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.backup import backup_create, backup_restore
 from backups_app.services.verify import backup_verify
+
+from tests.conftest import register_alias, unregister_alias
 
 from .conftest import snapshot
 from .retention_helpers import make_backup
@@ -132,3 +139,87 @@ def test_restore_refuses_a_corrupted_backup_before_touching_the_database(sqlite_
 
     assert snapshot(sqlite_alias) == before
     assert backup_verify(backup=backup, source="cli").verification_status == BackupRecord.VerificationStatus.FAILED
+
+
+class ScratchSQLiteEngine(SQLiteDumpEngine):
+    """The real SQLite engine plus a scratch database (a temporary file), plugged in by BACKUP_ENGINE.
+
+    Stands in for SQLiteDumpEngine.scratch_engine until the engine area ships it, so that the test
+    restore path runs against real SQLite rather than a fake.
+    """
+
+    scratch_paths: list[Path] = []
+
+    @contextmanager
+    def scratch_engine(self):
+        handle, name = tempfile.mkstemp(prefix="opsdesk-scratch-", suffix=".sqlite3")
+        os.close(handle)
+        path = Path(name)
+        ScratchSQLiteEngine.scratch_paths.append(path)
+        try:
+            yield SQLiteDumpEngine(f"{self.alias}-scratch", {**self.settings_dict, "NAME": str(path)})
+        finally:
+            path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def scratch_alias(sqlite_alias):
+    """The `app` SQLite database (awkward data), on an engine that can make scratch databases."""
+    unregister_alias("app")
+    register_alias("app", {
+        "ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_alias),
+        "BACKUP_ENGINE": "tests.backups.test_verify.ScratchSQLiteEngine",
+    })
+    ScratchSQLiteEngine.scratch_paths.clear()
+    return sqlite_alias
+
+
+def test_a_good_backup_is_verified_by_test_restore(scratch_alias):
+    backup = backup_create(database="app", trigger="cli")
+    assert backup.table_row_counts  # recorded at backup time
+
+    backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+    assert backup.verification_status == BackupRecord.VerificationStatus.VERIFIED, backup.verification_message
+    assert "row counts as at backup time" in backup.verification_message
+    assert AuditEntry.objects.get(action="verify").outcome == AuditEntry.Outcome.SUCCESS
+    # The scratch database is gone, and the source untouched.
+    assert ScratchSQLiteEngine.scratch_paths and not any(path.exists() for path in ScratchSQLiteEngine.scratch_paths)
+
+
+def test_latest_command_verifies_the_newest_good_backup(scratch_alias, capsys):
+    backup_create(database="app", trigger="cli")
+    newest = backup_create(database="app", trigger="cli")
+
+    call_command("verify_backup", "--latest", "--database", "app")
+
+    assert newest.name in capsys.readouterr().out
+    assert BackupRecord.objects.get(pk=newest.pk).verification_status == BackupRecord.VerificationStatus.VERIFIED
+
+
+def test_row_counts_that_differ_from_backup_time_fail_verification(scratch_alias):
+    backup = backup_create(database="app", trigger="cli")
+    counts = dict(backup.table_row_counts)
+    counts["book"] += 1
+    counts["invoice"] = 3  # a table the restore does not bring back
+    BackupRecord.objects.filter(pk=backup.pk).update(table_row_counts=counts)
+    backup.refresh_from_db()
+
+    backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+    assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
+    assert "table book has 3 rows instead of 4" in backup.verification_message
+    assert "table invoice is missing" in backup.verification_message
+    assert not any(path.exists() for path in ScratchSQLiteEngine.scratch_paths)
+
+
+def test_a_dump_that_does_not_restore_fails_and_the_scratch_database_is_dropped(scratch_alias):
+    """Checksum and marker fine, SQL broken (as written by a buggy tool): only a restore finds out."""
+    payload = b"CREATE TABLE t (x int);\nINSERT INTO nowhere VALUES (1);\n" + COMPLETION_MARKER + b"\n"
+    backup = make_backup(created_at=NOW, database="app", payload=payload)
+
+    backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+
+    assert backup.verification_status == BackupRecord.VerificationStatus.FAILED
+    assert "nowhere" in backup.verification_message
+    assert ScratchSQLiteEngine.scratch_paths and not any(path.exists() for path in ScratchSQLiteEngine.scratch_paths)
