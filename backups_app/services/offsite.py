@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 from datetime import datetime, timedelta
 from typing import BinaryIO
 
@@ -71,13 +72,37 @@ def _sha256_and_size(stream: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _object_key(storage, name: str) -> str:
+    """The S3 key of a storage name (the storage's `location` is the key prefix)."""
+    return posixpath.join(storage.location, name) if storage.location else name
+
+
+def _open_object(storage, name: str) -> BinaryIO:
+    """Stream an object straight from S3.
+
+    Not `storage.open()`: its S3File buffers the whole object in memory first (a
+    SpooledTemporaryFile without a size limit), which a multi-gigabyte backup must not do.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        response = storage.connection.meta.client.get_object(
+            Bucket=storage.bucket_name, Key=_object_key(storage, name)
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            raise FileNotFoundError(name) from None
+        raise
+    return response["Body"]
+
+
 def _abort_multipart_uploads(storage, name: str) -> int:
     """Abort unfinished multipart uploads of `name`: their parts cost money and are never used.
 
     boto3 aborts a multipart upload that fails while the server answers; this catches the ones it
     could not (the connection died mid-way), on the next attempt.
     """
-    key = f"{storage.location}/{name}" if storage.location else name
+    key = _object_key(storage, name)
     aborted = 0
     for upload in storage.bucket.multipart_uploads.filter(Prefix=key):
         if upload.object_key == key:
@@ -93,7 +118,7 @@ def _upload_and_check(*, backup: BackupRecord, storage) -> str:
         raise OffsiteUploadFailed(_("the local file of %(name)s is gone") % {"name": backup.name})
     with local.open(name, "rb") as stream:
         saved_name = storage.save(name, File(stream, name=name))
-    with storage.open(saved_name, "rb") as stream:
+    with _open_object(storage, saved_name) as stream:
         remote_sha256, remote_size = _sha256_and_size(stream)
     with local.open(name, "rb") as stream:
         local_sha256, local_size = _sha256_and_size(stream)
@@ -214,7 +239,7 @@ def offsite_open(*, backup: BackupRecord) -> BinaryIO:
     if not offsite_enabled() or backup.offsite_status != BackupRecord.OffsiteStatus.UPLOADED:
         raise BackupNotFound(_("%(name)s has no offsite copy.") % {"name": backup.name})
     try:
-        return offsite_storage().open(backup.offsite_name, "rb")
+        return _open_object(offsite_storage(), backup.offsite_name)
     except FileNotFoundError:
         raise BackupNotFound(_("The offsite copy of %(name)s is gone.") % {"name": backup.name}) from None
     except Exception as error:  # noqa: BLE001 - unreachable store, lost credentials: no copy to read
