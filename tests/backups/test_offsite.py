@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.core.files.storage import storages
+from django.core.management import call_command
+from django.utils.timezone import now as django_now
 
 from backups_app.exceptions import RestoreRefused
 from backups_app.models import BackupRecord, RetentionPolicy
@@ -255,3 +258,17 @@ def test_restore_refuses_when_neither_copy_exists(moto, bucket, sqlite_alias, dj
     with pytest.raises(RestoreRefused, match="missing"):
         backup_restore(backup=backup, trigger="cli", safety_backup=False)
     assert snapshot(sqlite_alias) == before
+
+
+def test_cleanup_command_retries_failed_uploads_for_cron_users(settings, moto, bucket, capsys):
+    settings.BACKUP_OFFSITE_RETRY_SECONDS = 0
+    backup = make_backup(
+        created_at=django_now(), finished_at=django_now(), offsite_status=BackupRecord.OffsiteStatus.FAILED,
+        offsite_attempts=1, trigger="cli",
+    )
+
+    call_command("cleanup_backups", "--json")
+
+    output = json.loads(capsys.readouterr().out)
+    assert output["offsite_retried"] == {backup.name: "uploaded"}
+    assert BackupRecord.objects.get(pk=backup.pk).offsite_status == BackupRecord.OffsiteStatus.UPLOADED

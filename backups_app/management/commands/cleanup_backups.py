@@ -4,13 +4,15 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from backups_app.models import AuditEntry
+from backups_app.services.offsite import offsite_retry
 from backups_app.services.retention import retention_apply
 
 
 class Command(BaseCommand):
     help = (
         "Delete the backups the retention policy no longer keeps (local and offsite copies), and "
-        "the files of failed backups. Decides by the records' creation time (UTC)."
+        "the files of failed backups. Decides by the records' creation time (UTC). Then retries "
+        "the offsite uploads that failed and are due (not with --dry-run)."
     )
 
     def add_arguments(self, parser):
@@ -20,10 +22,17 @@ class Command(BaseCommand):
 
     def handle(self, *args, database, dry_run, json: bool, **options):
         result = retention_apply(database=database, dry_run=dry_run, source=AuditEntry.Source.CLI)
+        # Without Celery (cron), this is what retries failed offsite uploads.
+        retried = [] if dry_run else offsite_retry(database=database)
         if json:
-            self.stdout.write(_dumps(result.as_dict()))
+            self.stdout.write(_dumps({
+                **result.as_dict(),
+                "offsite_retried": {backup.name: backup.offsite_status for backup in retried},
+            }))
         else:
             self._print(result)
+            for backup in retried:
+                self.stdout.write(f"offsite upload of {backup.name}: {backup.get_offsite_status_display()}")
         if not result.ok:
             problems = [
                 f"{cleanup.database}: {cleanup.refused or '; '.join(cleanup.errors)}"
