@@ -120,10 +120,12 @@ def _upload_and_check(*, backup: BackupRecord, storage) -> str:
         saved_name = storage.save(name, File(stream, name=name))
     with _open_object(storage, saved_name) as stream:
         remote_sha256, remote_size = _sha256_and_size(stream)
-    with local.open(name, "rb") as stream:
-        local_sha256, local_size = _sha256_and_size(stream)
-    expected_sha256 = backup.sha256 or local_sha256
-    expected_size = backup.size_bytes if backup.size_bytes is not None else local_size
+    # Compared with what the backup service recorded when it wrote the file, so a local copy
+    # that rotted since is not passed off as a good offsite copy either.
+    expected_sha256, expected_size = backup.sha256, backup.size_bytes
+    if not expected_sha256 or expected_size is None:
+        with local.open(name, "rb") as stream:
+            expected_sha256, expected_size = _sha256_and_size(stream)
     if remote_size != expected_size or remote_sha256 != expected_sha256:
         storage.delete(saved_name)
         raise OffsiteUploadFailed(
