@@ -22,10 +22,11 @@ from django.utils.translation import gettext as _
 
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
-from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.exceptions import BackupError
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
+from backups_app.selectors import backup_get, last_good_backup
 from backups_app.services.backup import backup_check, backup_open
 
 logger = logging.getLogger(__name__)
@@ -71,15 +72,8 @@ def _test_restore(backup: BackupRecord, engine: DumpEngine) -> str:
 def backup_to_verify(*, database: str, name: str | None = None) -> BackupRecord | None:
     """The backup named (BackupNotFound when unknown), else the database's newest good backup."""
     if name:
-        backup = BackupRecord.objects.filter(name=name).first()
-        if backup is None:
-            raise BackupNotFound(_("No backup named %(name)s.") % {"name": name})
-        return backup
-    return (
-        BackupRecord.objects.filter(database=database, status=BackupRecord.Status.SUCCESS)
-        .order_by("-created_at", "-id")
-        .first()
-    )
+        return backup_get(name=name)
+    return last_good_backup(database=database)
 
 
 def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupRecord:
