@@ -99,7 +99,7 @@ def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupReco
         # The file is not at fault: this installation cannot test-restore it.
         status = BackupRecord.VerificationStatus.UNVERIFIED
         message = _("cannot test-restore %(name)s here: %(error)s") % {
-            "name": backup.name, "error": error or _("the engine has no scratch database support"),
+            "name": backup.name, "error": str(error) or _("the engine has no scratch database support"),
         }
     except BackupError as error:
         message = str(error)

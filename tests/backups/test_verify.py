@@ -126,6 +126,7 @@ def test_real_backup_with_an_engine_that_cannot_test_restore_stays_unverified(fa
 
     assert backup.verification_status == BackupRecord.VerificationStatus.UNVERIFIED
     assert "cannot test-restore" in backup.verification_message
+    assert backup.verification_message.endswith("the engine has no scratch database support")
     assert AuditEntry.objects.get(action="verify").outcome == AuditEntry.Outcome.FAILURE
 
 
