@@ -3,7 +3,7 @@
 Everything runs as the user runs it: `manage.py migrate` installs the default schedule, a test
 shortens two of its tasks to a few seconds, and `celery -A ops_project worker -B` (beat embedded,
 DatabaseScheduler) runs them in a separate process with its own settings. The ops database is a
-SQLite file that the test reads directly. The broker is the machine's Redis with a queue of this
+SQLite file that the test reads directly; the database backed up is a scratch PostgreSQL database. The broker is the machine's Redis with a queue of this
 test's own, so that other test runs sharing the server never see these tasks.
 """
 from __future__ import annotations
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REDIS_HOST, REDIS_PORT, require_service
+from tests.conftest import POSTGRES, REDIS_HOST, REDIS_PORT, require_service
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
-def project_env(tmp_path: Path, queue: str) -> dict[str, str]:
+def project_env(tmp_path: Path, queue: str, appdata_url: str) -> dict[str, str]:
     environment = {
         key: value for key, value in os.environ.items()
         if not key.startswith(("DATABASE_URL", "CELERY_", "AWS_", "REDIS_URL", "DJANGO_SETTINGS_MODULE"))
@@ -36,7 +36,7 @@ def project_env(tmp_path: Path, queue: str) -> dict[str, str]:
         OPSDESK_ENV="development",
         SECRET_KEY="celery-schedule-test-key-not-a-secret-0123456789",
         DATABASE_URL=f"sqlite:///{tmp_path / 'ops.sqlite3'}",
-        DATABASE_URL_APPDATA=f"sqlite:///{tmp_path / 'appdata.sqlite3'}",
+        DATABASE_URL_APPDATA=appdata_url,
         BACKUP_DIR=str(tmp_path / "backups"),
         BACKUP_LOCK_DIR=str(tmp_path / "locks"),
         CELERY_BROKER_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
@@ -121,16 +121,20 @@ def stop_worker(worker: subprocess.Popen) -> None:
             worker.wait(timeout=10)
 
 
-def test_beat_runs_real_backups_cleanup_and_verification_through_a_worker(tmp_path, redis_queue):
-    environment = project_env(tmp_path, redis_queue)
-    appdata = tmp_path / "appdata.sqlite3"
-    connection = sqlite3.connect(appdata)
-    connection.executescript(
-        "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT);"
-        "INSERT INTO item (name) VALUES ('one'), ('two'), ('three');"
+def test_beat_runs_real_backups_cleanup_and_verification_through_a_worker(tmp_path, redis_queue, postgres_database):
+    """The product database is a scratch PostgreSQL database, so verification restores it for real."""
+    import psycopg
+    from django.db import connections
+
+    database_name = connections.settings[postgres_database]["NAME"]
+    with psycopg.connect(
+        host=POSTGRES["HOST"], port=POSTGRES["PORT"], user=POSTGRES["USER"], dbname=database_name, autocommit=True,
+    ) as connection:
+        connection.execute("CREATE TABLE item (id serial PRIMARY KEY, name text)")
+        connection.execute("INSERT INTO item (name) VALUES ('one'), ('two'), ('three')")
+    environment = project_env(
+        tmp_path, redis_queue, f"postgres://{POSTGRES['USER']}@{POSTGRES['HOST']}:{POSTGRES['PORT']}/{database_name}"
     )
-    connection.commit()
-    connection.close()
     manage(environment, "migrate", "--noinput", "-v", "0")
     ops_database = tmp_path / "ops.sqlite3"
     names = {row[0] for row in query(ops_database, "SELECT name FROM django_celery_beat_periodictask")}
@@ -173,6 +177,6 @@ def test_beat_runs_real_backups_cleanup_and_verification_through_a_worker(tmp_pa
     assert (trigger, status) == ("schedule", "success")
     assert (tmp_path / "backups" / name).is_file()
     assert cleanups[0] == ("schedule", "success")
-    assert verified[0][1] in ("verified", "unverified")  # unverified: engine without scratch database
+    assert verified[0][1] == "verified"
     text = log.read_text()
     assert "backups_app.tasks.backup_database" in text and "backups_app.tasks.cleanup_backups" in text
