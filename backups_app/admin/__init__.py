@@ -1,3 +1,3 @@
 """Admin registrations of backups_app, one module per model family."""
-from backups_app.admin import tokens  # noqa: F401
+from . import tokens  # noqa: F401  (api area: API tokens, shown once, stored hashed)
 from . import retention  # noqa: F401  (retention area: retention policies with a deletion preview)

@@ -41,6 +41,7 @@ from backups_app.exceptions import BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
 from backups_app.services.backup import backup_open, backup_queue, restore_queue
+from backups_app.services.retention import retention_apply
 
 
 def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
@@ -261,9 +262,6 @@ class BackupCleanupView(ApiView):
             _configured_database(database)
         self.audit_target = database or ""
         dry_run = serializer.validated_data["dry_run"]
-        # Imported here: retention_apply belongs to the retention area (see docs/API.md).
-        from backups_app.services.retention import retention_apply
-
         result = retention_apply(
             database=database, dry_run=dry_run, source=AuditEntry.Source.API, user=request.user
         )

@@ -12,10 +12,6 @@ from .test_api_auth import assert_error
 
 pytestmark = pytest.mark.django_db
 
-# The endpoint calls the retention area's retention_apply through a lazy import; until that area
-# is merged into the same tree there is nothing to clean up with.
-pytest.importorskip("backups_app.services.retention", reason="the retention area is not merged yet")
-
 
 @pytest.fixture
 def old_backups(stored_backup):
