@@ -11,7 +11,7 @@ from django.http import StreamingHttpResponse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, generics, status
 from rest_framework.pagination import PageNumberPagination
@@ -187,9 +187,9 @@ class BackupDownloadView(ApiView):
         backup = _backup_by_name(name)
         _require_restorable(backup, _("downloaded"))
         stream = backup_open(backup=backup)  # BackupNotFound (404) when the file is gone
+        actor = f"{request.user.get_username()} (token {request.auth.prefix})"
         response = StreamingHttpResponse(
-            verified_chunks(backup=backup, stream=stream, actor=f"{request.user.get_username()} (token {request.auth.prefix})"),
-            content_type="application/octet-stream",
+            verified_chunks(backup=backup, stream=stream, actor=actor), content_type="application/octet-stream"
         )
         response["Content-Disposition"] = f'attachment; filename="{backup.name}"'
         if backup.size_bytes is not None:
