@@ -281,6 +281,9 @@ class ClientToolEngine(DumpEngine):
     def prepare_restore(self) -> None:
         """Run before the restore client starts (MySQL empties the database here)."""
 
+    def server_version(self, connection: Any) -> str:
+        raise NotImplementedError
+
     def create_scratch_database(self, name: str) -> None:
         raise NotImplementedError
 
@@ -327,6 +330,21 @@ class ClientToolEngine(DumpEngine):
         counter.release.set()
         counter.join(timeout=self.timeout)
         self._dump_row_counts = counter.counts
+
+    def tool_versions(self) -> dict[str, str]:
+        versions: dict[str, str] = {}
+        for candidates in (self.dump_tools, self.restore_tools):
+            try:
+                path = find_tool(candidates, self.bin_dir)
+            except ToolNotFound:
+                continue  # the dump itself reports the missing tool, with the place it looked
+            versions[Path(path).name] = first_line(tool_output(path, "--version"))
+        try:
+            with driver_connection(self.settings_dict) as connection:
+                versions["server"] = self.server_version(connection)
+        except database_errors(self.settings_dict):
+            pass  # unreachable server: the dump fails next, with the tool's message
+        return versions
 
     def table_row_counts(self) -> dict[str, int]:
         """Exact rows per table. Right after ``dump()``: the counts taken in the dump's snapshot."""

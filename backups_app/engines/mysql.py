@@ -26,7 +26,6 @@ fails loudly ("Unknown database"), never silently.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import ClassVar
 
 from django.utils.translation import gettext as _
@@ -34,10 +33,8 @@ from django.utils.translation import gettext as _
 from ..exceptions import RestoreFailed
 from .client import (
     ClientToolEngine,
-    ToolNotFound,
     database_errors,
     driver_connection,
-    find_tool,
     first_line,
     tool_output,
 )
@@ -227,22 +224,10 @@ class MySQLDumpEngine(ClientToolEngine):
 
     # --- Inspection -------------------------------------------------------------------------------
 
-    def tool_versions(self) -> dict[str, str]:
-        versions: dict[str, str] = {}
-        for candidates in (self.dump_tools, self.restore_tools):
-            try:
-                path = find_tool(candidates, self.bin_dir)
-            except ToolNotFound:
-                continue  # the dump itself reports the missing tool, with the place it looked
-            versions[Path(path).name] = first_line(tool_output(path, "--version"))
-        try:
-            with driver_connection(self.settings_dict) as connection:
-                cursor = connection.cursor()
-                cursor.execute("SELECT VERSION()")
-                versions["server"] = str(cursor.fetchone()[0])
-        except database_errors(self.settings_dict):
-            pass  # unreachable server: the dump fails next, with the tool's message
-        return versions
+    def server_version(self, connection) -> str:
+        cursor = connection.cursor()
+        cursor.execute("SELECT VERSION()")
+        return str(cursor.fetchone()[0])
 
     def begin_snapshot(self, connection) -> None:
         """A consistent InnoDB snapshot, started as mariadb-dump starts its own (no sharing)."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from secrets import token_hex
 from typing import IO, ClassVar
 
@@ -36,12 +35,9 @@ from ..exceptions import RestoreFailed
 from .client import (
     CHUNK_BYTES,
     ClientToolEngine,
-    ToolNotFound,
     child_environment,
     database_errors,
     driver_connection,
-    find_tool,
-    first_line,
     tool_output,
 )
 
@@ -229,20 +225,8 @@ class PostgreSQLDumpEngine(ClientToolEngine):
 
     # --- Inspection -------------------------------------------------------------------------------
 
-    def tool_versions(self) -> dict[str, str]:
-        versions: dict[str, str] = {}
-        for candidates in (self.dump_tools, self.restore_tools):
-            try:
-                path = find_tool(candidates, self.bin_dir)
-            except ToolNotFound:
-                continue  # the dump itself reports the missing tool, with the place it looked
-            versions[Path(path).name] = first_line(tool_output(path, "--version"))
-        try:
-            with driver_connection(self.settings_dict) as connection:
-                versions["server"] = str(connection.execute("SHOW server_version").fetchone()[0])
-        except database_errors(self.settings_dict):
-            pass  # unreachable server: the dump fails next, with the tool's message
-        return versions
+    def server_version(self, connection) -> str:
+        return str(connection.execute("SHOW server_version").fetchone()[0])
 
     def begin_snapshot(self, connection) -> str | None:
         """A repeatable-read snapshot exported for pg_dump to import."""
