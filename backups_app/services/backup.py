@@ -357,6 +357,16 @@ def _delete_quietly(storage: Storage, name: str) -> None:
         logger.warning("Could not delete %s from the backup storage.", name, exc_info=True)
 
 
+def _fail_queued_record(record: BackupRecord | None, error: Exception) -> None:
+    """A queued record whose backup could not even start ends failed, with the reason."""
+    if record is None:
+        return
+    record.status = BackupRecord.Status.FAILED
+    record.error_message = str(error)
+    record.finished_at = timezone.now()
+    record.save(update_fields=["status", "error_message", "finished_at"])
+
+
 def backup_create(
     *,
     database: str = "default",
@@ -383,11 +393,7 @@ def backup_create(
         engine = get_engine(database)
     except (BackupError, ImproperlyConfigured) as error:
         # e.g. a queued backup of an alias removed from the configuration since.
-        if record is not None:
-            record.status = BackupRecord.Status.FAILED
-            record.error_message = str(error)
-            record.finished_at = timezone.now()
-            record.save(update_fields=["status", "error_message", "finished_at"])
+        _fail_queued_record(record, error)
         audit_log(action="create", source=source, outcome="failure", user=user,
                   actor=_actor(trigger, user), target=database, detail=str(error))
         raise DumpFailed(str(error)) from None
@@ -399,11 +405,7 @@ def backup_create(
                 record=record, progress=progress,
             )
     except BackupLocked as error:
-        if record is not None:
-            record.status = BackupRecord.Status.FAILED
-            record.error_message = str(error)
-            record.finished_at = timezone.now()
-            record.save(update_fields=["status", "error_message", "finished_at"])
+        _fail_queued_record(record, error)
         audit_log(action="create", source=source, outcome="refused", user=user,
                   actor=_actor(trigger, user), target=database, detail=str(error))
         raise
