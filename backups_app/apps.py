@@ -5,3 +5,17 @@ from django.utils.translation import gettext_lazy as _
 class BackupsConfig(AppConfig):
     name = "backups_app"
     verbose_name = _("Backups")
+
+    def ready(self) -> None:
+        # Admin area: dashboard cache invalidation and failure alerts react to finished backups.
+        from django.db.models.signals import post_delete
+
+        from . import alerts, dashboard
+        from .models import BackupRecord
+        from .signals import backup_finished
+
+        backup_finished.connect(dashboard.dashboard_invalidate, dispatch_uid="backups_dashboard_invalidate")
+        backup_finished.connect(alerts.backup_finished_alert, dispatch_uid="backups_failure_alert")
+        post_delete.connect(
+            dashboard.dashboard_invalidate, sender=BackupRecord, dispatch_uid="backups_dashboard_deleted",
+        )
