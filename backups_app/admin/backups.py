@@ -19,7 +19,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
@@ -81,8 +83,8 @@ class RestoreConfirmForm(forms.Form):
 @admin.register(BackupRecord)
 class BackupRecordAdmin(admin.ModelAdmin):
     list_display = (
-        "name", "database", "status_column", "size_column", "ratio_column", "duration_column",
-        "trigger", "user", "created_at", "offsite_column", "verification_column",
+        "name", "database", "status_column", "size_column", "duration_column", "trigger_column",
+        "created_column", "checks_column",
     )
     list_filter = ("status", "database", "trigger", "kind", "offsite_status", "verification_status")
     search_fields = ("name", "database", "sha256", "user__username")
@@ -146,33 +148,50 @@ class BackupRecordAdmin(admin.ModelAdmin):
             extra = format_html(' <span class="backup-kind">{}</span>', gettext("safety"))
         return badge(record.status, record.get_status_display(), extra=extra)
 
-    @admin.display(description=_("size"), ordering="size_bytes")
+    @admin.display(description=_("size · ratio"), ordering="size_bytes")
     def size_column(self, record: BackupRecord) -> str:
         if record.size_bytes is None:
             return "—"
-        if record.raw_size_bytes:
-            return format_html(
-                '{} <span class="backup-quiet">/ {}</span>',
-                filesizeformat(record.size_bytes), filesizeformat(record.raw_size_bytes),
-            )
-        return filesizeformat(record.size_bytes)
-
-    @admin.display(description=_("ratio"))
-    def ratio_column(self, record: BackupRecord) -> str:
         ratio = record.compression_ratio
-        return "—" if ratio is None else f"{ratio:.0%}"
+        if ratio is None:
+            return filesizeformat(record.size_bytes)
+        # The uncompressed size goes in the tooltip: the list must fit a laptop screen.
+        return format_html(
+            '<span title="{}">{} <span class="backup-quiet">· {}</span></span>',
+            gettext("%(size)s uncompressed") % {"size": filesizeformat(record.raw_size_bytes)},
+            filesizeformat(record.size_bytes), f"{ratio:.0%}",
+        )
 
     @admin.display(description=_("duration"), ordering="duration_seconds")
     def duration_column(self, record: BackupRecord) -> str:
         return human_duration(record.duration_seconds)
 
-    @admin.display(description=_("offsite"), ordering="offsite_status")
-    def offsite_column(self, record: BackupRecord) -> str:
-        return badge(f"offsite-{record.offsite_status}", record.get_offsite_status_display())
+    @admin.display(description=_("trigger · user"), ordering="trigger")
+    def trigger_column(self, record: BackupRecord) -> str:
+        if record.user is None:
+            return record.get_trigger_display()
+        return format_html(
+            '{} <span class="backup-quiet">· {}</span>', record.get_trigger_display(), record.user.get_username(),
+        )
 
-    @admin.display(description=_("verification"), ordering="verification_status")
-    def verification_column(self, record: BackupRecord) -> str:
-        return badge(f"verify-{record.verification_status}", record.get_verification_status_display())
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created_column(self, record: BackupRecord) -> str:
+        return format_html(
+            '<span title="{}">{}</span>',
+            date_format(localtime(record.created_at), "DATETIME_FORMAT"),
+            date_format(localtime(record.created_at), "SHORT_DATETIME_FORMAT"),
+        )
+
+    @admin.display(description=_("checks"))
+    def checks_column(self, record: BackupRecord) -> str:
+        offsite = ""
+        # Without offsite storage configured the badge would repeat the same words on every row.
+        if record.offsite_status != BackupRecord.OffsiteStatus.NOT_CONFIGURED:
+            offsite = badge(f"offsite-{record.offsite_status}", record.get_offsite_status_display())
+        return format_html(
+            "{} {}", offsite,
+            badge(f"verify-{record.verification_status}", record.get_verification_status_display()),
+        )
 
     # --- list and record pages --------------------------------------------------------------------
     def changelist_view(self, request: HttpRequest, extra_context=None):
