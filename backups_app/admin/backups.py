@@ -270,7 +270,8 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     # --- Download ---------------------------------------------------------------------------------
     def download_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        if request.method not in ("GET", "HEAD"):
+        # GET only: a HEAD would be audited as a download that never happened.
+        if request.method != "GET":
             return HttpResponseNotAllowed(["GET"])
         if not self.has_download_permission(request):
             raise PermissionDenied
