@@ -4,6 +4,10 @@ The admin is a thin caller: every operation goes through a service of backups_ap
 (imported when used, so that the admin loads even where an optional service is missing). Each extra
 view is wrapped in `admin_site.admin_view()` (login and is_staff) and checks its own permission on
 the server, because a hidden button is not a permission check: a forged POST gets 403.
+
+Auditing: the services audit what they do themselves (create, restore, verify, delete); the admin
+runs them inside `audit_request(request)` so that those entries carry the staff member's address,
+and audits itself only what no service sees: downloads and refused restore confirmations.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from django.utils.translation import gettext_lazy as _
 from backups_app.dashboard import dashboard_databases
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
-from backups_app.services.audit import audit_log
+from backups_app.services.audit import audit_log, audit_request
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +126,12 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # A queued or running backup is still being written: the service refuses to delete it.
+        if obj is not None and obj.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING):
+            return False
+        return super().has_delete_permission(request, obj)
 
     def has_create_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("backups_app.create_backup")
@@ -251,15 +261,12 @@ class BackupRecordAdmin(admin.ModelAdmin):
         from backups_app.services.backup import backup_queue
 
         try:
-            record = backup_queue(database=database, trigger=Trigger.ADMIN, user=request.user)
+            with audit_request(request):
+                record = backup_queue(database=database, trigger=Trigger.ADMIN, user=request.user)
         except BackupError as error:
-            audit_log(action="create", source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
-                      request=request, target=database, detail=str(error))
             self.message_user(request, gettext("The backup could not start: %(error)s") % {"error": error},
                               messages.ERROR)
             return redirect(self._changelist_url())
-        audit_log(action="create", source=ADMIN, outcome=AuditEntry.Outcome.STARTED, user=request.user,
-                  request=request, target=record.name, detail=f"database={database}")
         self.message_user(
             request,
             gettext("Backup %(name)s of %(database)s started; this list refreshes until it finishes.")
@@ -341,18 +348,15 @@ class BackupRecordAdmin(admin.ModelAdmin):
         from backups_app.services.backup import restore_queue
 
         try:
-            restore = restore_queue(
-                backup=record, database=record.database, trigger=Trigger.ADMIN, user=request.user,
-                safety_backup=True,
-            )
+            with audit_request(request):
+                restore = restore_queue(
+                    backup=record, database=record.database, trigger=Trigger.ADMIN, user=request.user,
+                    safety_backup=True,
+                )
         except BackupError as error:
-            audit_log(action="restore", source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
-                      request=request, target=record.name, detail=str(error))
             self.message_user(request, gettext("The restore could not start: %(error)s") % {"error": error},
                               messages.ERROR)
             return redirect(reverse("admin:backups_app_backuprecord_change", args=[record.pk]))
-        audit_log(action="restore", source=ADMIN, outcome=AuditEntry.Outcome.STARTED, user=request.user,
-                  request=request, target=record.name, detail=f"database={record.database} restore={restore.pk}")
         self.message_user(
             request,
             gettext("Restore of %(name)s into %(database)s started. Its outcome is shown below.")
@@ -367,7 +371,8 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
         for record in records:
             try:
-                record = backup_verify(backup=record, user=request.user, source=ADMIN)
+                with audit_request(request):
+                    record = backup_verify(backup=record, user=request.user, source=ADMIN)
             except BackupError as error:
                 self.message_user(
                     request, gettext("%(name)s could not be verified: %(error)s") % {"name": record.name, "error": error},
@@ -411,13 +416,19 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def delete_model(self, request: HttpRequest, obj: BackupRecord) -> None:
         from backups_app.services.backup import backup_delete
 
-        backup_delete(backup=obj, user=request.user, source=ADMIN)
+        with audit_request(request):
+            backup_delete(backup=obj, user=request.user, source=ADMIN)
 
     def delete_queryset(self, request: HttpRequest, queryset) -> None:
         from backups_app.services.backup import backup_delete
 
-        for record in queryset:
-            backup_delete(backup=record, user=request.user, source=ADMIN)
+        with audit_request(request):
+            for record in queryset:
+                try:
+                    backup_delete(backup=record, user=request.user, source=ADMIN)
+                except BackupError as error:
+                    # A backup still running is skipped (and audited as refused by the service).
+                    self.message_user(request, str(error), messages.WARNING)
 
 
 @admin.register(RestoreRecord)

@@ -18,7 +18,7 @@ from django.core.files.storage import storages
 from django.db import connections
 from django.utils import timezone
 
-from backups_app.exceptions import BackupNotFound, ChecksumMismatch
+from backups_app.exceptions import BackupError, BackupNotFound, ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord
 from backups_app.services.audit import audit_log
 from backups_app.signals import backup_finished, restore_finished
@@ -37,6 +37,7 @@ def backup_queue(*, database="default", trigger, user=None, compression=None) ->
         name=name, database=database, engine="sqlite", trigger=trigger, user=user, created_at=now,
         started_at=now, compression="gzip", status=BackupRecord.Status.RUNNING,
     )
+    audit_log(action="create", source=trigger, outcome="started", user=user, target=name)
     plain = _dump(database)
     compressed = gzip.compress(plain)
     storage_name = storages["backups"].save(f"{database}/{name}", ContentFile(compressed))
@@ -48,6 +49,7 @@ def backup_queue(*, database="default", trigger, user=None, compression=None) ->
     record.finished_at = timezone.now()
     record.duration_seconds = (record.finished_at - now).total_seconds()
     record.save()
+    audit_log(action="create", source=trigger, outcome="success", user=user, target=name)
     backup_finished.send(sender=BackupRecord, record=record)
     return record
 
@@ -65,6 +67,7 @@ def restore_queue(*, backup, database=None, trigger, user=None, safety_backup=Tr
         backup=backup, backup_name=backup.name, database=database, trigger=trigger, user=user,
         status=RestoreRecord.Status.RUNNING,
     )
+    audit_log(action="restore", source=trigger, outcome="started", user=user, target=f"{backup.name} -> {database}")
     with backup_open(backup=backup) as stream:
         data = stream.read()
     if hashlib.sha256(data).hexdigest() != backup.sha256:
@@ -78,11 +81,15 @@ def restore_queue(*, backup, database=None, trigger, user=None, safety_backup=Tr
         restore.status = RestoreRecord.Status.SUCCESS
     restore.finished_at = timezone.now()
     restore.save()
+    audit_log(action="restore", source=trigger, outcome="success", user=user, target=f"{backup.name} -> {database}")
     restore_finished.send(sender=RestoreRecord, restore=restore)
     return restore
 
 
 def backup_delete(*, backup, user=None, source) -> None:
+    if backup.status in (BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED):
+        audit_log(action="delete", source=source, outcome="refused", user=user, target=backup.name)
+        raise BackupError(f"Backup {backup.name} is still running; it cannot be deleted.")
     storage = storages["backups"]
     if backup.storage_name and storage.exists(backup.storage_name):
         storage.delete(backup.storage_name)
