@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import sqlite3
 import sys
 from datetime import timedelta
 
@@ -14,7 +15,11 @@ from django.utils import timezone
 
 from backups_app.models import BackupRecord, Trigger
 
+from tests.conftest import register_alias, unregister_alias
+
 from . import admin_contract
+
+APP_ALIAS = "app"
 
 OPERATOR_PERMISSIONS = (
     "view_backuprecord", "delete_backuprecord", "create_backup", "download_backup", "restore_backup",
@@ -29,6 +34,38 @@ def backup_services():
     yield
     if installed:
         sys.modules.pop("backups_app.services.backup", None)
+
+
+@pytest.fixture
+def app_database(settings, tmp_path):
+    """A product database to back up and restore: a SQLite file registered as the alias `app`.
+
+    The ops database itself cannot be dumped from inside a test transaction (it holds its locks),
+    and a product database is what staff back up anyway.
+    """
+    path = tmp_path / "app.sqlite3"
+    connection = sqlite3.connect(path)
+    connection.executescript(
+        "CREATE TABLE customer (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+        "INSERT INTO customer (name) VALUES ('Ana'), ('João'), ('Zoë');"
+    )
+    connection.commit()
+    connection.close()
+    settings_dict = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)}
+    register_alias(APP_ALIAS, settings_dict)
+    settings.DATABASES = {**settings.DATABASES, APP_ALIAS: settings_dict}
+    try:
+        yield path
+    finally:
+        unregister_alias(APP_ALIAS)
+
+
+def app_rows(path) -> list[str]:
+    connection = sqlite3.connect(path)
+    try:
+        return [name for (name,) in connection.execute("SELECT name FROM customer ORDER BY id")]
+    finally:
+        connection.close()
 
 
 def make_user(username: str, *permissions: str, is_staff: bool = True, is_superuser: bool = False) -> User:

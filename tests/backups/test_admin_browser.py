@@ -16,7 +16,7 @@ import pytest
 from backups_app.models import BackupRecord, RestoreRecord
 
 from .admin_fixtures import *  # noqa: F401,F403
-from .admin_fixtures import make_user, store_backup
+from .admin_fixtures import APP_ALIAS, app_rows, make_user, store_backup
 from ..conftest import services_required
 
 CHROMIUM = "/usr/bin/chromium"
@@ -63,13 +63,15 @@ def screenshot(page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
-def test_back_up_download_and_restore_in_the_browser(transactional_db, live_server, browser_page, tmp_path):
+def test_back_up_download_and_restore_in_the_browser(
+    transactional_db, live_server, app_database, browser_page, tmp_path,
+):
     page = browser_page
     make_user("operator", is_superuser=True)
     # Some history, so that the list and the dashboard's chart have something to show.
     for hours, size in ((72, 2000), (48, 6000), (24, 3000)):
-        store_backup(age=timedelta(hours=hours), payload=os.urandom(size))
-    store_backup(age=timedelta(hours=30), status=BackupRecord.Status.FAILED)
+        store_backup(database=APP_ALIAS, age=timedelta(hours=hours), payload=os.urandom(size))
+    store_backup(database=APP_ALIAS, age=timedelta(hours=30), status=BackupRecord.Status.FAILED)
 
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
     page.fill("#id_username", "operator")
@@ -79,13 +81,13 @@ def test_back_up_download_and_restore_in_the_browser(transactional_db, live_serv
     screenshot(page, "dashboard")
 
     page.goto(f"{live_server.url}/admin/backups_app/backuprecord/")
-    page.select_option("select#id_database", "default")
+    page.select_option("select#id_database", APP_ALIAS)
     page.click("#backup-now")
     page.wait_for_selector("ul.messagelist li.success")
     # The list refreshes itself while the backup runs; wait for the final badge.
     record = None
     for _ in range(60):
-        record = BackupRecord.objects.filter(database="default", trigger="admin").order_by("-created_at").first()
+        record = BackupRecord.objects.filter(database=APP_ALIAS, trigger="admin").order_by("-created_at").first()
         if record and record.status not in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING):
             break
         page.wait_for_timeout(500)
@@ -102,13 +104,21 @@ def test_back_up_download_and_restore_in_the_browser(transactional_db, live_serv
     download_info.value.save_as(downloaded)
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == record.sha256
 
+    # Change the product database, so that the restore has something to undo.
+    import sqlite3
+
+    with sqlite3.connect(app_database) as connection:
+        connection.execute("DELETE FROM customer")
+    connection.close()
+    assert app_rows(app_database) == []
+
     page.click("#backup-restore")
     screenshot(page, "restore")
     page.fill("#id_confirm_database", "wrong")
     page.click("#restore-submit")
     page.wait_for_selector(".errornote >> text=Nothing was restored")
     assert not RestoreRecord.objects.exists()
-    page.fill("#id_confirm_database", "default")
+    page.fill("#id_confirm_database", APP_ALIAS)
     page.click("#restore-submit")
     page.wait_for_selector("#restore-status")
     for _ in range(60):
@@ -122,3 +132,4 @@ def test_back_up_download_and_restore_in_the_browser(transactional_db, live_serv
     assert restore.status == RestoreRecord.Status.SUCCESS, restore.error_message
     assert page.inner_text("#restore-status") == restore.get_status_display()
     assert restore.safety_backup is not None
+    assert app_rows(app_database) == ["Ana", "João", "Zoë"]
