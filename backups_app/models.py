@@ -136,8 +136,10 @@ class RestoreRecord(models.Model):
         FAILED = "failed", _("failed")
         REFUSED = "refused", _("refused")
 
+    # SET_NULL: deleting a backup (retention, admin) keeps the restore history, by backup_name.
     backup = models.ForeignKey(
-        BackupRecord, verbose_name=_("backup"), on_delete=models.PROTECT, related_name="restores"
+        BackupRecord, verbose_name=_("backup"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="restores",
     )
     # Denormalised so that the history survives when the backup record is deleted by retention.
     backup_name = models.CharField(_("backup name"), max_length=255)
@@ -251,3 +253,27 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class DatabaseLock(models.Model):
+    """The fallback lock row used while Redis is configured but unreachable (see backups_app.locks).
+
+    One row per database alias; its holder extends `expires_at` while it runs, so a row whose
+    holder died expires and may then be replaced. Never edited by hand.
+    """
+
+    database = models.CharField(_("database"), max_length=100, unique=True)
+    token = models.CharField(_("owner token"), max_length=64, unique=True)
+    operation = models.CharField(_("operation"), max_length=20)
+    owner_host = models.CharField(_("host"), max_length=255)
+    owner_pid = models.IntegerField(_("process id"))
+    acquired_at = models.DateTimeField(_("acquired at"), auto_now_add=True)
+    expires_at = models.DateTimeField(_("expires at"))
+
+    class Meta:
+        verbose_name = _("database lock")
+        verbose_name_plural = _("database locks")
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"{self.database} ({self.operation}, {self.owner_host}:{self.owner_pid})"

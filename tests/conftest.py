@@ -36,7 +36,9 @@ def require_service(name: str, host: str, port: int) -> None:
 
 def register_alias(alias: str, settings_dict: dict) -> None:
     """Make a database reachable as connections[alias] for the rest of the test."""
-    connections.settings[alias] = connections.configure_settings({alias: settings_dict})[alias]
+    # configure_settings() insists on a `default` entry; a dummy one only fills in the defaults.
+    configured = connections.configure_settings({"default": {"ENGINE": "django.db.backends.dummy"}, alias: settings_dict})
+    connections.settings[alias] = configured[alias]
 
 
 def unregister_alias(alias: str) -> None:

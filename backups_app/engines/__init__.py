@@ -19,6 +19,13 @@ def get_engine(alias: str) -> DumpEngine:
     if alias not in connections.settings:
         raise ImproperlyConfigured(f"Unknown database alias {alias!r}.")
     settings_dict = connections[alias].settings_dict
+    if settings_dict.get("BACKUP_ENGINE"):
+        # An explicit engine class for this alias (a dotted path in its DATABASES entry): lets a
+        # deployment plug in its own engine, and tests plug in fault-injecting ones.
+        engine_class = import_string(settings_dict["BACKUP_ENGINE"])
+        if not (isinstance(engine_class, type) and issubclass(engine_class, DumpEngine)):
+            raise ImproperlyConfigured(f"BACKUP_ENGINE of {alias!r} is not a DumpEngine subclass.")
+        return engine_class(alias, settings_dict)
     try:
         dotted_path = ENGINES[settings_dict["ENGINE"]]
     except KeyError:

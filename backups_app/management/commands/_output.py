@@ -1,0 +1,62 @@
+"""Helpers shared by the backup commands: JSON shapes and the terminal progress line."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from backups_app.models import BackupRecord
+
+
+def backup_as_dict(record: BackupRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "database": record.database,
+        "engine": record.engine,
+        "kind": record.kind,
+        "status": record.status,
+        "trigger": record.trigger,
+        "compression": record.compression,
+        "created_at": record.created_at.isoformat() if record.created_at else None,
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "duration_seconds": record.duration_seconds,
+        "size_bytes": record.size_bytes,
+        "raw_size_bytes": record.raw_size_bytes,
+        "sha256": record.sha256 or None,
+        "error": record.error_message or None,
+    }
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+class ProgressLine:
+    """`dumped 1.2 GiB (34.5 MiB/s), written 210.3 MiB` on stderr, rewritten in place on a TTY."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.shown = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.stream.isatty()
+
+    def __call__(self, raw_bytes: int, written_bytes: int) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.stream.write(
+            f"\r  dumped {human_bytes(raw_bytes)} ({human_bytes(raw_bytes / elapsed)}/s), "
+            f"written {human_bytes(written_bytes)}   "
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,57 @@
+"""Back up one database now: `python manage.py backup_now [--database ALIAS] [--compression ...]`."""
+import json
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
+
+from backups_app.exceptions import BackupError
+from backups_app.models import Compression, Trigger
+from backups_app.services.backup import backup_create
+
+from ._output import ProgressLine, backup_as_dict
+
+
+class Command(BaseCommand):
+    help = _("Back up a database now; prints the backup's name. Exit status 0 only on success.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--database", default="default", help=_("Database alias (default: default)."))
+        parser.add_argument("--compression", choices=Compression.values, help=_("Default: BACKUP_COMPRESSION."))
+        parser.add_argument("--json", action="store_true", dest="as_json", help=_("Print one JSON object."))
+        parser.add_argument(
+            "--scheduled", action="store_true",
+            help=_("Run as a scheduled backup (cron, Task Scheduler): skipped while BACKUP_ENABLED is false."),
+        )
+
+    def handle(self, *args, database, compression, as_json: bool, scheduled: bool, **options):
+        if scheduled and not settings.BACKUP_ENABLED:
+            message = _("BACKUP_ENABLED is false: scheduled backup skipped.")
+            self._emit(as_json, {"name": None, "status": "skipped", "detail": message}, message)
+            return
+        progress = ProgressLine(self.stderr._out)
+        try:
+            record = backup_create(
+                database=database, trigger=Trigger.SCHEDULE if scheduled else Trigger.CLI,
+                compression=compression, progress=progress if progress.enabled and not as_json else None,
+            )
+        except (BackupError, ImproperlyConfigured) as error:
+            progress.close()
+            failed = getattr(error, "record", None)
+            if as_json:
+                payload = backup_as_dict(failed) if failed is not None else {
+                    "name": None, "database": database, "status": "refused",
+                }
+                payload["error"] = str(error)
+                self.stdout.write(_json(payload))
+            raise CommandError(str(error)) from None
+        progress.close()
+        self._emit(as_json, backup_as_dict(record), record.name)
+
+    def _emit(self, as_json: bool, payload: dict, text: str) -> None:
+        self.stdout.write(_json(payload) if as_json else text)
+
+
+def _json(payload: dict) -> str:
+    return json.dumps(payload, ensure_ascii=False)

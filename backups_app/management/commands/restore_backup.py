@@ -1,0 +1,50 @@
+"""Restore a backup: `python manage.py restore_backup NAME [--database ALIAS] [--noinput]`."""
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
+
+from backups_app.exceptions import BackupError
+from backups_app.models import Trigger
+from backups_app.selectors import backup_get
+from backups_app.services.backup import backup_restore
+
+
+class Command(BaseCommand):
+    help = _(
+        "Restore a backup into its database (or --database). The file is checked first, and a safety "
+        "backup of the current state is taken unless --no-safety-backup."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help=_("Backup name, as shown by list_backups."))
+        parser.add_argument("--database", help=_("Restore into this alias instead of the backup's own."))
+        parser.add_argument("--noinput", "--no-input", action="store_false", dest="interactive",
+                            help=_("Do not ask for confirmation."))
+        parser.add_argument("--no-safety-backup", action="store_false", dest="safety_backup",
+                            help=_("Skip the safety backup of the current state."))
+
+    def handle(self, *args, name, database, interactive, safety_backup, **options):
+        try:
+            backup = backup_get(name=name)
+        except BackupError as error:
+            raise CommandError(str(error)) from None
+        target = database or backup.database
+        if interactive:
+            answer = input(
+                _("This replaces ALL data in database '%(database)s' with backup %(name)s.\n"
+                  "Type 'yes' to continue, or anything else to cancel: ") % {"database": target, "name": name}
+            )
+            if answer.strip().lower() != "yes":
+                raise CommandError(_("Restore cancelled; nothing was changed."))
+        try:
+            restore = backup_restore(
+                backup=backup, database=target, trigger=Trigger.CLI, safety_backup=safety_backup,
+            )
+        except (BackupError, ImproperlyConfigured) as error:
+            raise CommandError(str(error)) from None
+        if restore.safety_backup_id:
+            self.stdout.write(_("Safety backup of the previous state: %(name)s") % {"name": restore.safety_backup.name})
+        self.stdout.write(self.style.SUCCESS(
+            _("Restored %(name)s into %(database)s in %(seconds).1f s.")
+            % {"name": name, "database": target, "seconds": restore.duration_seconds or 0}
+        ))

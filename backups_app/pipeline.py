@@ -1,0 +1,430 @@
+"""The streaming compress + hash + store pipeline shared by every engine.
+
+    dump tool stdout --(1 MiB reads, main thread)--> bounded queue --(writer thread)-->
+        compress (gzip / zstd / none) -> SHA-256 of the compressed bytes -> temporary file
+        -> fsync -> atomic rename to the final name
+
+Memory is bounded (a few chunks in flight whatever the database size). Reading, compressing and
+writing overlap: zlib, zstandard, hashlib and file writes release the GIL, so on two cores the dump
+tool, the compressor and the disk work at the same time, the way a shell pipeline does. Nothing is
+written to disk and read back: the file is written once, already compressed.
+
+A file only ever appears under its final name after it was completely written and fsynced; a failed
+or killed run leaves at most a hidden `.<name>.partial` temporary, which the failure path deletes
+(and `backups_mark_interrupted` deletes after a kill -9).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from django.core.files import File
+from django.core.files.storage import Storage
+
+from backups_app.exceptions import BackupError, DumpFailed
+
+CHUNK_SIZE = 1 << 20
+# Chunks waiting between the reader and the writer: bounds memory at about this many MiB.
+QUEUE_DEPTH = 4
+# The completion markers are on the dump's last line; keep enough of the tail to find them.
+TAIL_SIZE = 8192
+GZIP_LEVEL = 6  # the same default as `gzip`
+ZSTD_LEVEL = 3  # the same default as `zstd`
+EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Compressor(Protocol):
+    def compress(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Identity:
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def make_compressor(compression: str) -> Compressor:
+    """A streaming compressor writing a standard file (`gunzip` / `zstd -d` read it)."""
+    if compression == "gzip":
+        # wbits=31: a real gzip header and CRC32/size trailer, not a bare zlib stream.
+        return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compressobj()
+    if compression == "none":
+        return _Identity()
+    raise ValueError(f"Unknown compression {compression!r}")
+
+
+class Decompressor:
+    """Streaming decompression that knows whether the compressed stream was closed properly."""
+
+    def __init__(self, compression: str) -> None:
+        self.compression = compression
+        if compression == "gzip":
+            self._object = zlib.decompressobj(31)
+        elif compression == "zstd":
+            import zstandard
+
+            self._object = zstandard.ZstdDecompressor().decompressobj()
+        elif compression == "none":
+            self._object = None
+        else:
+            raise ValueError(f"Unknown compression {compression!r}")
+        self.trailing_garbage = False
+
+    def decompress(self, data: bytes) -> bytes:
+        if self._object is None:
+            return data
+        if self._object.eof:
+            self.trailing_garbage = self.trailing_garbage or bool(data)
+            return b""
+        try:
+            output = self._object.decompress(data)
+        except Exception as error:  # zlib.error, zstandard.ZstdError: the bytes are corrupt.
+            raise BackupError(f"the compressed stream is corrupt ({error})") from None
+        if self._object.eof and self._object.unused_data:
+            self.trailing_garbage = True
+        return output
+
+    @property
+    def complete(self) -> bool:
+        """True once the compressed stream's end (and, for gzip/zstd, its checksum) was read."""
+        return self._object is None or (self._object.eof and not self.trailing_garbage)
+
+
+@dataclass
+class StreamResult:
+    raw_size_bytes: int
+    size_bytes: int
+    sha256: str
+    tail: bytes
+
+
+# --- Where the bytes go ----------------------------------------------------------------------------
+class StorageTarget:
+    """A file being written into a storage: nothing is visible under `name` until `commit()`."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+def partial_path(final_path: Path) -> Path:
+    return final_path.with_name(f".{final_path.name}.partial")
+
+
+class LocalStorageTarget(StorageTarget):
+    """Temporary file beside the final one, fsync, then an atomic link to the final name.
+
+    os.link (then unlink of the temporary) rather than os.replace: it fails instead of silently
+    overwriting when a file already has the final name.
+    """
+
+    def __init__(self, storage: Storage, name: str) -> None:
+        self.final_path = Path(storage.path(name))
+        self.temporary_path = partial_path(self.final_path)
+        self.final_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._fd = os.open(self.temporary_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def commit(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        os.link(self.temporary_path, self.final_path)
+        os.unlink(self.temporary_path)
+        directory = os.open(self.final_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # makes the new directory entry itself durable
+        finally:
+            os.close(directory)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        self.temporary_path.unlink(missing_ok=True)
+
+
+class SpooledStorageTarget(StorageTarget):
+    """For storages without local paths (S3...): spool to a temporary file, then `storage.save()`.
+
+    The storage's own save is the commit; a name change by the storage (file exists) is an error.
+    """
+
+    def __init__(self, storage: Storage, name: str) -> None:
+        self.storage = storage
+        self.name = name
+        self._file = tempfile.TemporaryFile()
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def commit(self) -> None:
+        self._file.flush()
+        self._file.seek(0)
+        saved_name = self.storage.save(self.name, File(self._file, name=self.name))
+        self._file.close()
+        if saved_name != self.name:
+            self.storage.delete(saved_name)
+            raise DumpFailed(f"{self.name} already exists in the storage")
+
+    def abort(self) -> None:
+        self._file.close()
+
+
+def open_target(storage: Storage, name: str) -> StorageTarget:
+    try:
+        storage.path(name)
+    except NotImplementedError:
+        return SpooledStorageTarget(storage, name)
+    return LocalStorageTarget(storage, name)
+
+
+def write_small_file(storage: Storage, name: str, content: bytes) -> None:
+    """Write a small file (a manifest) with the same temporary + fsync + rename guarantee."""
+    target = open_target(storage, name)
+    try:
+        target.write(content)
+        target.commit()
+    except BaseException:
+        target.abort()
+        raise
+
+
+# --- The pipeline ---------------------------------------------------------------------------------
+_END = object()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror  # "No space left on device", without the path
+    return str(error) or error.__class__.__name__
+
+
+class _Writer(threading.Thread):
+    """Compresses, hashes and writes the chunks the reader hands over."""
+
+    def __init__(self, target: StorageTarget, compressor: Compressor) -> None:
+        super().__init__(daemon=True, name="backup-writer")
+        self.target = target
+        self.compressor = compressor
+        self.chunks: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.digest = hashlib.sha256()
+        self.size_bytes = 0
+        self.error: BaseException | None = None
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.digest.update(data)
+            self.target.write(data)
+            self.size_bytes += len(data)
+
+    def run(self) -> None:
+        while True:
+            chunk = self.chunks.get()
+            if chunk is _END:
+                break
+            if self.error is not None:
+                continue  # keep draining so that the reader never blocks on a full queue
+            try:
+                self._emit(self.compressor.compress(chunk))
+            except BaseException as error:  # noqa: BLE001 - handed to the reader thread
+                self.error = error
+        if self.error is None:
+            try:
+                self._emit(self.compressor.flush())
+            except BaseException as error:  # noqa: BLE001
+                self.error = error
+
+
+class PendingFile:
+    """A completely written, checked backup file that is not yet visible under its final name.
+
+    `commit()` (fsync + atomic rename) only once every stage has exited successfully; `abort()`
+    removes the temporary. Exactly one of them must be called.
+    """
+
+    def __init__(self, target: StorageTarget, result: StreamResult) -> None:
+        self.target = target
+        self.result = result
+
+    def commit(self) -> None:
+        try:
+            self.target.commit()
+        except OSError as error:
+            self.target.abort()
+            raise DumpFailed(_describe(error)) from error
+        except BaseException:
+            self.target.abort()
+            raise
+
+    def abort(self) -> None:
+        self.target.abort()
+
+
+def stream_to_storage(
+    source: BinaryIO,
+    *,
+    storage: Storage,
+    name: str,
+    compression: str,
+    is_complete: Callable[[bytes], bool],
+    progress: ProgressCallback | None = None,
+    progress_interval: float = 1.0,
+    compressor: Compressor | None = None,
+) -> PendingFile:
+    """Stream `source` into a temporary file for `name`, compressed and hashed.
+
+    Returns the PendingFile (sizes, SHA-256, the dump's tail) for the caller to commit once the dump
+    tool's exit status is known. Raises DumpFailed, leaving no file at all, when the dump is empty,
+    lacks its completion marker, or compressing/writing fails (e.g. "No space left on device").
+    Errors raised by `source.read()` propagate unchanged, after the temporary file is removed.
+    `compressor` replaces the standard one (tests inject a failing compressor through it).
+    `progress(raw_bytes_read, compressed_bytes_written)` is called at most every `progress_interval`.
+    """
+    target = open_target(storage, name)
+    writer = _Writer(target, compressor or make_compressor(compression))
+    writer.start()
+    raw_size = 0
+    tail = b""
+    last_report = time.monotonic()
+    try:
+        try:
+            while chunk := source.read(CHUNK_SIZE):
+                raw_size += len(chunk)
+                tail = (tail + chunk[-TAIL_SIZE:])[-TAIL_SIZE:]
+                writer.chunks.put(chunk)
+                if writer.error is not None:
+                    break
+                if progress is not None and time.monotonic() - last_report >= progress_interval:
+                    last_report = time.monotonic()
+                    progress(raw_size, writer.size_bytes)
+        finally:
+            writer.chunks.put(_END)
+            writer.join()
+        if writer.error is not None:
+            raise DumpFailed(_describe(writer.error)) from writer.error
+        if raw_size == 0:
+            raise DumpFailed("the dump produced no data")
+        if not is_complete(tail):
+            raise DumpFailed("the dump is incomplete: its completion marker is missing")
+    except BaseException:
+        target.abort()
+        raise
+    if progress is not None:
+        progress(raw_size, writer.size_bytes)
+    return PendingFile(target, StreamResult(
+        raw_size_bytes=raw_size, size_bytes=writer.size_bytes, sha256=writer.digest.hexdigest(), tail=tail
+    ))
+
+
+# --- Reading back ---------------------------------------------------------------------------------
+@dataclass
+class CheckResult:
+    sha256: str
+    size_bytes: int
+    raw_size_bytes: int
+    stream_complete: bool
+    tail: bytes
+
+
+def stream_check(stored: BinaryIO, *, compression: str) -> CheckResult:
+    """Read a stored file once: its SHA-256, size, decompressed size, tail and stream integrity."""
+    digest = hashlib.sha256()
+    decompressor = Decompressor(compression)
+    size = raw_size = 0
+    tail = b""
+    while chunk := stored.read(CHUNK_SIZE):
+        digest.update(chunk)
+        size += len(chunk)
+        plain = decompressor.decompress(chunk)
+        raw_size += len(plain)
+        if plain:
+            tail = (tail + plain[-TAIL_SIZE:])[-TAIL_SIZE:]
+    return CheckResult(
+        sha256=digest.hexdigest(), size_bytes=size, raw_size_bytes=raw_size,
+        stream_complete=decompressor.complete, tail=tail,
+    )
+
+
+class DecompressingReader:
+    """A read()-able plain stream over a stored compressed file (what `engine.restore()` reads)."""
+
+    def __init__(self, stored: BinaryIO, *, compression: str) -> None:
+        self.stored = stored
+        self.decompressor = Decompressor(compression)
+        self._buffer = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        """Decompress one more chunk into the buffer; False at the end of the file."""
+        if self._eof:
+            return False
+        chunk = self.stored.read(CHUNK_SIZE)
+        if not chunk:
+            self._eof = True
+            if not self.decompressor.complete:
+                raise BackupError("the compressed stream ended early")
+            return False
+        self._buffer += self.decompressor.decompress(chunk)
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while (size < 0 or len(self._buffer) < size) and self._fill():
+            pass
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        searched = 0
+        while (index := self._buffer.find(b"\n", searched)) < 0:
+            searched = len(self._buffer)
+            if not self._fill():
+                break
+        end = len(self._buffer) if index < 0 else index + 1
+        line, self._buffer = self._buffer[:end], self._buffer[end:]
+        return line
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
+
+    def close(self) -> None:
+        self.stored.close()

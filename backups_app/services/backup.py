@@ -1,0 +1,627 @@
+"""Backups and restores: the services every caller (commands, admin, API, Celery) goes through.
+
+A backup is `success` only when the dump tool exited 0, its completion marker is in the stream, the
+compressed stream was closed, the file was fsynced and atomically renamed to its final name and its
+manifest written. Anything else leaves the record `failed` with the reason (passwords redacted) and
+no file under a final name. A backup whose process died is found by the next run and marked
+`interrupted`; neither is ever offered for restore.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+from datetime import UTC, timedelta
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.files.storage import Storage, storages
+from django.db import IntegrityError, connections, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from backups_app import locks
+from backups_app.engines import get_engine
+from backups_app.engines.base import DumpEngine
+from backups_app.engines.process import redact
+from backups_app.exceptions import (
+    BackupError,
+    BackupLocked,
+    BackupNotFound,
+    ChecksumMismatch,
+    DumpFailed,
+    RestoreFailed,
+    RestoreRefused,
+)
+from backups_app.manifest import (
+    MANIFEST_SUFFIX,
+    manifest_name,
+    manifest_read,
+    manifest_write,
+    record_fields_from_manifest,
+)
+from backups_app.models import BackupRecord, Compression, RestoreRecord, Trigger
+from backups_app.pipeline import (
+    EXTENSIONS,
+    DecompressingReader,
+    PendingFile,
+    partial_path,
+    stream_check,
+    stream_to_storage,
+)
+from backups_app.services.audit import audit_log
+from backups_app.signals import backup_finished, restore_finished
+
+logger = logging.getLogger(__name__)
+
+#: progress(raw_bytes_dumped, compressed_bytes_written), called about once a second.
+Progress = Callable[[int, int], None]
+
+
+def backup_storage() -> Storage:
+    return storages["backups"]
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _source(trigger: str) -> str:
+    # Triggers and audit sources share their values (cli, admin, api, schedule).
+    return str(trigger)
+
+
+def _secrets_of(engine: DumpEngine) -> list[str]:
+    return [engine.settings_dict.get("PASSWORD") or ""]
+
+
+def _error_text(error: BaseException, engine: DumpEngine | None) -> str:
+    text = str(error) or error.__class__.__name__
+    return redact(text, _secrets_of(engine) if engine else [])[:4000]
+
+
+def _check_compression(compression: str | None) -> str:
+    compression = compression or settings.BACKUP_COMPRESSION
+    if compression not in Compression.values:
+        raise BackupError(
+            _("Unknown compression %(value)r: use one of %(choices)s.")
+            % {"value": compression, "choices": ", ".join(Compression.values)}
+        )
+    return compression
+
+
+# --- Names ----------------------------------------------------------------------------------------
+def _name_stem(database: str, when) -> str:
+    alias = "" if database == "default" else re.sub(r"[^a-z0-9-]+", "-", database.lower()).strip("-") + "_"
+    return f"backup_{alias}{when.astimezone(UTC):%Y%m%d_%H%M%S}"
+
+
+def _name_taken(storage: Storage, name: str) -> bool:
+    return (
+        BackupRecord.objects.filter(name=name).exists()
+        or storage.exists(name)
+        or storage.exists(manifest_name(name))
+    )
+
+
+def _reserve_record(*, database: str, engine: DumpEngine, compression: str, **fields) -> BackupRecord:
+    """Create the record under a name no other backup has (same second -> `_2`, `_3`...).
+
+    The unique constraint on `name` settles races between processes; the storage is checked too,
+    because files can outlive their records.
+    """
+    storage = backup_storage()
+    now = timezone.now()
+    stem = _name_stem(database, now)
+    suffix = engine.file_extension + EXTENSIONS[compression]
+    for number in range(1, 1000):
+        name = f"{stem}{'' if number == 1 else f'_{number}'}{suffix}"
+        if _name_taken(storage, name):
+            continue
+        try:
+            with transaction.atomic():
+                return BackupRecord.objects.create(
+                    name=name, database=database, engine=engine.vendor, compression=compression,
+                    created_at=now, **fields,
+                )
+        except IntegrityError:
+            continue
+    raise DumpFailed(_("Could not find a free backup name."))
+
+
+# --- Orphans --------------------------------------------------------------------------------------
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_partial(record: BackupRecord) -> None:
+    storage = backup_storage()
+    for name in (record.name, manifest_name(record.name)):
+        try:
+            partial_path(Path(storage.path(name))).unlink(missing_ok=True)
+        except NotImplementedError:
+            return
+
+
+def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = False) -> int:
+    """Mark `running` records whose process is gone as `interrupted`; return how many.
+
+    A record is an orphan when its host is this machine and its process is dead or no process here
+    holds the database's lock; or when the caller holds the database's lock (`lock_held`) and locks
+    span machines (Redis); or when it has run longer than the dump timeout plus an hour. A queued
+    record whose task never ran is an orphan after that long too.
+    """
+    now = timezone.now()
+    horizon = now - timedelta(seconds=settings.BACKUP_DUMP_TIMEOUT + 3600)
+    records = BackupRecord.objects.filter(status__in=[BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED])
+    if database is not None:
+        records = records.filter(database=database)
+    host, pid = _host(), os.getpid()
+    count = 0
+    for record in records:
+        if record.status == BackupRecord.Status.QUEUED:
+            orphan = record.created_at < horizon
+        elif record.owner_host == host and record.owner_pid == pid:
+            continue  # this very process (a safety backup's parent, for instance)
+        elif record.owner_host == host:
+            orphan = (
+                (lock_held and record.database == database)
+                or not _pid_alive(record.owner_pid)
+                or not locks.is_locked_locally(record.database)
+            )
+        else:
+            orphan = (lock_held and record.database == database and locks.cross_machine()) or (
+                (record.started_at or record.created_at) < horizon
+            )
+        if not orphan:
+            continue
+        updated = BackupRecord.objects.filter(pk=record.pk, status=record.status).update(
+            status=BackupRecord.Status.INTERRUPTED,
+            finished_at=now,
+            error_message=_(
+                "The backup process (%(pid)s on %(host)s) stopped before finishing; this backup "
+                "was never completed."
+            ) % {"pid": record.owner_pid or "?", "host": record.owner_host or "?"},
+        )
+        if updated:
+            count += 1
+            _remove_partial(record)
+            record.refresh_from_db()
+            logger.warning("Backup %s was interrupted (its process is gone).", record.name)
+            backup_finished.send(sender=BackupRecord, record=record)
+    return count
+
+
+# --- Backup ---------------------------------------------------------------------------------------
+def _backup_run(
+    *,
+    engine: DumpEngine,
+    compression: str,
+    trigger: str,
+    user=None,
+    kind: str = BackupRecord.Kind.REGULAR,
+    record: BackupRecord | None = None,
+    progress: Progress | None = None,
+) -> BackupRecord:
+    """Run one backup while the caller holds the database lock."""
+    storage = backup_storage()
+    started = timezone.now()
+    owner = {"owner_host": _host(), "owner_pid": os.getpid()}
+    if record is None:
+        record = _reserve_record(
+            database=engine.alias, engine=engine, compression=compression, trigger=trigger, user=user,
+            kind=kind, status=BackupRecord.Status.RUNNING, started_at=started, **owner,
+        )
+    else:
+        record.status = BackupRecord.Status.RUNNING
+        record.started_at = started
+        record.engine = engine.vendor
+        record.owner_host, record.owner_pid = owner["owner_host"], owner["owner_pid"]
+        record.save(update_fields=["status", "started_at", "engine", "owner_host", "owner_pid"])
+    clock = time.monotonic()
+    last_progress = [0.0]
+
+    def report(raw_bytes: int, written_bytes: int) -> None:
+        # At most about once a second: a dashboard needs no more, the database no more writes.
+        if time.monotonic() - last_progress[0] >= 1.0:
+            last_progress[0] = time.monotonic()
+            BackupRecord.objects.filter(pk=record.pk).update(progress_bytes=written_bytes)
+        if progress is not None:
+            progress(raw_bytes, written_bytes)
+
+    pending: PendingFile | None = None
+    manifest_written = False
+    try:
+        try:
+            record.tool_versions = engine.tool_versions()
+        except Exception as error:  # noqa: BLE001 - the dump itself reports a missing tool
+            logger.warning("Could not read tool versions for %s: %s", engine.alias, _error_text(error, engine))
+        with engine.dump() as stream:
+            pending = stream_to_storage(
+                stream, storage=storage, name=record.name, compression=compression,
+                is_complete=engine.is_complete, progress=report,
+            )
+        # Every stage exited 0 (leaving engine.dump() checked the tool); now make it final.
+        try:
+            record.table_row_counts = engine.table_row_counts()
+        except Exception as error:  # noqa: BLE001 - counts help verification, never fail a backup
+            logger.warning("Could not count rows of %s: %s", engine.alias, _error_text(error, engine))
+            record.table_row_counts = {}
+        result = pending.result
+        record.status = BackupRecord.Status.SUCCESS
+        record.raw_size_bytes = result.raw_size_bytes
+        record.size_bytes = record.progress_bytes = result.size_bytes
+        record.sha256 = result.sha256
+        record.storage_name = record.name
+        record.finished_at = timezone.now()
+        record.duration_seconds = round(time.monotonic() - clock, 3)
+        record.error_message = ""
+        manifest_write(storage=storage, record=record)
+        manifest_written = True
+        pending.commit()
+        pending = None
+        record.save()
+    except BaseException as error:
+        if pending is not None:
+            pending.abort()
+        if manifest_written:
+            _delete_quietly(storage, manifest_name(record.name))
+        record.status = BackupRecord.Status.FAILED
+        record.finished_at = timezone.now()
+        record.duration_seconds = round(time.monotonic() - clock, 3)
+        record.storage_name = ""
+        record.sha256 = ""
+        if isinstance(error, Exception):
+            record.error_message = _error_text(error, engine)
+        else:
+            record.error_message = _("Stopped (%(reason)s).") % {"reason": error.__class__.__name__}
+        record.save()
+        backup_finished.send(sender=BackupRecord, record=record)
+        if isinstance(error, Exception):
+            failure = DumpFailed(record.error_message)
+            failure.record = record  # callers (backup_now --json) report the failed record
+            raise failure from (None if isinstance(error, DumpFailed) else error)
+        raise
+    backup_finished.send(sender=BackupRecord, record=record)
+    return record
+
+
+def _delete_quietly(storage: Storage, name: str) -> None:
+    try:
+        storage.delete(name)
+    except Exception:  # noqa: BLE001
+        logger.warning("Could not delete %s from the backup storage.", name, exc_info=True)
+
+
+def backup_create(
+    *,
+    database: str = "default",
+    trigger: str,
+    user=None,
+    compression: str | None = None,
+    record: BackupRecord | None = None,
+    kind: str = BackupRecord.Kind.REGULAR,
+    progress: Progress | None = None,
+) -> BackupRecord:
+    """Back up `database` now (synchronously) and return the final record.
+
+    `record` is a queued record (from `backup_queue`) to run; otherwise one is created.
+    Raises `BackupLocked` when another backup/restore of that database runs (a given queued record is
+    then marked failed), `DumpFailed` when the backup failed (the record is saved as failed first).
+    Every outcome is audited.
+    """
+    if record is not None:
+        database, compression = record.database, record.compression
+        trigger, user, kind = record.trigger, record.user, record.kind
+    compression = _check_compression(compression)
+    engine = get_engine(database)
+    source = _source(trigger)
+    try:
+        with locks.database_lock(database, "backup"):
+            backups_mark_interrupted(database=database, lock_held=True)
+            result = _backup_run(
+                engine=engine, compression=compression, trigger=trigger, user=user, kind=kind,
+                record=record, progress=progress,
+            )
+    except BackupLocked as error:
+        if record is not None:
+            record.status = BackupRecord.Status.FAILED
+            record.error_message = str(error)
+            record.finished_at = timezone.now()
+            record.save(update_fields=["status", "error_message", "finished_at"])
+        audit_log(action="create", source=source, outcome="refused", user=user, target=database, detail=str(error))
+        raise
+    except DumpFailed as error:
+        audit_log(action="create", source=source, outcome="failure", user=user, target=database, detail=str(error))
+        raise
+    audit_log(
+        action="create", source=source, outcome="success", user=user, target=result.name,
+        detail=f"{result.size_bytes} bytes, sha256 {result.sha256}",
+    )
+    return result
+
+
+def backup_queue(
+    *, database: str = "default", trigger: str, user=None, compression: str | None = None
+) -> BackupRecord:
+    """Create a `queued` record (its name reserved) and run it through Celery after commit.
+
+    Without a broker (CELERY_TASK_ALWAYS_EAGER) the task runs inline when the transaction commits.
+    """
+    compression = _check_compression(compression)
+    engine = get_engine(database)
+    record = _reserve_record(
+        database=database, engine=engine, compression=compression, trigger=trigger, user=user,
+        status=BackupRecord.Status.QUEUED,
+    )
+    audit_log(action="create", source=_source(trigger), outcome="started", user=user, target=record.name,
+              detail=_("queued"))
+
+    def enqueue() -> None:
+        from backups_app.tasks import backup_run
+
+        backup_run.delay(record.pk)
+
+    transaction.on_commit(enqueue)
+    return record
+
+
+# --- Reading stored backups -----------------------------------------------------------------------
+def backup_open(*, backup: BackupRecord) -> BinaryIO:
+    """Open the stored file of `backup` for streaming (binary, read-only)."""
+    if not backup.storage_name:
+        raise BackupNotFound(_("Backup %(name)s has no stored file.") % {"name": backup.name})
+    try:
+        return backup_storage().open(backup.storage_name, "rb")
+    except FileNotFoundError:
+        raise BackupNotFound(_("The file of backup %(name)s is missing from storage.") % {"name": backup.name}) from None
+
+
+def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> None:
+    """Read the whole stored file: SHA-256, size, compressed stream end, decompressed size and the
+    dump's completion marker. Raises `ChecksumMismatch` or `RestoreRefused`; touches no database."""
+    if backup.status != BackupRecord.Status.SUCCESS:
+        raise RestoreRefused(
+            _("Backup %(name)s is %(status)s, not a successful backup; it cannot be restored.")
+            % {"name": backup.name, "status": backup.get_status_display()}
+        )
+    try:
+        with backup_open(backup=backup) as stored:
+            try:
+                check = stream_check(stored, compression=backup.compression)
+            except BackupError as error:
+                raise ChecksumMismatch(
+                    _("Backup %(name)s is damaged: %(error)s.") % {"name": backup.name, "error": error}
+                ) from None
+    except BackupNotFound as error:
+        raise RestoreRefused(str(error)) from None
+    if check.sha256 != backup.sha256 or (backup.size_bytes is not None and check.size_bytes != backup.size_bytes):
+        raise ChecksumMismatch(
+            _("Backup %(name)s does not match its SHA-256 (stored file changed or damaged); refusing it.")
+            % {"name": backup.name}
+        )
+    if not check.stream_complete:
+        raise RestoreRefused(_("Backup %(name)s is truncated: its compressed stream does not end properly.") % {"name": backup.name})
+    if backup.raw_size_bytes is not None and check.raw_size_bytes != backup.raw_size_bytes:
+        raise RestoreRefused(_("Backup %(name)s decompresses to an unexpected size.") % {"name": backup.name})
+    engine = engine or get_engine(backup.database)
+    if not engine.is_complete(check.tail):
+        raise RestoreRefused(_("Backup %(name)s lacks the dump's completion marker.") % {"name": backup.name})
+
+
+# --- Restore --------------------------------------------------------------------------------------
+def _reattach_after_ops_restore(restore: RestoreRecord) -> RestoreRecord:
+    """The ops database was replaced: rebuild backup records from the manifests and put the restore's
+    own record back (the restored tables predate it)."""
+    connections["default"].close()
+    backups_sync()
+    restore.backup = BackupRecord.objects.get(name=restore.backup_name)
+    if restore.safety_backup_id is not None:
+        restore.safety_backup = BackupRecord.objects.filter(name=restore.safety_backup.name).first()
+    if restore.user_id is not None:
+        from django.contrib.auth import get_user_model
+
+        if not get_user_model().objects.filter(pk=restore.user_id).exists():
+            restore.user = None
+    if not RestoreRecord.objects.filter(pk=restore.pk).exists():
+        restore.pk = None
+    return restore
+
+
+def backup_restore(
+    *,
+    backup: BackupRecord,
+    database: str | None = None,
+    trigger: str,
+    user=None,
+    safety_backup: bool = True,
+    restore: RestoreRecord | None = None,
+    progress: Progress | None = None,
+) -> RestoreRecord:
+    """Restore `backup` into `database` (default: the database it came from).
+
+    Order: lock the database; check the stored file completely (SHA-256, stream end, completion
+    marker) before anything else; take a safety backup (kind `safety`) unless `safety_backup=False`;
+    restore. A refused restore (`RestoreRefused`, `ChecksumMismatch`, `BackupLocked`) changed nothing;
+    a failed one (`RestoreFailed`) names the safety backup to restore. Restoring the ops database
+    (`default`) rebuilds the backup records from the manifests afterwards.
+    """
+    database = database or backup.database
+    source = _source(trigger)
+    if restore is None:
+        restore = RestoreRecord.objects.create(
+            backup=backup, backup_name=backup.name, database=database, trigger=trigger, user=user,
+        )
+    clock = time.monotonic()
+    engine: DumpEngine | None = None
+
+    def finish(status: str, message: str = "", outcome: str = "success") -> None:
+        restore.status = status
+        restore.error_message = message
+        restore.finished_at = timezone.now()
+        restore.duration_seconds = round(time.monotonic() - clock, 3)
+        restore.save()
+        detail = message or (f"safety backup {restore.safety_backup.name}" if restore.safety_backup_id else "")
+        audit_log(action="restore", source=source, outcome=outcome, user=restore.user,
+                  target=f"{backup.name} -> {database}", detail=detail)
+        restore_finished.send(sender=RestoreRecord, restore=restore)
+
+    try:
+        engine = get_engine(database)
+        if engine.vendor != backup.engine:
+            raise RestoreRefused(
+                _("Backup %(name)s is a %(engine)s dump; database %(database)s is %(vendor)s.")
+                % {"name": backup.name, "engine": backup.engine, "database": database, "vendor": engine.vendor}
+            )
+        with locks.database_lock(database, "restore"):
+            restore.status = RestoreRecord.Status.RUNNING
+            restore.save(update_fields=["status"])
+            backup_check(backup=backup, engine=engine)
+            if safety_backup:
+                try:
+                    safety = _backup_run(
+                        engine=get_engine(database), compression=_check_compression(None),
+                        trigger=trigger, user=user, kind=BackupRecord.Kind.SAFETY,
+                    )
+                except DumpFailed as error:
+                    raise RestoreRefused(
+                        _("The safety backup taken before the restore failed (%(error)s); nothing was "
+                          "restored.") % {"error": error}
+                    ) from None
+                restore.safety_backup = safety
+                restore.save(update_fields=["safety_backup"])
+            try:
+                with backup_open(backup=backup) as stored:
+                    engine.restore(DecompressingReader(stored, compression=backup.compression))
+            except Exception as error:  # noqa: BLE001 - reported with the way back
+                if database == "default":
+                    restore = _reattach_after_ops_restore(restore)
+                message = _error_text(error, engine)
+                if restore.safety_backup_id:
+                    message = _(
+                        "%(error)s. The database may be partly restored: restore the safety backup "
+                        "%(safety)s to return to the state before this restore."
+                    ) % {"error": message, "safety": restore.safety_backup.name}
+                else:
+                    message = _("%(error)s. The database may be partly restored (no safety backup was taken).") % {"error": message}
+                raise RestoreFailed(message) from None
+            if database == "default":
+                restore = _reattach_after_ops_restore(restore)
+    except RestoreFailed as error:
+        finish(RestoreRecord.Status.FAILED, str(error), "failure")
+        raise
+    except (RestoreRefused, BackupLocked) as error:
+        finish(RestoreRecord.Status.REFUSED, _error_text(error, engine), "refused")
+        raise
+    except BackupError as error:
+        finish(RestoreRecord.Status.FAILED, _error_text(error, engine), "failure")
+        raise RestoreFailed(_error_text(error, engine)) from None
+    finish(RestoreRecord.Status.SUCCESS)
+    return restore
+
+
+def restore_queue(
+    *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True
+) -> RestoreRecord:
+    """Create a queued RestoreRecord and run it through Celery (`restore_run`) after commit."""
+    restore = RestoreRecord.objects.create(
+        backup=backup, backup_name=backup.name, database=database or backup.database,
+        trigger=trigger, user=user,
+    )
+    audit_log(action="restore", source=_source(trigger), outcome="started", user=user,
+              target=f"{backup.name} -> {restore.database}", detail=_("queued"))
+
+    def enqueue() -> None:
+        from backups_app.tasks import restore_run
+
+        restore_run.delay(restore.pk, safety_backup)
+
+    transaction.on_commit(enqueue)
+    return restore
+
+
+# --- Delete and sync ------------------------------------------------------------------------------
+def backup_delete(*, backup: BackupRecord, user=None, source: str) -> None:
+    """Delete every copy of `backup` (local file, manifest, offsite copy) and its record; audited.
+
+    A running or queued backup cannot be deleted. Restore history keeps the backup's name.
+    """
+    if backup.status in (BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED):
+        audit_log(action="delete", source=source, outcome="refused", user=user, target=backup.name,
+                  detail=_("backup still running"))
+        raise BackupError(_("Backup %(name)s is still running; it cannot be deleted.") % {"name": backup.name})
+    storage = backup_storage()
+    for name in filter(None, [backup.storage_name, manifest_name(backup.name)]):
+        if storage.exists(name):
+            storage.delete(name)
+    if backup.offsite_name and "backups_offsite" in settings.STORAGES:
+        offsite = storages["backups_offsite"]
+        for name in (backup.offsite_name, manifest_name(backup.offsite_name)):
+            try:
+                offsite.delete(name)
+            except Exception:  # noqa: BLE001 - the record goes; the offsite lifecycle rule catches leftovers
+                logger.warning("Could not delete offsite copy %s.", name, exc_info=True)
+    name = backup.name
+    # Restore history keeps the name (RestoreRecord.backup_name); its foreign keys become NULL.
+    backup.delete()
+    audit_log(action="delete", source=source, outcome="success", user=user, target=name)
+
+
+def backups_sync() -> dict[str, int]:
+    """Rebuild backup records from the manifests in the backup storage.
+
+    A manifest whose file is missing is skipped (its backup never completed or was deleted). A record
+    that exists but is not `success` (running/interrupted in a restored ops database) takes the
+    manifest's values; good records are left alone. Returns counts: created, updated, skipped.
+    """
+    storage = backup_storage()
+    counts = {"created": 0, "updated": 0, "skipped": 0}
+    try:
+        _directories, files = storage.listdir("")
+    except FileNotFoundError:
+        return counts
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects
+    for manifest_file in sorted(f for f in files if f.endswith(MANIFEST_SUFFIX) and not f.startswith(".")):
+        try:
+            data = manifest_read(storage=storage, name=manifest_file)
+        except (ValueError, OSError) as error:
+            logger.warning("Skipping %s: %s", manifest_file, error)
+            counts["skipped"] += 1
+            continue
+        if not storage.exists(data["name"]):
+            counts["skipped"] += 1
+            continue
+        fields = record_fields_from_manifest(data)
+        fields["storage_name"] = data["name"]
+        fields["user"] = users.filter(**{users.model.USERNAME_FIELD: data["user"]}).first() if data.get("user") else None
+        fields["error_message"] = ""
+        existing = BackupRecord.objects.filter(name=data["name"]).first()
+        if existing is None:
+            BackupRecord.objects.create(name=data["name"], **fields)
+            counts["created"] += 1
+        elif existing.status != BackupRecord.Status.SUCCESS:
+            for field, value in fields.items():
+                setattr(existing, field, value)
+            existing.save()
+            counts["updated"] += 1
+    return counts
+
+
+__all__ = [
+    "Trigger", "backup_check", "backup_create", "backup_delete", "backup_open", "backup_queue",
+    "backup_restore", "backups_mark_interrupted", "backups_sync", "restore_queue",
+]
