@@ -17,6 +17,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from backups_app.models import BackupRecord
+from backups_app.selectors import backup_databases
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +87,6 @@ def backup_alert_after() -> timedelta:
 
 def dashboard_databases() -> list[str]:
     """The aliases shown on the dashboard: every database that can be backed up."""
-    try:
-        from backups_app.selectors import backup_databases
-    except ImportError:
-        # Until the engine's selectors are installed: by contract they list every DATABASES alias.
-        from django.db import connections
-
-        return list(connections.settings)
     return list(backup_databases())
 
 

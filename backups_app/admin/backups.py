@@ -1,7 +1,6 @@
 """The backup console: list, read-only record page, Back up now, download, restore, verify, delete.
 
-The admin is a thin caller: every operation goes through a service of backups_app.services
-(imported when used, so that the admin loads even where an optional service is missing). Each extra
+The admin is a thin caller: every operation goes through a service of backups_app.services. Each extra
 view is wrapped in `admin_site.admin_view()` (login and is_staff) and checks its own permission on
 the server, because a hidden button is not a permission check: a forged POST gets 403.
 
@@ -33,6 +32,7 @@ from backups_app.dashboard import dashboard_databases
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request
+from backups_app.services.backup import backup_delete, backup_open, backup_queue, restore_queue
 
 logger = logging.getLogger(__name__)
 
@@ -258,8 +258,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
             self.message_user(request, gettext("Choose one of the configured databases."), messages.ERROR)
             return redirect(self._changelist_url())
         database = form.cleaned_data["database"]
-        from backups_app.services.backup import backup_queue
-
         try:
             with audit_request(request):
                 record = backup_queue(database=database, trigger=Trigger.ADMIN, user=request.user)
@@ -283,8 +281,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
         if not self.has_download_permission(request):
             raise PermissionDenied
         record = self._good_record(pk)
-        from backups_app.services.backup import backup_open
-
         try:
             stream = backup_open(backup=record)
         except (BackupNotFound, FileNotFoundError) as error:
@@ -345,8 +341,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
         )
 
     def _restore_start(self, request: HttpRequest, record: BackupRecord) -> HttpResponse:
-        from backups_app.services.backup import restore_queue
-
         try:
             with audit_request(request):
                 restore = restore_queue(
@@ -414,14 +408,10 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     # --- Delete: through the service, which removes every copy and audits --------------------------
     def delete_model(self, request: HttpRequest, obj: BackupRecord) -> None:
-        from backups_app.services.backup import backup_delete
-
         with audit_request(request):
             backup_delete(backup=obj, user=request.user, source=ADMIN)
 
     def delete_queryset(self, request: HttpRequest, queryset) -> None:
-        from backups_app.services.backup import backup_delete
-
         with audit_request(request):
             for record in queryset:
                 try:

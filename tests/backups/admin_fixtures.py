@@ -4,7 +4,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import sqlite3
-import sys
 from datetime import timedelta
 
 import pytest
@@ -17,23 +16,12 @@ from backups_app.models import BackupRecord, Trigger
 
 from tests.conftest import register_alias, unregister_alias
 
-from . import admin_contract
-
 APP_ALIAS = "app"
 
 OPERATOR_PERMISSIONS = (
     "view_backuprecord", "delete_backuprecord", "create_backup", "download_backup", "restore_backup",
     "verify_backup", "view_restorerecord", "view_auditentry",
 )
-
-
-@pytest.fixture(autouse=True)
-def backup_services():
-    """The engine's backup services, or the contract stand-in until the engine branch is merged."""
-    installed = admin_contract.install()
-    yield
-    if installed:
-        sys.modules.pop("backups_app.services.backup", None)
 
 
 @pytest.fixture
