@@ -5,3 +5,15 @@ from django.utils.translation import gettext_lazy as _
 class CacheConfig(AppConfig):
     name = "cache_app"
     verbose_name = _("Cache and health")
+
+    def ready(self) -> None:
+        from django.core.signals import setting_changed
+
+        from cache_app.backends.circuit import breakers_reset
+
+        def forget_breakers(*, setting: str, **kwargs) -> None:
+            # A new CACHES means new servers: an old outage must not keep the new one skipped.
+            if setting == "CACHES":
+                breakers_reset()
+
+        setting_changed.connect(forget_breakers, weak=False, dispatch_uid="cache_app.forget_breakers")

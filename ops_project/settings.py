@@ -5,6 +5,7 @@ and an optional ``.env`` file at the project root (the environment wins). Withou
 the project runs on embedded defaults: SQLite under ``var/``, backups in ``backups/``, an in-memory
 cache and Celery tasks run inline. README.md lists every setting with its default.
 """
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -66,6 +67,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "django_ratelimit",
+    "axes",
     "backups_app",
     "secrets_app",
     "cache_app",
@@ -81,6 +84,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ops_project.urls"
@@ -181,37 +186,97 @@ STORAGES = {
     },
 }
 
-# --- Redis, cache and sessions --------------------------------------------------------------------
+# --- Redis, cache, sessions and rate limiting (cache_app) -----------------------------------------
+# REDIS_URL: redis://[:password@]host:6379/0, rediss:// (TLS), unix://, or
+# sentinel://[:password@]host1:26379,host2:26379/<service>/<db>. Empty: in-memory cache per process.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Every key opsdesk writes starts with this, so "clear application cache" never touches other apps.
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="opsdesk")
+# Short socket timeouts bound what a hung Redis can cost a request.
+CACHE_SOCKET_CONNECT_TIMEOUT = env.float("CACHE_SOCKET_CONNECT_TIMEOUT", default=0.5)
+CACHE_SOCKET_TIMEOUT = env.float("CACHE_SOCKET_TIMEOUT", default=0.5)
+# After a Redis failure a process skips Redis this long before probing it again.
+CACHE_CIRCUIT_BREAKER_SECONDS = env.float("CACHE_CIRCUIT_BREAKER_SECONDS", default=5.0)
+# At most one logged Redis error per process per this many seconds.
+CACHE_ERROR_LOG_INTERVAL = env.float("CACHE_ERROR_LOG_INTERVAL", default=60.0)
+CACHE_DEFAULT_TIMEOUT = env.int("CACHE_DEFAULT_TIMEOUT", default=300)
+_silenced_checks = []
+from cache_app.configuration import redis_broker_location, redis_cache_location  # noqa: E402
+
+# The broker default below: REDIS_URL in kombu's spelling (differs for Sentinel).
+REDIS_BROKER_URL, REDIS_BROKER_TRANSPORT_OPTIONS = redis_broker_location(REDIS_URL)
 if REDIS_URL:
+    if not CACHE_KEY_PREFIX:
+        raise ImproperlyConfigured("CACHE_KEY_PREFIX must not be empty when REDIS_URL is set.")
+    _redis_location, _redis_options = redis_cache_location(REDIS_URL)
     CACHES = {
         "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
+            "BACKEND": "cache_app.backends.redis.ResilientRedisCache",
+            "LOCATION": _redis_location,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": CACHE_DEFAULT_TIMEOUT,
             "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": env.float("CACHE_SOCKET_CONNECT_TIMEOUT", default=0.5),
-                "SOCKET_TIMEOUT": env.float("CACHE_SOCKET_TIMEOUT", default=0.5),
-                "COMPRESSOR": "django_redis.compressors.zlib.ZlibCompressor",
-                "IGNORE_EXCEPTIONS": True,
+                "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_CONNECT_TIMEOUT,
+                "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+                "COMPRESSOR": "cache_app.backends.redis.LargeValueZlibCompressor",
+                "CIRCUIT_BREAKER_SECONDS": CACHE_CIRCUIT_BREAKER_SECONDS,
+                "ERROR_LOG_INTERVAL": CACHE_ERROR_LOG_INTERVAL,
+                "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
+                **_redis_options,
             },
-        }
+        },
+        # Rate-limit counters: in Redis (shared, persistent); per process while Redis is down.
+        "ratelimit": {
+            "BACKEND": "cache_app.backends.failover.FailoverCache",
+            "LOCATION": "ratelimit",
+            "OPTIONS": {"PRIMARY": "default"},
+        },
     }
-    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+    RATELIMIT_USE_CACHE = "ratelimit"
+    # django-ratelimit only knows backends by class name; FailoverCache delegates to django-redis.
+    _silenced_checks.append("django_ratelimit.W001")
 else:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "TIMEOUT": CACHE_DEFAULT_TIMEOUT,
         }
     }
+    # Without Redis the rate limits are per process on purpose (reported in /health's details):
+    # django-ratelimit's "LocMemCache is not shared" error would otherwise stop the project starting.
+    RATELIMIT_USE_CACHE = "default"
+    _silenced_checks += ["django_ratelimit.E003", "django_ratelimit.W001"]
+SILENCED_SYSTEM_CHECKS = [*globals().get("SILENCED_SYSTEM_CHECKS", []), *_silenced_checks]
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_CACHE_PREFIX = "ratelimit:"
 # cached_db: a Redis outage degrades to database reads and logs nobody out.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Admin login brute force (django-axes): AXES_FAILURE_LIMIT failures per username + IP lock that
+# pair out for AXES_COOLOFF_MINUTES (429 + Retry-After). Counts live in the database: see
+# cache_app/login_lockout.py for why not in Redis.
+AUTHENTICATION_BACKENDS = [
+    "cache_app.login_lockout.LoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "cache_app.login_lockout.lockout_response"
+# The same client address as the audit log: REMOTE_ADDR, never a forgeable X-Forwarded-For.
+AXES_CLIENT_IP_CALLABLE = "backups_app.services.audit.client_ip"
+# Successful logins are not logged by axes (the audit log covers what matters); failures are.
+AXES_DISABLE_ACCESS_LOG = True
+# /health answers within this many seconds even when a component hangs (checks run in parallel).
+HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
+# Load balancers probe /health over plain HTTP on the private network.
+SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 
 # --- Celery ---------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_BROKER_URL)
 # Without a broker, tasks run inline in the caller: the embedded default needs no worker.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_IGNORE_RESULT = True
@@ -220,6 +285,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 # A backup can run for hours; Redis must not hand the same task to a second worker meanwhile.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BACKUP_DUMP_TIMEOUT + 3600}
+if CELERY_BROKER_URL == REDIS_BROKER_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(REDIS_BROKER_TRANSPORT_OPTIONS)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
 # --- Mail and alerts ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ DATABASES = {
 }
 REDIS_URL = ""
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": "opsdesk-test"}}
+RATELIMIT_USE_CACHE = "default"  # the "ratelimit" alias exists only with REDIS_URL
 CELERY_BROKER_URL = ""
 CELERY_TASK_ALWAYS_EAGER = True
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -1,0 +1,212 @@
+"""Health checks behind /health, one class per component (the plugin design of django-health-check).
+
+django-health-check itself was not used: its JSON is `{"<Check name>": "working"}` (a string per
+plugin), while opsdesk's contract is one boolean per component at the top level, details beside it,
+503 only for *required* components, and a shared deadline for all checks. Its design is kept: a
+documented base class, one subclass per backend, a registry, `check_status()` raising on failure.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.files.storage import FileSystemStorage, storages
+from django.db import connections
+from django.utils import timezone
+
+from backups_app.selectors import last_good_backups
+
+logger = logging.getLogger("cache_app.health")
+
+
+class HealthCheckFailed(Exception):
+    """A component answered wrongly or not at all. The message is shown: keep it free of secrets."""
+
+
+@dataclass
+class CheckResult:
+    """What one check found: whether it works, how long it took, safe-to-publish details."""
+
+    component: str
+    ok: bool
+    required: bool
+    latency_ms: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+class HealthCheck:
+    """One component of /health.
+
+    Subclasses set `component` (the top-level key) and implement `check_status()`, which returns a
+    dict of details to publish or raises HealthCheckFailed (any other exception counts as a failure
+    too; only its class name is published, the message goes to the log). `is_configured()` says
+    whether the deployment uses the component at all, `is_required()` whether its failure makes the
+    whole service unhealthy (HTTP 503). Checks run in worker threads with a shared deadline, so they
+    must not rely on thread-local state set up by the request.
+    """
+
+    component: ClassVar[str]
+
+    def is_configured(self) -> bool:
+        return True
+
+    def is_required(self) -> bool:
+        return self.is_configured()
+
+    def check_status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def not_configured_details(self) -> dict[str, Any]:
+        return {"configured": False}
+
+    def failure_details(self) -> dict[str, Any]:
+        """Details still worth publishing when the check failed."""
+        return {}
+
+
+class DatabaseCheck(HealthCheck):
+    """opsdesk's own database answers `SELECT 1`; also reports the age of the last good backups."""
+
+    component = "database"
+
+    def check_status(self) -> dict[str, Any]:
+        connection = connections["default"]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                if cursor.fetchone() != (1,):
+                    raise HealthCheckFailed("unexpected answer to SELECT 1")
+            return {"backups": last_good_backup_ages()}
+        finally:
+            # The check runs in a pool thread: its connection must not outlive the thread.
+            connection.close()
+
+
+def last_good_backup_ages() -> dict[str, dict[str, Any]]:
+    """Per database alias: when its newest successful backup finished and how old it is (seconds)."""
+    now = timezone.now()
+    ages: dict[str, dict[str, Any]] = {}
+    for alias, record in last_good_backups().items():
+        if record is None:
+            ages[alias] = {"last_good_at": None, "age_seconds": None}
+            continue
+        moment = record.finished_at or record.created_at
+        ages[alias] = {"last_good_at": moment.isoformat(), "age_seconds": int((now - moment).total_seconds())}
+    return ages
+
+
+class RedisCheck(HealthCheck):
+    """The Redis behind the default cache answers PING (bypassing the circuit breaker)."""
+
+    component = "redis"
+
+    def is_configured(self) -> bool:
+        return bool(settings.REDIS_URL)
+
+    def check_status(self) -> dict[str, Any]:
+        from cache_app.ratelimit import rate_limit_backend
+
+        cache = caches["default"]
+        if not hasattr(cache, "redis_client"):
+            raise HealthCheckFailed("the default cache is not Redis")
+        try:
+            cache.redis_client(write=True).ping()
+        except Exception as error:
+            # /health doubles as the probe that notices an outage or a recovery quickly.
+            cache.breaker.record_failure(error)
+            raise
+        cache.breaker.record_success()
+        return {"rate_limit": rate_limit_backend()}
+
+    def failure_details(self) -> dict[str, Any]:
+        from cache_app.ratelimit import rate_limit_backend
+
+        return {"rate_limit": rate_limit_backend()}
+
+    def not_configured_details(self) -> dict[str, Any]:
+        from cache_app.ratelimit import rate_limit_backend
+
+        return {"configured": False, "cache": "per-process", "rate_limit": rate_limit_backend()}
+
+
+class StorageCheck(HealthCheck):
+    """The "backups" storage can be listed (and, on a local disk, written)."""
+
+    component = "storage"
+
+    def check_status(self) -> dict[str, Any]:
+        storage = storages["backups"]
+        if isinstance(storage, FileSystemStorage):
+            location = os.fspath(storage.location)
+            if not os.path.isdir(location):
+                # Created with the first backup; what matters now is that it can be.
+                parent = os.path.dirname(location.rstrip(os.sep)) or os.sep
+                if not (os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)):
+                    raise HealthCheckFailed("backup folder missing and cannot be created")
+                return {"exists": False}
+            if not os.access(location, os.W_OK | os.X_OK):
+                raise HealthCheckFailed("backup folder not writable")
+            usage = os.statvfs(location)
+            return {"free_bytes": usage.f_bavail * usage.f_frsize}
+        storage.listdir("")
+        return {}
+
+
+class BrokerCheck(HealthCheck):
+    """The Celery broker accepts a connection (required only when CELERY_BROKER_URL is set)."""
+
+    component = "broker"
+
+    def __init__(self, *, timeout_seconds: float = 1.0) -> None:
+        self.timeout_seconds = timeout_seconds
+
+    def is_configured(self) -> bool:
+        return bool(settings.CELERY_BROKER_URL)
+
+    def check_status(self) -> dict[str, Any]:
+        from kombu import Connection
+
+        with Connection(
+            settings.CELERY_BROKER_URL,
+            connect_timeout=self.timeout_seconds,
+            transport_options={
+                **settings.CELERY_BROKER_TRANSPORT_OPTIONS,  # master_name for a Sentinel broker
+                "socket_timeout": self.timeout_seconds,
+                "socket_connect_timeout": self.timeout_seconds,
+            },
+        ) as connection:
+            connection.ensure_connection(max_retries=1, timeout=self.timeout_seconds)
+            transport = connection.transport_cls
+        return {"transport": str(transport)}
+
+    def not_configured_details(self) -> dict[str, Any]:
+        return {"configured": False, "tasks": "run inline"}
+
+
+def health_checks() -> list[HealthCheck]:
+    """The registry: every component /health reports, in the order it reports them."""
+    return [DatabaseCheck(), RedisCheck(), StorageCheck(), BrokerCheck(timeout_seconds=settings.HEALTH_CHECK_TIMEOUT)]
+
+
+class _LogThrottle:
+    """One log line per component per interval: load balancers call /health every few seconds."""
+
+    def __init__(self, interval_seconds: float = 60.0) -> None:
+        self.interval_seconds = interval_seconds
+        self._last: dict[str, float] = {}
+
+    def should_log(self, component: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(component, float("-inf")) < self.interval_seconds:
+            return False
+        self._last[component] = now
+        return True
+
+
+log_throttle = _LogThrottle()

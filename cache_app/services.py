@@ -1,0 +1,215 @@
+"""Services of cache_app: health report, Redis statistics, clearing the application's cache keys."""
+from __future__ import annotations
+
+import logging
+import time
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from cache_app.health import CheckResult, HealthCheck, HealthCheckFailed, health_checks, log_throttle
+
+logger = logging.getLogger("cache_app.health")
+
+
+@dataclass
+class HealthReport:
+    """The outcome of every check; `ok` is False when a required component failed."""
+
+    results: list[CheckResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.results if result.required)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The /health JSON: status, one boolean per component, then details."""
+        body: dict[str, Any] = {"status": "ok" if self.ok else "fail"}
+        details: dict[str, Any] = {}
+        for result in self.results:
+            body[result.component] = result.ok
+            entry: dict[str, Any] = {"required": result.required}
+            if result.latency_ms is not None:
+                entry["latency_ms"] = result.latency_ms
+            if result.error:
+                entry["error"] = result.error
+            entry.update(result.details)
+            details[result.component] = entry
+        body["details"] = details
+        return body
+
+
+def _run_one(check: HealthCheck) -> CheckResult:
+    required = check.is_required()
+    if not check.is_configured():
+        return CheckResult(check.component, ok=False, required=required, details=check.not_configured_details())
+    started = time.perf_counter()
+    try:
+        details = check.check_status() or {}
+    except Exception as error:  # any failure of a component is a result, never a 500
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        if log_throttle.should_log(check.component):
+            logger.warning("health check %s failed: %s: %s", check.component, type(error).__name__, error)
+        # Only the class name (or our own message) is published: driver messages name hosts and users.
+        message = str(error) if isinstance(error, HealthCheckFailed) else type(error).__name__
+        return CheckResult(
+            check.component, ok=False, required=required, latency_ms=latency, error=message,
+            details=check.failure_details(),
+        )
+    latency = round((time.perf_counter() - started) * 1000, 1)
+    return CheckResult(check.component, ok=True, required=required, latency_ms=latency, details=details)
+
+
+def health_check_run(*, timeout_seconds: float, checks: list[HealthCheck] | None = None) -> HealthReport:
+    """Run every health check in parallel; a check still running at the deadline counts as failed.
+
+    Each check runs in a daemon thread that is abandoned (not joined) at the deadline, so the caller
+    answers on time even when a component hangs, and a hung check cannot delay the process' exit.
+    """
+    checks = health_checks() if checks is None else checks
+    results: dict[int, CheckResult] = {}
+    threads = []
+    for index, check in enumerate(checks):
+        thread = threading.Thread(
+            target=lambda index=index, check=check: results.__setitem__(index, _run_one(check)),
+            name=f"opsdesk-health-{check.component}", daemon=True,
+        )
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout_seconds
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    report = []
+    for index, check in enumerate(checks):
+        result = results.get(index)
+        if result is None:
+            if log_throttle.should_log(check.component):
+                logger.warning("health check %s did not answer within %.2fs", check.component, timeout_seconds)
+            result = CheckResult(
+                check.component, ok=False, required=check.is_required(),
+                latency_ms=round(timeout_seconds * 1000, 1), error="timeout", details=check.failure_details(),
+            )
+        report.append(result)
+    return HealthReport(results=report)
+
+
+# --- Redis statistics and clearing the application's keys ------------------------------------------
+
+SESSION_KEY_MARKER = b"django.contrib.sessions.cached_db"
+
+
+@dataclass
+class RedisStats:
+    """What the admin's Redis page shows; built from INFO and one bounded SCAN of the app's prefix."""
+
+    location: str
+    version: str
+    uptime_seconds: int
+    used_memory_human: str
+    used_memory_peak_human: str
+    maxmemory_human: str
+    hits: int
+    misses: int
+    evicted_keys: int
+    connected_clients: int
+    ops_per_second: int
+    keys_per_database: dict[str, dict[str, int]]
+    key_prefix: str
+    app_keys: int
+    app_sessions: int
+    scan_complete: bool
+    scan_limit: int
+
+    @property
+    def hit_rate(self) -> float | None:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else None
+
+
+def _resilient_cache():
+    from django.conf import settings
+    from django.core.cache import caches
+
+    from cache_app.exceptions import RedisNotConfigured
+
+    cache = caches["default"]
+    if not settings.REDIS_URL or not hasattr(cache, "redis_client"):
+        raise RedisNotConfigured("REDIS_URL is not set: the cache is in process memory")
+    return cache
+
+
+def redis_stats_collect(*, scan_limit: int = 100_000) -> RedisStats:
+    """Read the server's INFO and count the app's keys and cached sessions (at most `scan_limit`).
+
+    Raises RedisNotConfigured without REDIS_URL and CacheUnavailable when Redis does not answer.
+    """
+    from cache_app.backends.redis import OUTAGE_ERRORS
+    from cache_app.exceptions import CacheUnavailable
+
+    cache = _resilient_cache()
+    try:
+        client = cache.redis_client(write=False)
+        info = client.info()
+        app_keys = app_sessions = 0
+        complete = True
+        for key in client.scan_iter(match=cache.prefix_pattern(), count=1000):
+            app_keys += 1
+            if SESSION_KEY_MARKER in key:
+                app_sessions += 1
+            if app_keys >= scan_limit:
+                complete = False
+                break
+    except OUTAGE_ERRORS as error:
+        cache.breaker.record_failure(error)
+        raise CacheUnavailable(cache.location) from None
+    cache.breaker.record_success()
+    keyspace = {
+        name: {"keys": int(value.get("keys", 0)), "expires": int(value.get("expires", 0))}
+        for name, value in info.items()
+        if name.startswith("db") and name[2:].isdigit() and isinstance(value, dict)
+    }
+    return RedisStats(
+        location=cache.location,
+        version=str(info.get("redis_version", "")),
+        uptime_seconds=int(info.get("uptime_in_seconds", 0)),
+        used_memory_human=str(info.get("used_memory_human", "")),
+        used_memory_peak_human=str(info.get("used_memory_peak_human", "")),
+        maxmemory_human=str(info.get("maxmemory_human", "")),
+        hits=int(info.get("keyspace_hits", 0)),
+        misses=int(info.get("keyspace_misses", 0)),
+        evicted_keys=int(info.get("evicted_keys", 0)),
+        connected_clients=int(info.get("connected_clients", 0)),
+        ops_per_second=int(info.get("instantaneous_ops_per_sec", 0)),
+        keys_per_database=keyspace,
+        key_prefix=cache.key_prefix,
+        app_keys=app_keys,
+        app_sessions=app_sessions,
+        scan_complete=complete,
+        scan_limit=scan_limit,
+    )
+
+
+def cache_clear(*, user=None, request=None, source: str = "admin") -> int:
+    """Delete every key under the app's KEY_PREFIX (SCAN + UNLINK in batches, never FLUSHDB).
+
+    Cached sessions go too; cached_db sessions reload from the database, nobody is logged out.
+    Audited as `cache_clear` whatever the outcome. Returns the number of keys removed; raises
+    RedisNotConfigured without REDIS_URL, CacheUnavailable when Redis does not answer.
+    """
+    from backups_app.services.audit import audit_log
+    from cache_app.exceptions import CacheUnavailable
+
+    cache = _resilient_cache()
+    try:
+        removed = cache.clear_prefix()
+    except CacheUnavailable:
+        audit_log(
+            action="cache_clear", source=source, outcome="failure", user=user, request=request,
+            target=cache.key_prefix, detail="Redis did not answer",
+        )
+        raise
+    audit_log(
+        action="cache_clear", source=source, outcome="success", user=user, request=request,
+        target=cache.key_prefix, detail=f"{removed} keys removed",
+    )
+    return removed
