@@ -201,3 +201,20 @@ def test_alert_command(capsys):
     call_command("check_backup_alerts")
     assert "default" in capsys.readouterr().out
     assert len(mail.outbox) == 1 and "No good backup of default" in mail.outbox[0].subject
+
+
+def test_dashboard_survives_a_cache_that_raises(settings, caplog):
+    """Redis down and raising: the summary is computed directly, invalidation does not raise."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.CACHES = {"default": {
+        "BACKEND": "django_redis.cache.RedisCache", "LOCATION": f"redis://127.0.0.1:{port}/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},  # errors raised, not ignored
+    }}
+    store_backup()
+    assert dashboard.dashboard_summary().success_count == 1
+    dashboard.dashboard_invalidate()
+    assert "dashboard cache unavailable" in caplog.text
