@@ -149,6 +149,8 @@ USE_TZ = True
 # complete production deployment (no separate web server is needed for /static/).
 STATIC_URL = "static/"
 STATIC_ROOT = _project_path(env.str("STATIC_ROOT", default="var/static"))
+# WhiteNoise warns on every start while the folder is missing (before the first collectstatic).
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = _project_path(env.str("MEDIA_ROOT", default="var/media"))
 MEDIA_URL = "media/"
 
