@@ -29,7 +29,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
-def browser_page(tmp_path):
+def browser_locale() -> str:
+    return "en-US"
+
+
+@pytest.fixture
+def browser_page(tmp_path, browser_locale):
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
         if services_required():
@@ -42,7 +47,9 @@ def browser_page(tmp_path):
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1680, "height": 1000})
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1680, "height": 1000}, locale=browser_locale,
+        )
         page = context.new_page()
         page.set_default_timeout(20_000)
         try:
@@ -133,3 +140,21 @@ def test_back_up_download_and_restore_in_the_browser(
     assert page.inner_text("#restore-status") == restore.get_status_display()
     assert restore.safety_backup is not None
     assert app_rows(app_database) == ["Ana", "João", "Zoë"]
+
+
+@pytest.mark.parametrize("browser_locale", ["pt-BR"])
+def test_the_console_speaks_portuguese_in_the_browser(transactional_db, live_server, browser_locale, browser_page):
+    page = browser_page
+    make_user("maria", is_superuser=True)
+    store_backup(age=timedelta(hours=40))
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "maria")
+    page.fill("#id_password", "pw-maria")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#backup-dashboard")
+    assert "Saúde dos backups" in page.inner_text("#backup-dashboard")
+    assert "Nenhum backup válido de default há" in page.inner_text("#backup-dashboard")
+    screenshot(page, "dashboard-pt-br")
+    page.goto(f"{live_server.url}/admin/backups_app/backuprecord/")
+    assert page.inner_text("#backup-now").strip().lower() == "fazer backup agora"
+    screenshot(page, "list-pt-br")
