@@ -363,3 +363,10 @@ def test_changelist_query_count_does_not_grow_with_records(operator, query, djan
     assert large == small, (small, large)
     with django_assert_max_num_queries(small):
         client.get(CHANGELIST + query)
+
+
+def test_restore_of_a_database_that_is_not_configured_here_is_refused(operator):
+    record = store_backup(database="gone")
+    response = logged_in(operator).get(restore_url(record), follow=True)
+    assert b"is not configured here" in response.content
+    assert not RestoreRecord.objects.exists()
