@@ -5,6 +5,7 @@ and an optional ``.env`` file at the project root (the environment wins). Withou
 the project runs on embedded defaults: SQLite under ``var/``, backups in ``backups/``, an in-memory
 cache and Celery tasks run inline. README.md lists every setting with its default.
 """
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+# Secrets: the names the operator really exported, captured before .env is copied into os.environ,
+# so that the local secret provider can tell them from .env lines (which rotate_secret rewrites).
+_PROCESS_ENVIRONMENT_NAMES = frozenset(os.environ)
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
@@ -50,7 +54,63 @@ def _development_secret_key() -> str:
     return key_file.read_text().strip()
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="")
+# --- Secrets --------------------------------------------------------------------------------------
+# Every secret below is read through secrets_app.get_secret: the process environment and .env by
+# default, or AWS Secrets Manager, Vault/OpenBao or Azure Key Vault (docs/SECRETS_MANAGER_GUIDE.md).
+from secrets_app import get_secret, secrets_configure  # noqa: E402 - needs only the settings above
+
+SECRETS_PROVIDER = env.str("SECRETS_PROVIDER", default="local")  # local | aws | vault | azure | dotted path
+SECRETS_CACHE_TTL = env.int("SECRETS_CACHE_TTL", default=300)  # seconds a value is served from memory
+SECRETS_MAX_STALE = env.int("SECRETS_MAX_STALE", default=24 * 3600)  # stale-if-error bound, seconds
+SECRETS_RETRY_MAX = env.int("SECRETS_RETRY_MAX", default=60)  # longest back-off between provider retries
+SECRETS_TIMEOUT = env.float("SECRETS_TIMEOUT", default=3.0)  # provider connect/read timeout, seconds
+# The file the local provider reads after the environment, and rotate_secret rewrites.
+SECRETS_ENV_FILE = _project_path(env.str("SECRETS_ENV_FILE", default=".env"))
+# Required secrets: secrets_check exits non-zero when one is missing.
+SECRETS_REQUIRED = env.list("SECRETS_REQUIRED", default=["SECRET_KEY"] if PRODUCTION else [])
+# Per-install HMAC key for the fingerprints staff see in the admin (created 0600 on first use).
+SECRETS_FINGERPRINT_KEY_FILE = _project_path(env.str("SECRETS_FINGERPRINT_KEY_FILE", default="var/secrets_fingerprint.key"))
+# Rotation broadcast: empty means REDIS_URL; the channel and hash are prefixed (default CACHE_KEY_PREFIX:secrets).
+SECRETS_REDIS_URL = env.str("SECRETS_REDIS_URL", default="")
+SECRETS_REDIS_PREFIX = env.str("SECRETS_REDIS_PREFIX", default="")
+# Least interval between access-log writes per process; hits are aggregated over it (one row per secret).
+SECRETS_ACCESS_LOG_FLUSH_SECONDS = env.int("SECRETS_ACCESS_LOG_FLUSH_SECONDS", default=60)
+# Non-secret provider options (shown to staff); credentials are passed on, never kept as settings.
+SECRETS_AWS_REGION = env.str("AWS_REGION", default=env.str("AWS_DEFAULT_REGION", default=""))
+SECRETS_AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL_SECRETS_MANAGER", default=env.str("AWS_ENDPOINT_URL", default=""))
+SECRETS_AWS_PREFIX = env.str("SECRETS_AWS_PREFIX", default="")
+SECRETS_VAULT_ADDR = env.str("VAULT_ADDR", default="")
+SECRETS_VAULT_MOUNT = env.str("SECRETS_VAULT_MOUNT", default="secret")
+SECRETS_VAULT_PATH = env.str("SECRETS_VAULT_PATH", default="opsdesk")
+SECRETS_AZURE_VAULT_URL = env.str("AZURE_KEY_VAULT_URL", default="")
+
+
+def _secrets_provider_options() -> dict:
+    """Options for the chosen provider. The Vault credentials stay local to this function."""
+    if SECRETS_PROVIDER == "aws":
+        return {"region": SECRETS_AWS_REGION, "endpoint_url": SECRETS_AWS_ENDPOINT_URL,
+                "prefix": SECRETS_AWS_PREFIX, "timeout": SECRETS_TIMEOUT}
+    if SECRETS_PROVIDER == "vault":
+        from secrets_app.providers.vault import VaultCredentials
+
+        return {"address": SECRETS_VAULT_ADDR, "mount": SECRETS_VAULT_MOUNT, "path": SECRETS_VAULT_PATH,
+                "timeout": SECRETS_TIMEOUT, "credentials": VaultCredentials(
+                    token=env.str("VAULT_TOKEN", default=""), role_id=env.str("VAULT_ROLE_ID", default=""),
+                    secret_id=env.str("VAULT_SECRET_ID", default=""))}
+    if SECRETS_PROVIDER == "azure":
+        return {"vault_url": SECRETS_AZURE_VAULT_URL, "timeout": SECRETS_TIMEOUT}
+    return {}
+
+
+secrets_configure(
+    provider=SECRETS_PROVIDER, provider_options=_secrets_provider_options(), env_file=SECRETS_ENV_FILE,
+    process_environment=_PROCESS_ENVIRONMENT_NAMES, ttl=SECRETS_CACHE_TTL, max_stale=SECRETS_MAX_STALE,
+    retry_max=SECRETS_RETRY_MAX, fingerprint_key_file=SECRETS_FINGERPRINT_KEY_FILE, required=SECRETS_REQUIRED,
+)
+SGP_TOKEN = get_secret("SGP_TOKEN", default=None)
+GEMINI_API_KEY = get_secret("GEMINI_API_KEY", default=None)
+
+SECRET_KEY = get_secret("SECRET_KEY", default="")
 if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set when OPSDESK_ENV=production.")
@@ -116,6 +176,14 @@ DATABASES = {
 for _name in sorted(env.ENVIRON):
     if _name.startswith("DATABASE_URL_") and env.str(_name):
         DATABASES[_name.removeprefix("DATABASE_URL_").lower()] = env.db(_name)
+
+# Secrets: DATABASE_PASSWORD (default) and DATABASE_PASSWORD_<ALIAS> override the URL's password,
+# so a password can live in the secret provider and the URL stay free of it.
+for _alias, _database in DATABASES.items():
+    _password = get_secret("DATABASE_PASSWORD" if _alias == "default" else f"DATABASE_PASSWORD_{_alias.upper()}", default=None)
+    if _password:
+        _database["PASSWORD"] = _password
+del _password
 
 for _database in DATABASES.values():
     if _database["ENGINE"] == "django.db.backends.mysql":
@@ -329,5 +397,7 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # Secrets: SDK debug logs print response bodies (secret values); never below WARNING.
+        **{name: {"level": "WARNING"} for name in ("botocore", "boto3", "urllib3", "hvac", "azure")},
     },
 }

@@ -1,0 +1,37 @@
+"""Read-only queries about secrets. No values."""
+from __future__ import annotations
+
+from django.conf import settings
+
+from secrets_app.manager import SecretManager, default_manager
+from secrets_app.models import KnownSecret
+
+
+def known_secret_names(*, manager: SecretManager | None = None) -> dict[str, bool]:
+    """Every secret opsdesk knows, with whether it is required.
+
+    Union of what this process asked for (settings read them at start-up), SECRETS_REQUIRED, and
+    the names other processes recorded in the database.
+    """
+    manager = manager or default_manager
+    names: dict[str, bool] = {}
+    for name, required in KnownSecret.objects.values_list("name", "required"):
+        names[name] = required
+    for name, required in manager.known.items():
+        names[name] = names.get(name, False) or required
+    for name in getattr(settings, "SECRETS_REQUIRED", []):
+        names[name] = True
+    return dict(sorted(names.items()))
+
+
+def provider_description(*, manager: SecretManager | None = None) -> dict[str, object]:
+    """The active provider and its non-secret options, for the admin and secrets_check."""
+    manager = manager or default_manager
+    return {
+        "provider": manager.provider.name,
+        "options": manager.provider.options(),
+        "fallback": manager.fallback.name if manager.fallback is not None else "",
+        "cache_ttl_seconds": manager.ttl,
+        "max_stale_seconds": manager.max_stale,
+        "rotation_broadcast": "redis" if manager.rotation_redis_url else "",
+    }
