@@ -1,6 +1,6 @@
 """One backup or restore per database at a time, across processes and across machines.
 
-- On one machine: an `flock()` on BACKUP_LOCK_DIR/<alias>.lock. The kernel releases it when the
+- On one machine: an `flock()` (msvcrt lock on Windows) on BACKUP_LOCK_DIR/<alias>.lock. The kernel releases it when the
   holder dies, even after kill -9, so a crash never leaves a stale lock behind.
 - Across machines, when REDIS_URL is set: a Redis key set with NX, a TTL and a random owner token;
   a background thread extends the TTL while the operation runs, and only the owner (checked by token,
@@ -14,7 +14,6 @@ The second caller is refused at once with `BackupLocked`, whose message says who
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -34,7 +33,15 @@ from django.utils.translation import gettext as _
 
 from backups_app.exceptions import BackupLocked
 
+try:
+    import fcntl
+except ImportError:  # Windows (Task Scheduler hosts): msvcrt byte-range locks, same semantics here
+    fcntl = None
+    import msvcrt
+
 logger = logging.getLogger(__name__)
+# Windows locks a byte range; lock one byte far past the holder text so the text stays readable.
+_WINDOWS_LOCK_OFFSET = 1 << 20
 
 LOCK_TTL_SECONDS = 60
 EXTEND_EVERY_SECONDS = 20
@@ -77,28 +84,60 @@ def _refusal(alias: str, holder: dict | None) -> BackupLocked:
     )
 
 
+def _try_lock(fd: int) -> bool:
+    """Non-blocking exclusive lock of the whole file; False when another open file holds it."""
+    if fcntl is not None:
+        try:
+            # flock (not lockf): two opens in one process also exclude each other.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _unlock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    else:
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def _read_holder(fd: int) -> dict | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        return json.loads(os.read(fd, 4096) or b"null")
+    except (ValueError, OSError):
+        return None
+
+
+def _write_holder(fd: int, holder: dict | None) -> None:
+    os.ftruncate(fd, 0)
+    if holder:
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(holder).encode())
+
+
 @contextmanager
 def _file_lock(alias: str, operation: str) -> Iterator[None]:
     path = lock_path(alias)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            # flock (not lockf): two opens in one process also exclude each other.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = json.loads(os.pread(fd, 4096, 0) or b"null")
-            except ValueError:
-                holder = None
-            raise _refusal(alias, holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_owner(operation)).encode(), 0)
+        if not _try_lock(fd):
+            raise _refusal(alias, _read_holder(fd))
+        _write_holder(fd, _owner(operation))
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            _write_holder(fd, None)
+            _unlock(fd)
     finally:
         os.close(fd)
 
@@ -108,14 +147,11 @@ def is_locked_locally(alias: str) -> bool:
     path = lock_path(alias)
     if not path.exists():
         return False
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDWR)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        return not _try_lock(fd)
     finally:
         os.close(fd)  # closing releases the probe's own lock
-    return False
 
 
 class _Extender(threading.Thread):

@@ -158,6 +158,9 @@ class RestoreRecord(models.Model):
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
     duration_seconds = models.FloatField(_("duration (seconds)"), null=True, blank=True)
     error_message = models.TextField(_("error"), blank=True)
+    # Who runs it: lets the next run tell a live restore from one whose process was killed.
+    owner_host = models.CharField(_("host"), max_length=255, blank=True)
+    owner_pid = models.IntegerField(_("process id"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("restore")

@@ -232,6 +232,10 @@ if BACKUP_COMPRESSION not in ("gzip", "zstd", "none"):
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
 BACKUP_LOCK_DIR = _project_path(env.str("BACKUP_LOCK_DIR", default="var/locks"))
 BACKUP_DUMP_TIMEOUT = env.int("BACKUP_DUMP_TIMEOUT", default=6 * 3600)
+# Folders holding the client tools (mariadb-dump/mysqldump + mariadb/mysql, pg_dump + psql); empty
+# means PATH. Pin them when several versions are installed: pg_dump must not be older than the server.
+BACKUP_MYSQL_BIN_DIR = env.str("BACKUP_MYSQL_BIN_DIR", default="")
+BACKUP_POSTGRESQL_BIN_DIR = env.str("BACKUP_POSTGRESQL_BIN_DIR", default="")
 
 STORAGES = {
     "default": {
@@ -334,6 +338,8 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Axes logs a banner at every start of every command otherwise (noise in cron mails).
+AXES_VERBOSE = False
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_CALLABLE = "cache_app.login_lockout.lockout_response"
 # The same client address as the audit log: REMOTE_ADDR, never a forgeable X-Forwarded-For.

@@ -11,6 +11,14 @@ Rules every engine follows:
   option file or passfile that is removed in a ``finally``;
 - the connection settings come from the Django DATABASES entry passed to the constructor
   (host, port, socket, user, SSL options).
+
+`backups_app.engines.process.run_tool()` does the subprocess part right for every engine: argv
+list, own process group (a timeout or an aborted backup kills the tool and its children), bounded
+stderr capture, exit-status check, secrets redacted from the error; read `settings.BACKUP_DUMP_TIMEOUT`
+for the timeout. How the services call an engine, in order, for a backup:
+`tool_versions()`; `with dump() as stream:` (read to EOF by the pipeline, which checks the tail with
+`is_complete()`); `table_row_counts()` once the dump's context exited without error. For a restore:
+`restore(stream)` after the file was checked completely (the stream is the plain, decompressed dump).
 """
 from __future__ import annotations
 
@@ -57,7 +65,12 @@ class DumpEngine(abc.ABC):
         """Versions of the client tools and server, recorded on each backup."""
 
     def table_row_counts(self) -> dict[str, int]:
-        """Exact row count per table, used to check a test restore against the source."""
+        """Exact row count per table, used to check a test restore against the source.
+
+        Called right after a successful dump; an engine that can count inside the dump's own
+        snapshot (SQLite does) returns those counts. Raise (anything) when counting is not cheap or
+        not exact: the backup is kept, with no counts.
+        """
         raise NotImplementedError
 
     def scratch_engine(self) -> AbstractContextManager[DumpEngine]:

@@ -50,7 +50,10 @@ class _TailCollector(threading.Thread):
 def kill_process_group(process: subprocess.Popen) -> None:
     """SIGKILL the tool's whole process group (the tool and whatever it started)."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:  # Windows: no process groups here; kill the tool itself
+            process.kill()
     except (ProcessLookupError, PermissionError):
         pass
 

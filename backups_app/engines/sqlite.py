@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from backups_app.exceptions import DumpFailed, RestoreFailed
 
@@ -87,7 +88,7 @@ class SQLiteDumpEngine(DumpEngine):
         name = self.database_name
         if not self._is_memory and not name.startswith("file:") and not Path(name).is_file():
             # sqlite3.connect would silently create an empty database and "back it up".
-            raise DumpFailed(f"SQLite database file {name} does not exist")
+            raise DumpFailed(_("SQLite database file %(name)s does not exist") % {"name": name})
         connection = sqlite3.connect(
             name, uri=name.startswith("file:"), isolation_level=None, check_same_thread=False,
             timeout=30,
@@ -140,7 +141,7 @@ class SQLiteDumpEngine(DumpEngine):
             yield io.BufferedReader(_GeneratorReader(parts()), buffer_size=1 << 20)
         except sqlite3.Error as error:
             if timed_out.is_set():
-                raise DumpFailed(f"SQLite dump timed out after {timeout:g} seconds") from None
+                raise DumpFailed(_("SQLite dump timed out after %(seconds)g seconds") % {"seconds": timeout}) from None
             raise DumpFailed(f"SQLite: {error}") from None
         finally:
             if timer:
@@ -184,13 +185,22 @@ class SQLiteDumpEngine(DumpEngine):
         except sqlite3.Error as error:
             raise RestoreFailed(f"SQLite: {error}") from None
         except UnicodeDecodeError:
-            raise RestoreFailed("SQLite: the dump is not valid UTF-8 text") from None
+            raise RestoreFailed(_("SQLite: the dump is not valid UTF-8 text")) from None
         finally:
             Path(scratch_path).unlink(missing_ok=True)
 
     @staticmethod
-    def _replay(connection: sqlite3.Connection, stream: BinaryIO) -> None:
+    def _authorize(action: int, *args) -> int:
+        # A dump is SQL for one database: ATTACH/DETACH would read or create other files, so a
+        # crafted dump could not use them even if it got past the checksum (RELIABILITY 21).
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    @classmethod
+    def _replay(cls, connection: sqlite3.Connection, stream: BinaryIO) -> None:
         """Execute the dump statement by statement, in one transaction, in bounded memory."""
+        connection.set_authorizer(cls._authorize)
         connection.execute("BEGIN")
         statement = ""
         for raw_line in iter(stream.readline, b""):
@@ -206,5 +216,5 @@ class SQLiteDumpEngine(DumpEngine):
                     continue
                 connection.execute(text)
         if statement.strip():
-            raise sqlite3.OperationalError("the dump ends in the middle of a statement")
+            raise sqlite3.OperationalError(_("the dump ends in the middle of a statement"))
         connection.execute("COMMIT")

@@ -8,6 +8,7 @@ no file under a final name. A backup whose process died is found by the next run
 """
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage, storages
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
@@ -73,6 +75,17 @@ def _host() -> str:
 def _source(trigger: str) -> str:
     # Triggers and audit sources share their values (cli, admin, api, schedule).
     return str(trigger)
+
+
+def _actor(trigger: str, user) -> str:
+    """Who to name in the audit log when no opsdesk user is involved: on the command line, the
+    operating-system account that ran the command ("cli:deploy"); otherwise the source itself."""
+    if user is None and str(trigger) == Trigger.CLI:
+        try:
+            return f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):
+            return "cli"
+    return ""
 
 
 def _secrets_of(engine: DumpEngine) -> list[str]:
@@ -155,8 +168,55 @@ def _remove_partial(record: BackupRecord) -> None:
             return
 
 
+def _is_orphan(record, *, database: str | None, lock_held: bool, horizon) -> bool:
+    """Whether the process that ran `record` (a BackupRecord or RestoreRecord) is gone."""
+    if record.owner_host == _host() and record.owner_pid == os.getpid():
+        return False  # this very process (a safety backup's parent, for instance)
+    if record.owner_host == _host():
+        return (
+            (lock_held and record.database == database)
+            or not _pid_alive(record.owner_pid)
+            or not locks.is_locked_locally(record.database)
+        )
+    started = getattr(record, "started_at", None) or record.created_at
+    return (lock_held and record.database == database and locks.cross_machine()) or started < horizon
+
+
+def _restores_mark_interrupted(*, database: str | None, lock_held: bool, horizon) -> int:
+    """A restore whose process was killed: `failed`, pointing at its safety backup."""
+    restores = RestoreRecord.objects.select_related("safety_backup").filter(status=RestoreRecord.Status.RUNNING)
+    if database is not None:
+        restores = restores.filter(database=database)
+    count = 0
+    for restore in restores:
+        if not _is_orphan(restore, database=database, lock_held=lock_held, horizon=horizon):
+            continue
+        if restore.safety_backup is not None:
+            message = _(
+                "The restore process (%(pid)s on %(host)s) stopped before finishing; the database may "
+                "be partly restored: restore the safety backup %(safety)s to return to the state before."
+            ) % {"pid": restore.owner_pid, "host": restore.owner_host, "safety": restore.safety_backup.name}
+        else:
+            message = _(
+                "The restore process (%(pid)s on %(host)s) stopped before finishing; the database may "
+                "be partly restored (no safety backup was taken)."
+            ) % {"pid": restore.owner_pid, "host": restore.owner_host}
+        if RestoreRecord.objects.filter(pk=restore.pk, status=RestoreRecord.Status.RUNNING).update(
+            status=RestoreRecord.Status.FAILED, error_message=message, finished_at=timezone.now(),
+        ):
+            count += 1
+            restore.refresh_from_db()
+            logger.warning("Restore of %s into %s was interrupted.", restore.backup_name, restore.database)
+            audit_log(action="restore", source="system", outcome="failure",
+                      target=f"{restore.backup_name} -> {restore.database}", detail=message)
+            restore_finished.send(sender=RestoreRecord, restore=restore)
+    return count
+
+
 def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = False) -> int:
     """Mark `running` records whose process is gone as `interrupted`; return how many.
+
+    Restores whose process is gone become `failed`, their message naming the safety backup.
 
     A record is an orphan when its host is this machine and its process is dead or no process here
     holds the database's lock; or when the caller holds the database's lock (`lock_held`) and locks
@@ -168,23 +228,12 @@ def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = F
     records = BackupRecord.objects.filter(status__in=[BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED])
     if database is not None:
         records = records.filter(database=database)
-    host, pid = _host(), os.getpid()
     count = 0
     for record in records:
         if record.status == BackupRecord.Status.QUEUED:
             orphan = record.created_at < horizon
-        elif record.owner_host == host and record.owner_pid == pid:
-            continue  # this very process (a safety backup's parent, for instance)
-        elif record.owner_host == host:
-            orphan = (
-                (lock_held and record.database == database)
-                or not _pid_alive(record.owner_pid)
-                or not locks.is_locked_locally(record.database)
-            )
         else:
-            orphan = (lock_held and record.database == database and locks.cross_machine()) or (
-                (record.started_at or record.created_at) < horizon
-            )
+            orphan = _is_orphan(record, database=database, lock_held=lock_held, horizon=horizon)
         if not orphan:
             continue
         updated = BackupRecord.objects.filter(pk=record.pk, status=record.status).update(
@@ -201,7 +250,7 @@ def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = F
             record.refresh_from_db()
             logger.warning("Backup %s was interrupted (its process is gone).", record.name)
             backup_finished.send(sender=BackupRecord, record=record)
-    return count
+    return count + _restores_mark_interrupted(database=database, lock_held=lock_held, horizon=horizon)
 
 
 # --- Backup ---------------------------------------------------------------------------------------
@@ -276,6 +325,9 @@ def _backup_run(
     except BaseException as error:
         if pending is not None:
             pending.abort()
+        elif manifest_written:
+            # Committed, then the record could not be saved: no final name for a failed backup.
+            _delete_quietly(storage, record.name)
         if manifest_written:
             _delete_quietly(storage, manifest_name(record.name))
         record.status = BackupRecord.Status.FAILED
@@ -325,9 +377,20 @@ def backup_create(
     if record is not None:
         database, compression = record.database, record.compression
         trigger, user, kind = record.trigger, record.user, record.kind
-    compression = _check_compression(compression)
-    engine = get_engine(database)
     source = _source(trigger)
+    try:
+        compression = _check_compression(compression)
+        engine = get_engine(database)
+    except (BackupError, ImproperlyConfigured) as error:
+        # e.g. a queued backup of an alias removed from the configuration since.
+        if record is not None:
+            record.status = BackupRecord.Status.FAILED
+            record.error_message = str(error)
+            record.finished_at = timezone.now()
+            record.save(update_fields=["status", "error_message", "finished_at"])
+        audit_log(action="create", source=source, outcome="failure", user=user,
+                  actor=_actor(trigger, user), target=database, detail=str(error))
+        raise DumpFailed(str(error)) from None
     try:
         with locks.database_lock(database, "backup"):
             backups_mark_interrupted(database=database, lock_held=True)
@@ -341,13 +404,16 @@ def backup_create(
             record.error_message = str(error)
             record.finished_at = timezone.now()
             record.save(update_fields=["status", "error_message", "finished_at"])
-        audit_log(action="create", source=source, outcome="refused", user=user, target=database, detail=str(error))
+        audit_log(action="create", source=source, outcome="refused", user=user,
+                  actor=_actor(trigger, user), target=database, detail=str(error))
         raise
     except DumpFailed as error:
-        audit_log(action="create", source=source, outcome="failure", user=user, target=database, detail=str(error))
+        audit_log(action="create", source=source, outcome="failure", user=user,
+                  actor=_actor(trigger, user), target=database, detail=str(error))
         raise
     audit_log(
-        action="create", source=source, outcome="success", user=user, target=result.name,
+        action="create", source=source, outcome="success", user=user, actor=_actor(trigger, user),
+        target=result.name,
         detail=f"{result.size_bytes} bytes, sha256 {result.sha256}",
     )
     return result
@@ -366,7 +432,8 @@ def backup_queue(
         database=database, engine=engine, compression=compression, trigger=trigger, user=user,
         status=BackupRecord.Status.QUEUED,
     )
-    audit_log(action="create", source=_source(trigger), outcome="started", user=user, target=record.name,
+    audit_log(action="create", source=_source(trigger), outcome="started", user=user,
+              actor=_actor(trigger, user), target=record.name,
               detail=_("queued"))
 
     def enqueue() -> None:
@@ -475,19 +542,25 @@ def backup_restore(
         restore.save()
         detail = message or (f"safety backup {restore.safety_backup.name}" if restore.safety_backup_id else "")
         audit_log(action="restore", source=source, outcome=outcome, user=restore.user,
+                  actor=_actor(trigger, restore.user),
                   target=f"{backup.name} -> {database}", detail=detail)
         restore_finished.send(sender=RestoreRecord, restore=restore)
 
     try:
-        engine = get_engine(database)
+        try:
+            engine = get_engine(database)
+        except ImproperlyConfigured as error:
+            raise RestoreRefused(str(error)) from None
         if engine.vendor != backup.engine:
             raise RestoreRefused(
                 _("Backup %(name)s is a %(engine)s dump; database %(database)s is %(vendor)s.")
                 % {"name": backup.name, "engine": backup.engine, "database": database, "vendor": engine.vendor}
             )
         with locks.database_lock(database, "restore"):
+            backups_mark_interrupted(database=database, lock_held=True)
             restore.status = RestoreRecord.Status.RUNNING
-            restore.save(update_fields=["status"])
+            restore.owner_host, restore.owner_pid = _host(), os.getpid()
+            restore.save(update_fields=["status", "owner_host", "owner_pid"])
             backup_check(backup=backup, engine=engine)
             if safety_backup:
                 try:
@@ -503,8 +576,8 @@ def backup_restore(
                 restore.safety_backup = safety
                 restore.save(update_fields=["safety_backup"])
             try:
-                with backup_open(backup=backup) as stored:
-                    engine.restore(DecompressingReader(stored, compression=backup.compression))
+                with DecompressingReader(backup_open(backup=backup), compression=backup.compression) as plain:
+                    engine.restore(plain)
             except Exception as error:  # noqa: BLE001 - reported with the way back
                 if database == "default":
                     restore = _reattach_after_ops_restore(restore)
@@ -528,6 +601,13 @@ def backup_restore(
     except BackupError as error:
         finish(RestoreRecord.Status.FAILED, _error_text(error, engine), "failure")
         raise RestoreFailed(_error_text(error, engine)) from None
+    except BaseException as error:  # SIGTERM / Ctrl-C: record it now, then let the process stop
+        message = _("Stopped (%(reason)s) before finishing.") % {"reason": error.__class__.__name__}
+        if restore.safety_backup_id:
+            message += " " + _("The database may be partly restored: restore the safety backup %(safety)s.") % {
+                "safety": restore.safety_backup.name}
+        finish(RestoreRecord.Status.FAILED, message, "failure")
+        raise
     finish(RestoreRecord.Status.SUCCESS)
     return restore
 
@@ -541,7 +621,7 @@ def restore_queue(
         trigger=trigger, user=user,
     )
     audit_log(action="restore", source=_source(trigger), outcome="started", user=user,
-              target=f"{backup.name} -> {restore.database}", detail=_("queued"))
+              actor=_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))
 
     def enqueue() -> None:
         from backups_app.tasks import restore_run
@@ -622,6 +702,6 @@ def backups_sync() -> dict[str, int]:
 
 
 __all__ = [
-    "Trigger", "backup_check", "backup_create", "backup_delete", "backup_open", "backup_queue",
+    "backup_check", "backup_create", "backup_delete", "backup_open", "backup_queue",
     "backup_restore", "backups_mark_interrupted", "backups_sync", "restore_queue",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +56,8 @@ class ScriptDumpEngine(DumpEngine):
         with open(self.settings_dict["FAKE_RESTORE"], "wb") as target:
             while chunk := stream.read(1 << 16):
                 target.write(chunk)
+                target.flush()
+                time.sleep(float(self.settings_dict.get("FAKE_RESTORE_SLEEP") or 0))
 
     def tool_versions(self) -> dict[str, str]:
         return {"fake-dump": "1.0"}

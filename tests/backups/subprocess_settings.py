@@ -20,6 +20,7 @@ DATABASES = {
         "BACKUP_ENGINE": "tests.backups.fakes.ScriptDumpEngine",
         "FAKE_SCRIPT": os.environ.get("OPSDESK_TEST_FAKE_SCRIPT", ""),
         "FAKE_RESTORE": os.environ["OPSDESK_TEST_OPS_DB"] + ".restored",
+        "FAKE_RESTORE_SLEEP": os.environ.get("OPSDESK_TEST_FAKE_RESTORE_SLEEP", "0"),
     },
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

@@ -81,6 +81,7 @@ def other_machine(settings, tmp_path, name="machine-b"):
     settings.BACKUP_LOCK_DIR = tmp_path / name
 
 
+@pytest.mark.services
 def test_redis_lock_refuses_a_second_machine_and_is_released(redis_locks, settings, tmp_path):
     with locks.database_lock("app", "backup"):
         value = json.loads(redis_locks.get(locks.redis_key("app")))
@@ -92,6 +93,7 @@ def test_redis_lock_refuses_a_second_machine_and_is_released(redis_locks, settin
     assert redis_locks.get(locks.redis_key("app")) is None
 
 
+@pytest.mark.services
 def test_a_live_redis_lock_is_extended_and_never_stolen(redis_locks, settings, tmp_path, monkeypatch):
     monkeypatch.setattr(locks, "LOCK_TTL_SECONDS", 2)
     monkeypatch.setattr(locks, "EXTEND_EVERY_SECONDS", 0.5)
@@ -103,6 +105,7 @@ def test_a_live_redis_lock_is_extended_and_never_stolen(redis_locks, settings, t
                 pass
 
 
+@pytest.mark.services
 def test_a_dead_holders_redis_lock_expires(redis_locks, settings):
     # What a crashed machine leaves: a key nobody extends any more.
     redis_locks.set(locks.redis_key("app"), json.dumps({"operation": "backup", "pid": 1, "host": "gone",
@@ -115,6 +118,7 @@ def test_a_dead_holders_redis_lock_expires(redis_locks, settings):
         pass
 
 
+@pytest.mark.services
 def test_another_owners_redis_lock_is_not_released_by_us(redis_locks, settings):
     with locks.database_lock("app", "backup"):
         key = locks.redis_key("app")
@@ -152,6 +156,7 @@ def test_expired_database_row_of_a_dead_holder_is_replaced(settings):
         assert DatabaseLock.objects.get().token != "dead"
 
 
+@pytest.mark.services
 def test_redis_up_still_respects_a_fallback_row_taken_while_it_was_down(redis_locks, settings):
     from django.utils import timezone
 

@@ -62,6 +62,36 @@ def test_kill_9_leaves_no_final_name_and_the_next_run_marks_it_interrupted(manag
     assert {entry["name"]: entry["status"] for entry in listed}[record_name] == "interrupted"
 
 
+def test_restore_killed_mid_way_is_failed_and_names_its_safety_backup(manage):
+    backup = json.loads(manage.run("backup_now", "--database", "fake", "--json").stdout)["name"]
+    restored = manage.ops_db.parent / (manage.ops_db.name + ".restored")
+    process = manage.start("restore_backup", backup, "--noinput", OPSDESK_TEST_FAKE_RESTORE_SLEEP="0.5")
+    try:
+        wait_for(lambda: restored.exists() and restored.stat().st_size > 0)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    import sqlite3
+
+    def restore_row():
+        connection = sqlite3.connect(manage.ops_db, timeout=30)
+        try:
+            return connection.execute(
+                "SELECT r.status, r.error_message, s.name FROM backups_app_restorerecord r "
+                "JOIN backups_app_backuprecord s ON s.id = r.safety_backup_id"
+            ).fetchone()
+        finally:
+            connection.close()
+
+    assert restore_row()[0] == "running"
+    # The next operation on that database finds it.
+    assert manage.run("backup_now", "--database", "fake").returncode == 0
+    status, message, safety = restore_row()
+    assert status == "failed" and safety in message and "partly restored" in message
+
+
 def test_sync_backups_marks_a_killed_backup_interrupted_too(manage):
     process = manage.start("backup_now", "--database", "fake", script=SLOW_DUMP)
     wait_for(lambda: any(name.endswith(".partial") for name in stored_files(manage.backup_dir)))
@@ -123,3 +153,16 @@ def test_backup_now_does_not_import_cloud_sdks(manage):
                             text=True, cwd=str(manage.ops_db.parent), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sigterm_fails_the_backup_at_once_and_cleans_up(manage):
+    process = manage.start("backup_now", "--database", "fake", script=SLOW_DUMP)
+    wait_for(lambda: any(name.endswith(".partial") for name in stored_files(manage.backup_dir)))
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode != 0
+    name, _database, status, message = manage.records()[0]
+    assert status == "failed" and "Stopped" in message
+    assert stored_files(manage.backup_dir) == []
+    # The lock was released: the next backup runs.
+    assert manage.run("backup_now", "--database", "fake").returncode == 0

@@ -1,7 +1,6 @@
 """Restore: the stored file is checked completely before the database is touched."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import sqlite3
 
@@ -173,3 +172,22 @@ def test_records_rebuilt_from_manifests_after_the_ops_database_is_emptied(sqlite
     change(sqlite_alias)
     backup_restore(backup=BackupRecord.objects.get(name=second.name), trigger=Trigger.CLI, safety_backup=False)
     assert snapshot(sqlite_alias) == original
+
+
+def test_decompressing_reader_thread_ends_when_its_file_is_closed_early(sqlite_alias, backup_dir):
+    import threading
+    import time
+
+    from backups_app.pipeline import DecompressingReader
+    from backups_app.services.backup import backup_open
+
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="none")
+    (backup_dir / record.name).write_bytes(b"x" * (8 << 20))  # many pieces: the queue fills up
+    with backup_open(backup=record) as stored:
+        reader = DecompressingReader(stored, compression="none")
+        reader.read(10)  # a restore that fails after the first bytes, never closing the reader
+    deadline = time.monotonic() + 5
+    while reader._thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not reader._thread.is_alive()
+    assert "restore-decompress" not in [t.name for t in threading.enumerate()]

@@ -108,3 +108,33 @@ def test_backup_of_a_missing_sqlite_file_fails_instead_of_creating_it(tmp_path, 
         unregister_alias("ghost")
     assert not missing.exists()
     assert BackupRecord.objects.get().status == "failed"
+
+
+def test_a_crafted_dump_cannot_attach_other_files_and_leaves_the_database_alone(sqlite_alias, tmp_path):
+    import io
+
+    from backups_app.engines import get_engine
+    from backups_app.exceptions import RestoreFailed
+
+    before = snapshot(sqlite_alias)
+    planted = tmp_path / "planted.db"
+    dump = (
+        "BEGIN TRANSACTION;\nCREATE TABLE x (a);\n"
+        f"ATTACH DATABASE '{planted}' AS evil;\nCREATE TABLE evil.t (a);\nCOMMIT;\n"
+    ).encode()
+    with pytest.raises(RestoreFailed, match="not authorized"):
+        get_engine("app").restore(io.BufferedReader(io.BytesIO(dump)))
+    assert not planted.exists()
+    assert snapshot(sqlite_alias) == before
+
+
+def test_a_dump_cut_in_the_middle_of_a_statement_is_not_restored(sqlite_alias):
+    import io
+
+    from backups_app.engines import get_engine
+    from backups_app.exceptions import RestoreFailed
+
+    before = snapshot(sqlite_alias)
+    with pytest.raises(RestoreFailed, match="middle of a statement"):
+        get_engine("app").restore(io.BufferedReader(io.BytesIO(b"BEGIN TRANSACTION;\nCREATE TABLE b (x);\nINSERT INTO b VALUES ('half")))
+    assert snapshot(sqlite_alias) == before

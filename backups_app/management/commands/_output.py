@@ -1,8 +1,10 @@
 """Helpers shared by the backup commands: JSON shapes and the terminal progress line."""
 from __future__ import annotations
 
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from typing import Any
 
 from backups_app.models import BackupRecord
@@ -60,3 +62,27 @@ class ProgressLine:
         if self.shown:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived (systemd stop, `kill`, Task Scheduler's end task)."""
+
+
+@contextmanager
+def terminate_cleanly():
+    """Turn SIGTERM into an exception so the service's cleanup runs: the record ends `failed`
+    ("Stopped") at once, the temporary file is removed and the lock released, rather than waiting
+    for the next run to find an interrupted backup."""
+
+    def handler(signum, frame):
+        raise Terminated(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (call_command from a worker): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -10,7 +10,7 @@ from backups_app.exceptions import BackupError
 from backups_app.models import Compression, Trigger
 from backups_app.services.backup import backup_create
 
-from ._output import ProgressLine, backup_as_dict
+from ._output import ProgressLine, backup_as_dict, terminate_cleanly
 
 
 class Command(BaseCommand):
@@ -32,10 +32,11 @@ class Command(BaseCommand):
             return
         progress = ProgressLine(self.stderr._out)
         try:
-            record = backup_create(
-                database=database, trigger=Trigger.SCHEDULE if scheduled else Trigger.CLI,
-                compression=compression, progress=progress if progress.enabled and not as_json else None,
-            )
+            with terminate_cleanly():
+                record = backup_create(
+                    database=database, trigger=Trigger.SCHEDULE if scheduled else Trigger.CLI,
+                    compression=compression, progress=progress if progress.enabled and not as_json else None,
+                )
         except (BackupError, ImproperlyConfigured) as error:
             progress.close()
             failed = getattr(error, "record", None)

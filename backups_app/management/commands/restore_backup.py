@@ -8,6 +8,8 @@ from backups_app.models import Trigger
 from backups_app.selectors import backup_get
 from backups_app.services.backup import backup_restore
 
+from ._output import terminate_cleanly
+
 
 class Command(BaseCommand):
     help = _(
@@ -30,16 +32,22 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         target = database or backup.database
         if interactive:
-            answer = input(
-                _("This replaces ALL data in database '%(database)s' with backup %(name)s.\n"
-                  "Type 'yes' to continue, or anything else to cancel: ") % {"database": target, "name": name}
-            )
+            try:
+                answer = input(
+                    _("This replaces ALL data in database '%(database)s' with backup %(name)s.\n"
+                      "Type 'yes' to continue, or anything else to cancel: ") % {"database": target, "name": name}
+                )
+            except EOFError:
+                raise CommandError(
+                    _("No answer (standard input is closed); pass --noinput to restore without asking.")
+                ) from None
             if answer.strip().lower() != "yes":
                 raise CommandError(_("Restore cancelled; nothing was changed."))
         try:
-            restore = backup_restore(
-                backup=backup, database=target, trigger=Trigger.CLI, safety_backup=safety_backup,
-            )
+            with terminate_cleanly():
+                restore = backup_restore(
+                    backup=backup, database=target, trigger=Trigger.CLI, safety_backup=safety_backup,
+                )
         except (BackupError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from None
         if restore.safety_backup_id:

@@ -1,0 +1,298 @@
+"""MariaDB and MySQL: `mariadb-dump` (or `mysqldump`) out, the `mariadb` (or `mysql`) client back in.
+
+Dump choices, each for a reason:
+- ``--single-transaction --skip-lock-tables``: a consistent InnoDB snapshot without blocking writers
+  (MyISAM tables have no snapshot: they are read as they are at that moment).
+- ``--quick``: rows are streamed, not buffered in the tool, so memory stays flat whatever the size.
+- ``--routines --triggers --events``: the schema objects are part of the database's state.
+- ``--hex-blob``: binary columns survive any client character set.
+- ``--default-character-set=utf8mb4``: emoji and every other 4-byte character survive.
+- ``--no-tablespaces``: tablespace statements need the PROCESS privilege and are meaningless on
+  another server.
+- The database name is given alone (no ``--databases``), so the dump carries no ``CREATE DATABASE``
+  or ``USE``: it can be restored into any database, a scratch one for verification included.
+
+Restore first drops every table, view, sequence, routine and event of the target database (so that
+objects created after the backup are gone), then replays the dump with ``--binary-mode`` (binary
+data is not mangled and client commands such as ``\\!`` are not parsed) and, where the client has it,
+``--sandbox`` (MariaDB refuses every command that touches the file system or the shell).
+MySQL DDL is not transactional, so unlike PostgreSQL's a failed restore leaves the database partly
+restored: the safety backup the service takes beforehand is the way back (restore stops at the
+first error and never reconnects to carry on).
+
+Known limit: mariadb-dump 10.11 cannot dump the events of a database whose name holds a quote; it
+fails loudly ("Unknown database"), never silently.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import ClassVar
+
+from django.utils.translation import gettext as _
+
+from ..exceptions import RestoreFailed
+from .client import (
+    ClientToolEngine,
+    ToolNotFound,
+    database_errors,
+    driver_connection,
+    find_tool,
+    first_line,
+    tool_output,
+)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def quote_identifier(name: str) -> str:
+    """A MySQL identifier, backquoted; a backquote inside the name is doubled."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def option_file_value(value: str) -> str:
+    """A value for a MySQL option file, double-quoted with the escapes the client understands.
+
+    Unquoted, a ``#`` would start a comment and leading or trailing spaces would be lost.
+    """
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"')
+        .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    )
+    return f'"{escaped}"'
+
+
+def tool_flavor(version_text: str) -> tuple[str, int]:
+    """("mariadb" or "mysql", major version) from a client's ``--version`` line."""
+    flavor = "mariadb" if "mariadb" in version_text.lower() else "mysql"
+    match = re.search(r"Distrib (\d+)\.", version_text) or re.search(r"Ver (\d+)\.", version_text)
+    return flavor, int(match.group(1)) if match else 0
+
+
+class MySQLDumpEngine(ClientToolEngine):
+    """Dump and restore a MariaDB or MySQL database with the server's own client tools."""
+
+    vendor = "mysql"
+    completion_marker = b"-- Dump completed"
+    credentials_suffix = ".cnf"
+    bin_dir_setting = "BACKUP_MYSQL_BIN_DIR"
+    dump_tools: ClassVar[tuple[str, ...]] = ("mariadb-dump", "mysqldump")
+    restore_tools: ClassVar[tuple[str, ...]] = ("mariadb", "mysql")
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password, option_file_value(self.password)[1:-1])
+
+    # --- Connection arguments ---------------------------------------------------------------------
+
+    def credentials_content(self) -> str | None:
+        lines = ["# Written by opsdesk for one run and removed when it ends."]
+        read_default_file = self.options.get("read_default_file")
+        if read_default_file:
+            # The DATABASES entry may keep its settings in an option file (Django supports it):
+            # include it, then let our own [client] group override it.
+            lines.append(f"!include {read_default_file}")
+        lines.append("[client]")
+        # With an option file in play and no PASSWORD, the password comes from that file.
+        if self.password or not read_default_file:
+            lines.append(f"password={option_file_value(self.password)}")
+        return "\n".join(lines) + "\n"
+
+    def connection_arguments(self, tool: str) -> list[str]:
+        host = str(self.settings_dict.get("HOST") or "")
+        port = str(self.settings_dict.get("PORT") or "")
+        user = str(self.settings_dict.get("USER") or "")
+        options = self.options
+        arguments = []
+        # Same rule as Django's MySQL backend: a HOST that is a path is the server's socket.
+        socket = options.get("unix_socket") or (host if host.startswith("/") else "")
+        if socket:
+            arguments.append(f"--socket={socket}")
+        if host and not host.startswith("/"):
+            arguments.append(f"--host={host}")
+        if port:
+            arguments.append(f"--port={port}")
+        if user:
+            # One argument with "=": a user name starting with "-" cannot be read as an option.
+            arguments.append(f"--user={user}")
+        arguments += self.ssl_arguments(tool)
+        return arguments
+
+    def ssl_arguments(self, tool: str) -> list[str]:
+        """OPTIONS ``ssl`` (mysqlclient's dict) and ``ssl_mode`` in the client's own dialect."""
+        options = self.options
+        arguments = []
+        ssl = options.get("ssl") or {}
+        if isinstance(ssl, dict):
+            for key in ("ca", "capath", "cert", "key", "cipher", "crl", "crlpath"):
+                if ssl.get(key):
+                    arguments.append(f"--ssl-{key}={ssl[key]}")
+        mode = str(options.get("ssl_mode") or "").upper()
+        flavor, _major = self.flavor(tool)
+        if flavor == "mysql":
+            if mode:
+                arguments.append(f"--ssl-mode={mode}")
+        elif mode == "DISABLED":
+            arguments.append("--skip-ssl")
+        elif mode == "REQUIRED":
+            arguments.append("--ssl")
+        elif mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
+            arguments += ["--ssl", "--ssl-verify-server-cert"]
+        return arguments
+
+    def flavor(self, tool: str) -> tuple[str, int]:
+        return tool_flavor(first_line(tool_output(tool, "--version")))
+
+    # --- Dump and restore -------------------------------------------------------------------------
+
+    def dump_argv(self, tool: str, credentials: str | None, snapshot_id: str | None = None) -> list[str]:
+        # The option file must be the very first argument: the client only honours it there.
+        argv = [tool, f"--defaults-extra-file={credentials}", *self.connection_arguments(tool)]
+        argv += [
+            "--single-transaction",
+            "--skip-lock-tables",
+            "--quick",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+            "--default-character-set=utf8mb4",
+            "--no-tablespaces",
+            # Large BLOB rows: the tool's own limit must not be the one that fails.
+            "--max-allowed-packet=1G",
+        ]
+        flavor, major = self.flavor(tool)
+        if flavor == "mysql" and major >= 8:
+            # Oracle's mysqldump 8 would otherwise write GTID_PURGED (fails on restore without
+            # SUPER) and query COLUMN_STATISTICS (missing on MariaDB servers).
+            argv += ["--set-gtid-purged=OFF", "--column-statistics=0"]
+        # "--" ends the options: a database named "-x" or "--help" is a name, nothing else.
+        return [*argv, "--", self.database_name]
+
+    def restore_argv(self, tool: str, credentials: str | None) -> list[str]:
+        argv = [tool, f"--defaults-extra-file={credentials}", *self.connection_arguments(tool)]
+        argv += [
+            "--batch",
+            # A dropped connection must end the restore, not resume mid-dump in a new session.
+            "--skip-reconnect",
+            # Binary data stays intact, and client commands (\!, system, source...) are not parsed.
+            "--binary-mode",
+            "--default-character-set=utf8mb4",
+            "--max-allowed-packet=1G",
+            # mysqldump sets this too; a dump from elsewhere may not, and table order must not matter.
+            "--init-command=SET SESSION FOREIGN_KEY_CHECKS=0",
+        ]
+        if "--sandbox" in tool_output(tool, "--help"):
+            argv.append("--sandbox")
+        return [*argv, f"--database={self.database_name}"]
+
+    def prepare_restore(self) -> None:
+        """Drop every object of the database, so that only what the dump creates exists afterwards.
+
+        Objects are dropped rather than the database itself: that needs no CREATE privilege and
+        keeps the database's character set, collation and grants.
+        """
+        schema = self.database_name
+        qualified = lambda name: f"{quote_identifier(schema)}.{quote_identifier(name)}"  # noqa: E731
+        try:
+            with driver_connection(self.settings_dict) as connection:
+                cursor = connection.cursor()
+                cursor.execute("SET SESSION FOREIGN_KEY_CHECKS = 0")
+                cursor.execute(
+                    "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                    [schema],
+                )
+                tables = cursor.fetchall()
+                # Views first: they may depend on the tables.
+                for name, table_type in sorted(tables, key=lambda row: row[1] != "VIEW"):
+                    if table_type == "VIEW":
+                        cursor.execute(f"DROP VIEW IF EXISTS {qualified(name)}")
+                    elif table_type == "SEQUENCE":
+                        cursor.execute(f"DROP SEQUENCE IF EXISTS {qualified(name)}")
+                    elif table_type != "TEMPORARY":
+                        cursor.execute(f"DROP TABLE IF EXISTS {qualified(name)}")
+                cursor.execute(
+                    "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES "
+                    "WHERE ROUTINE_SCHEMA = %s AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION')",
+                    [schema],
+                )
+                for name, routine_type in cursor.fetchall():
+                    cursor.execute(f"DROP {routine_type} IF EXISTS {qualified(name)}")
+                cursor.execute("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", [schema])
+                for (name,) in cursor.fetchall():
+                    cursor.execute(f"DROP EVENT IF EXISTS {qualified(name)}")
+        except database_errors(self.settings_dict) as error:
+            raise self.database_error(
+                RestoreFailed, _("Could not empty database %(name)s before the restore") % {"name": schema}, error
+            ) from None
+
+    # --- Inspection -------------------------------------------------------------------------------
+
+    def tool_versions(self) -> dict[str, str]:
+        versions: dict[str, str] = {}
+        for candidates in (self.dump_tools, self.restore_tools):
+            try:
+                path = find_tool(candidates, self.bin_dir)
+            except ToolNotFound:
+                continue  # the dump itself reports the missing tool, with the place it looked
+            versions[Path(path).name] = first_line(tool_output(path, "--version"))
+        try:
+            with driver_connection(self.settings_dict) as connection:
+                cursor = connection.cursor()
+                cursor.execute("SELECT VERSION()")
+                versions["server"] = str(cursor.fetchone()[0])
+        except database_errors(self.settings_dict):
+            pass  # unreachable server: the dump fails next, with the tool's message
+        return versions
+
+    def begin_snapshot(self, connection) -> None:
+        """A consistent InnoDB snapshot, started as mariadb-dump starts its own (no sharing)."""
+        cursor = connection.cursor()
+        # Django's MySQL backend defaults sessions to READ COMMITTED, which has no lasting snapshot.
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        return None
+
+    def count_rows(self, connection) -> dict[str, int]:
+        schema = self.database_name
+        cursor = connection.cursor()
+        cursor.execute(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME",
+            [schema],
+        )
+        counts = {}
+        for (name,) in cursor.fetchall():
+            cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(name)}")
+            counts[name] = int(cursor.fetchone()[0])
+        return counts
+
+    # --- Scratch databases ------------------------------------------------------------------------
+
+    def create_scratch_database(self, name: str) -> None:
+        try:
+            with driver_connection(self.settings_dict, name=None) as connection:
+                cursor = connection.cursor()
+                cursor.execute(
+                    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                    "WHERE SCHEMA_NAME = %s",
+                    [self.database_name],
+                )
+                row = cursor.fetchone()
+                charset, collation = row if row else ("utf8mb4", "utf8mb4_unicode_ci")
+                clauses = ""
+                if _SAFE_NAME.match(charset) and _SAFE_NAME.match(collation):
+                    clauses = f" CHARACTER SET {charset} COLLATE {collation}"
+                cursor.execute(f"CREATE DATABASE {quote_identifier(name)}{clauses}")
+        except database_errors(self.settings_dict) as error:
+            raise self.database_error(
+                RestoreFailed, _("Could not create the scratch database %(name)s") % {"name": name}, error
+            ) from None
+
+    def drop_scratch_database(self, name: str) -> None:
+        try:
+            with driver_connection(self.settings_dict, name=None) as connection:
+                connection.cursor().execute(f"DROP DATABASE IF EXISTS {quote_identifier(name)}")
+        except database_errors(self.settings_dict) as error:
+            raise self.database_error(
+                RestoreFailed, _("Could not drop the scratch database %(name)s") % {"name": name}, error
+            ) from None

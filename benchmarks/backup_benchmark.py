@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Backup and restore speed of `manage.py backup_now` against the shell and django-dbbackup.
+
+Run by hand (never in the test suite), from the project root, with MariaDB on 127.0.0.1:3306:
+
+    .venv/bin/python benchmarks/backup_benchmark.py [--rounds 3] [--target-mb 500]
+
+It builds a chat-like MariaDB database whose dump is at least --target-mb (users, conversations,
+messages with text and emoji), then runs the variants side by side, alternating, --rounds times:
+
+    dump-only      mariadb-dump > /dev/null                  the limit: the dump tool alone
+    shell-gzip     mariadb-dump | gzip > file                 what a cron line does
+    shell-zstd     mariadb-dump | zstd -3 > file
+    opsdesk-zstd   manage.py backup_now --compression zstd
+    opsdesk-gzip   manage.py backup_now --compression gzip
+    dbbackup-gz    django-dbbackup 5.x `dbbackup -z`, from a throwaway venv under benchmarks/work/
+    restore-shell  zcat file.gz | mariadb db
+    restore-opsdesk manage.py restore_backup NAME --noinput --no-safety-backup
+
+Every variant uses the same mariadb-dump options as opsdesk's engine, so only the plumbing differs.
+For each run it measures wall time, output size and peak memory: the peak of the summed RSS of the
+whole process tree (sampled every 20 ms from /proc) and the largest single process (rusage).
+It prints medians, ratios and the goals, and with --markdown FILE appends the table to that file.
+The benchmark database is dropped at the end unless --keep-database.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+WORK = PROJECT / "benchmarks" / "work"
+DBBACKUP_VENV = WORK / "dbbackup-venv"
+DBBACKUP_PROJECT = WORK / "dbbackup_project"
+
+HOST, PORT, USER = "127.0.0.1", 3306, "root"
+# The options opsdesk's MySQLDumpEngine passes (backups_app/engines/mysql.py), minus the option file.
+DUMP_OPTIONS = [
+    "--single-transaction", "--skip-lock-tables", "--quick", "--routines", "--triggers", "--events",
+    "--hex-blob", "--default-character-set=utf8mb4", "--no-tablespaces", "--max-allowed-packet=1G",
+]
+
+WORDS = [
+    "olá", "hello", "tudo", "bem", "ok", "obrigado", "amanhã", "reunião", "😀", "👍", "🎉", "❤️",
+    "projeto", "deploy", "cliente", "pedido", "pagamento", "entrega", "hoje", "agora", "sim", "não",
+    "talvez", "👀", "🔥", "café", "semana", "ligação", "documento", "relatório", "backup", "servidor",
+    "the", "meeting", "moved", "to", "3pm", "can", "you", "check", "invoice", "#4521", "please", "🙏",
+]
+
+
+def sql_word() -> str:
+    quoted = ", ".join("'" + word.replace("'", "''") + "'" for word in WORDS)
+    return f"ELT(1 + FLOOR(RAND() * {len(WORDS)}), {quoted})"
+
+
+# --- Measuring ------------------------------------------------------------------------------------
+
+def process_tree_rss_kib(root_pid: int) -> int:
+    """Summed RSS (KiB) of root_pid and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        rss[pid] = int(fields[21]) * page_kib
+    tree = {root_pid}
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                changed = True
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+@dataclass
+class Run:
+    variant: str
+    seconds: float
+    output_bytes: int | None
+    tree_rss_kib: int
+    max_process_rss_kib: int
+
+
+@dataclass
+class Result:
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        values = [getattr(run, attribute) for run in self.runs if getattr(run, attribute) is not None]
+        return statistics.median(values) if values else float("nan")
+
+
+def measure(variant: str, argv: list[str], *, env: dict[str, str] | None = None) -> tuple[Run, str]:
+    """Run argv, sampling the process tree's RSS; returns the run and the command's stdout."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / "stdout.tmp", "w+b") as stdout, open(WORK / "stderr.tmp", "w+b") as stderr:
+        started = time.monotonic()
+        process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, env=env, cwd=PROJECT)
+        peak = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, process_tree_rss_kib(process.pid))
+                stop.wait(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # wait4 gives this child's rusage, whose ru_maxrss is the largest process of its tree.
+        _pid, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - started
+        stop.set()
+        sampler.join()
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
+    if process.returncode:
+        raise SystemExit(f"{variant} failed ({process.returncode}): {err.decode(errors='replace')[-2000:]}")
+    return Run(variant, seconds, None, peak, usage.ru_maxrss), out.decode(errors="replace")
+
+
+# --- The database ---------------------------------------------------------------------------------
+
+def mariadb(database: str | None, sql: str) -> str:
+    argv = ["mariadb", f"--host={HOST}", f"--port={PORT}", f"--user={USER}", "--batch", "--skip-column-names",
+            "--default-character-set=utf8mb4"]
+    if database:
+        argv.append(f"--database={database}")
+    completed = subprocess.run(argv, input=sql.encode(), capture_output=True)
+    if completed.returncode:
+        raise SystemExit(f"mariadb failed: {completed.stderr.decode(errors='replace')}")
+    return completed.stdout.decode().strip()
+
+
+def build_database(name: str, target_mb: int) -> None:
+    print(f"building {name} (dump >= {target_mb} MB) ...", flush=True)
+    mariadb(None, f"DROP DATABASE IF EXISTS `{name}`; CREATE DATABASE `{name}` "
+                  "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;")
+    word = sql_word()
+    names = "'Ana','João','Zoë','Li','Mårten','Ngozi','Ольга','Søren','Aiko','Željko'"
+    mariadb(name, f"""
+        SET SESSION sql_log_bin = 0;
+        CREATE TABLE users (
+            id INT UNSIGNED PRIMARY KEY, username VARCHAR(64) NOT NULL UNIQUE, email VARCHAR(255) NOT NULL,
+            display_name VARCHAR(128) NOT NULL, created_at DATETIME(6) NOT NULL
+        ) ENGINE=InnoDB;
+        INSERT INTO users SELECT seq, CONCAT('user', seq), CONCAT('user', seq, '@example.com'),
+            CONCAT(ELT(1 + seq % 10, {names}), ' ', ELT(1 + seq % 5, '😀', '🚀', '', '🌻', '')),
+            TIMESTAMP('2023-01-01') + INTERVAL seq MINUTE FROM seq_1_to_50000;
+        CREATE TABLE conversations (
+            id INT UNSIGNED PRIMARY KEY, title VARCHAR(200) NOT NULL, created_by INT UNSIGNED NOT NULL,
+            created_at DATETIME(6) NOT NULL, KEY (created_by)
+        ) ENGINE=InnoDB;
+        INSERT INTO conversations SELECT seq, CONCAT_WS(' ', {word}, {word}, {word}),
+            1 + FLOOR(RAND() * 50000), TIMESTAMP('2023-06-01') + INTERVAL seq MINUTE FROM seq_1_to_200000;
+        CREATE TABLE messages (
+            id BIGINT UNSIGNED PRIMARY KEY, conversation_id INT UNSIGNED NOT NULL,
+            sender_id INT UNSIGNED NOT NULL, body TEXT NOT NULL, metadata JSON NULL,
+            created_at DATETIME(6) NOT NULL, KEY (conversation_id, created_at)
+        ) ENGINE=InnoDB;
+    """)
+    short = ", ".join([word] * 6)
+    long = ", ".join([word] * 14)
+    batch = 250_000
+    first = 1
+    while True:
+        last = first + batch - 1
+        mariadb(name, f"""
+            SET SESSION sql_log_bin = 0;
+            INSERT INTO messages SELECT seq, 1 + FLOOR(RAND() * 200000), 1 + FLOOR(RAND() * 50000),
+                IF(RAND() < 0.6, CONCAT_WS(' ', {short}), CONCAT_WS(' ', {long})),
+                IF(RAND() < 0.2, JSON_OBJECT('reactions', JSON_ARRAY({word}, {word}), 'edited', RAND() < 0.5), NULL),
+                TIMESTAMP('2024-01-01') + INTERVAL seq SECOND + INTERVAL FLOOR(RAND() * 1000000) MICROSECOND
+            FROM seq_{first}_to_{last};
+        """)
+        # A dumped row is its text plus ~60 bytes of ids, date, quotes and commas.
+        estimate = int(mariadb(name, "SELECT SUM(LENGTH(body) + IFNULL(LENGTH(metadata), 4) + 62) FROM messages"))
+        print(f"  {last:>9,} messages, about {estimate / 1e6:,.0f} MB of dump", flush=True)
+        if estimate >= target_mb * 1_050_000:
+            break
+        first = last + 1
+    mariadb(name, "ANALYZE TABLE users, conversations, messages;")
+
+
+# --- Variants -------------------------------------------------------------------------------------
+
+def dump_argv(database: str) -> list[str]:
+    tool = shutil.which("mariadb-dump") or shutil.which("mysqldump")
+    return [tool, f"--host={HOST}", f"--port={PORT}", f"--user={USER}", *DUMP_OPTIONS, "--", database]
+
+
+def shell_pipeline(database: str, compressor: str | None, output: Path) -> list[str]:
+    dump = " ".join(f"'{part}'" for part in dump_argv(database))
+    if compressor is None:
+        return ["bash", "-c", f"set -o pipefail; {dump} > /dev/null"]
+    return ["bash", "-c", f"set -o pipefail; {dump} | {compressor} > '{output}'"]
+
+
+def opsdesk_env(database: str) -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DATABASE_URL")}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    environment.update({
+        "DATABASE_URL": f"sqlite:///{WORK / 'opsdesk-bench.sqlite3'}",
+        "DATABASE_URL_BENCH": f"mysql://{USER}@{HOST}:{PORT}/{database}",
+        "BACKUP_DIR": str(WORK / "opsdesk-backups"),
+        "BACKUP_LOCK_DIR": str(WORK / "locks"),
+        "REDIS_URL": "", "CELERY_BROKER_URL": "", "LOG_LEVEL": "WARNING",
+    })
+    return environment
+
+
+def write_dbbackup_project(database: str) -> None:
+    DBBACKUP_PROJECT.mkdir(parents=True, exist_ok=True)
+    (DBBACKUP_PROJECT / "bench_settings.py").write_text(textwrap.dedent(f"""\
+        # Minimal settings for django-dbbackup, the peer opsdesk is compared with.
+        SECRET_KEY = "benchmark-only"
+        INSTALLED_APPS = ["dbbackup"]
+        DATABASES = {{"default": {{
+            "ENGINE": "django.db.backends.mysql", "NAME": {database!r}, "HOST": {HOST!r},
+            "PORT": {PORT}, "USER": {USER!r}, "PASSWORD": "", "OPTIONS": {{"charset": "utf8mb4"}},
+        }}}}
+        STORAGES = {{"dbbackup": {{
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {{"location": {str(WORK / 'dbbackup-backups')!r}}},
+        }}}}
+        # Same dump options as the other variants (dbbackup adds --quick itself).
+        DBBACKUP_CONNECTORS = {{"default": {{"DUMP_SUFFIX": {" ".join(DUMP_OPTIONS)!r}}}}}
+        DBBACKUP_SEND_EMAIL = False
+        USE_TZ = True
+    """))
+    (DBBACKUP_PROJECT / "manage.py").write_text(textwrap.dedent("""\
+        import os, sys
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench_settings")
+        from django.core.management import execute_from_command_line
+        execute_from_command_line(sys.argv)
+    """))
+
+
+def ensure_dbbackup_venv() -> bool:
+    python = DBBACKUP_VENV / "bin" / "python"
+    if not python.exists():
+        print("creating the throwaway django-dbbackup venv ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(DBBACKUP_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "django-dbbackup>=5,<6",
+                        "Django>=5.2,<5.3", "mysqlclient>=2.2"], check=True)
+    return python.exists()
+
+
+def newest(folder: Path, pattern: str) -> Path:
+    return max(folder.glob(pattern), key=lambda path: path.stat().st_mtime)
+
+
+def clear(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+# --- Main -----------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--restore-rounds", type=int, default=None, help="default: --rounds")
+    parser.add_argument("--target-mb", type=int, default=500)
+    parser.add_argument("--database", default="opsdesk_bench")
+    parser.add_argument("--reuse-database", action="store_true", help="skip the build if it exists")
+    parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument("--skip-restore", action="store_true")
+    parser.add_argument("--markdown", type=Path, help="append the results table to this file")
+    arguments = parser.parse_args()
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    database = arguments.database
+    exists = mariadb(None, f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{database}'")
+    if not (arguments.reuse_database and exists == "1"):
+        build_database(database, arguments.target_mb)
+    has_dbbackup = ensure_dbbackup_venv()
+    write_dbbackup_project(database)
+    environment = opsdesk_env(database)
+    python = str(PROJECT / ".venv" / "bin" / "python")
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=PROJECT, env=environment, check=True)
+
+    results: dict[str, Result] = {}
+    outputs = WORK / "outputs"
+    variants = {
+        "dump-only": lambda: measure("dump-only", shell_pipeline(database, None, outputs / "x")),
+        "shell-gzip": lambda: measure("shell-gzip", shell_pipeline(database, "gzip", outputs / "shell.sql.gz")),
+        "shell-zstd": lambda: measure("shell-zstd", shell_pipeline(database, "zstd -3 -q", outputs / "shell.sql.zst")),
+        "opsdesk-zstd": lambda: measure("opsdesk-zstd", [python, "manage.py", "backup_now", "--database", "bench",
+                                                          "--compression", "zstd", "--json"], env=environment),
+        "opsdesk-gzip": lambda: measure("opsdesk-gzip", [python, "manage.py", "backup_now", "--database", "bench",
+                                                          "--compression", "gzip", "--json"], env=environment),
+    }
+    if has_dbbackup:
+        variants["dbbackup-gz"] = lambda: measure(
+            "dbbackup-gz", [str(DBBACKUP_VENV / "bin" / "python"), str(DBBACKUP_PROJECT / "manage.py"),
+                            "dbbackup", "-z", "--noinput"],
+            env={**os.environ, "PYTHONPATH": str(DBBACKUP_PROJECT)},
+        )
+
+    last_opsdesk_gzip = None
+    for round_number in range(1, arguments.rounds + 1):
+        for name, run_variant in variants.items():
+            clear(outputs)
+            clear(WORK / "opsdesk-backups") if name.startswith("opsdesk") else None
+            clear(WORK / "dbbackup-backups") if name == "dbbackup-gz" else None
+            run, stdout = run_variant()
+            if name in ("shell-gzip", "shell-zstd"):
+                run.output_bytes = newest(outputs, "shell.*").stat().st_size
+            elif name.startswith("opsdesk"):
+                record = json.loads(stdout)
+                run.output_bytes = int(record["size_bytes"])
+                if name == "opsdesk-gzip":
+                    last_opsdesk_gzip = record
+                    shutil.copy(WORK / "opsdesk-backups" / record["name"], WORK / "restore-source.sql.gz")
+            elif name == "dbbackup-gz":
+                run.output_bytes = newest(WORK / "dbbackup-backups", "*.gz").stat().st_size
+            results.setdefault(name, Result()).runs.append(run)
+            print(f"round {round_number} {name:<14} {run.seconds:7.2f} s  "
+                  f"{(run.output_bytes or 0) / 1e6:8.1f} MB  tree RSS {run.tree_rss_kib / 1024:6.1f} MiB", flush=True)
+
+    if not arguments.skip_restore and last_opsdesk_gzip:
+        restore_rounds = arguments.restore_rounds or arguments.rounds
+        source = WORK / "restore-source.sql.gz"
+        for round_number in range(1, restore_rounds + 1):
+            for name in ("restore-shell", "restore-opsdesk"):
+                if name == "restore-shell":
+                    argv = ["bash", "-c", f"set -o pipefail; zcat '{source}' | mariadb --host={HOST} "
+                                          f"--port={PORT} --user={USER} --database='{database}'"]
+                    run, _ = measure(name, argv)
+                else:
+                    clear(WORK / "opsdesk-backups")
+                    shutil.copy(source, WORK / "opsdesk-backups" / last_opsdesk_gzip["name"])
+                    subprocess.run([python, "manage.py", "sync_backups"], cwd=PROJECT, env=environment, check=True,
+                                   capture_output=True)
+                    run, _ = measure(name, [python, "manage.py", "restore_backup", last_opsdesk_gzip["name"],
+                                            "--database", "bench", "--noinput", "--no-safety-backup"], env=environment)
+                results.setdefault(name, Result()).runs.append(run)
+                print(f"round {round_number} {name:<14} {run.seconds:7.2f} s  tree RSS "
+                      f"{run.tree_rss_kib / 1024:6.1f} MiB", flush=True)
+
+    report = render(results, arguments, database)
+    print(report)
+    if arguments.markdown:
+        with open(arguments.markdown, "a", encoding="utf-8") as handle:
+            handle.write(report + "\n")
+    if not arguments.keep_database:
+        mariadb(None, f"DROP DATABASE IF EXISTS `{database}`")
+        print(f"dropped {database}")
+    return 0
+
+
+def render(results: dict[str, Result], arguments: argparse.Namespace, database: str) -> str:
+    def seconds(name: str) -> float:
+        return results[name].median("seconds") if name in results else float("nan")
+
+    def size(name: str) -> float:
+        return results[name].median("output_bytes") if name in results else float("nan")
+
+    def rss(name: str) -> float:
+        return results[name].median("tree_rss_kib") / 1024 if name in results else float("nan")
+
+    raw = mariadb(None, "SELECT ROUND(SUM(DATA_LENGTH + INDEX_LENGTH) / 1e6) FROM information_schema.TABLES "
+                        f"WHERE TABLE_SCHEMA = '{database}'")
+    lines = [
+        f"### MariaDB, {arguments.rounds} alternating rounds (medians), {os.cpu_count()} CPUs, "
+        f"database {raw} MB on disk",
+        "",
+        "| variant | wall s | vs dump alone | output MB | peak RSS, process tree MiB | max single process MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, result in results.items():
+        output = result.median("output_bytes")
+        single = result.median("max_process_rss_kib")
+        lines.append(
+            f"| {name} | {result.median('seconds'):.2f} | {result.median('seconds') / seconds('dump-only'):.2f}x | "
+            f"{'' if output != output else f'{output / 1e6:.1f}'} | {result.median('tree_rss_kib') / 1024:.1f} | "
+            f"{single / 1024:.1f} |"
+        )
+
+    def goal(label: str, value: float, limit: float) -> str:
+        verdict = "n/a" if value != value else ("met" if value <= limit else "MISSED")
+        return f"| {label} | {value:.2f} | <= {limit:.2f} | {verdict} |"
+
+    lines += [
+        "",
+        "| goal | measured | target | |",
+        "|---|---:|---:|---|",
+        goal("opsdesk zstd / shell zstd (time)", seconds("opsdesk-zstd") / seconds("shell-zstd"), 1.10),
+        goal("opsdesk zstd / shell zstd (size)", size("opsdesk-zstd") / size("shell-zstd"), 1.00),
+        goal("opsdesk gzip / shell gzip (time)", seconds("opsdesk-gzip") / seconds("shell-gzip"), 1.10),
+        goal("opsdesk zstd / dbbackup -z (time)", seconds("opsdesk-zstd") / seconds("dbbackup-gz"), 0.50),
+        goal("opsdesk gzip / dbbackup -z (time)", seconds("opsdesk-gzip") / seconds("dbbackup-gz"), 0.75),
+        goal("opsdesk peak RSS / dbbackup's", max(rss("opsdesk-zstd"), rss("opsdesk-gzip")) / rss("dbbackup-gz"), 1.25),
+        goal("opsdesk peak RSS, MiB / 100", max(rss("opsdesk-zstd"), rss("opsdesk-gzip")) / 100, 1.00),
+        goal("restore opsdesk / zcat \\| mariadb (time)", seconds("restore-opsdesk") / seconds("restore-shell"), 1.10),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
