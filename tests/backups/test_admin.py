@@ -371,3 +371,42 @@ def test_restore_of_a_database_that_is_not_configured_here_is_refused(operator):
     response = logged_in(operator).get(restore_url(record), follow=True)
     assert b"is not configured here" in response.content
     assert not RestoreRecord.objects.exists()
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("database_fixture", ["mariadb_database", "postgres_database"])
+def test_back_up_now_and_download_on_real_servers(
+    request, database_fixture, operator, settings, django_capture_on_commit_callbacks,
+):
+    """The same buttons work for the MariaDB and PostgreSQL databases of the machine."""
+    from django.db import connections
+
+    from tests.conftest import MARIADB, POSTGRES
+
+    alias = request.getfixturevalue(database_fixture)
+    settings_dict = connections.settings[alias]
+    settings.DATABASES = {**settings.DATABASES, alias: settings_dict}
+    # The driver directly: the test transaction does not cover these scratch databases.
+    if alias == "mariadb":
+        import MySQLdb
+
+        connection = MySQLdb.connect(host=MARIADB["HOST"], port=MARIADB["PORT"], user=MARIADB["USER"],
+                                     passwd="", db=settings_dict["NAME"])
+    else:
+        import psycopg
+
+        connection = psycopg.connect(host=POSTGRES["HOST"], port=POSTGRES["PORT"], user=POSTGRES["USER"],
+                                     dbname=settings_dict["NAME"])
+    cursor = connection.cursor()
+    cursor.execute("CREATE TABLE pet (id integer PRIMARY KEY, name varchar(20))")
+    cursor.execute("INSERT INTO pet VALUES (1, 'Rex'), (2, 'Mimi')")
+    connection.commit()
+    connection.close()
+    client = logged_in(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(BACKUP_NOW, {"database": alias})
+    record = BackupRecord.objects.get(database=alias)
+    assert record.status == BackupRecord.Status.SUCCESS, record.error_message
+    data = body(client.get(download_url(record)))
+    assert hashlib.sha256(data).hexdigest() == record.sha256
+    assert alias in client.get("/admin/").content.decode()
