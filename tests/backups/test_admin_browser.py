@@ -105,6 +105,8 @@ def test_back_up_download_and_restore_in_the_browser(
     screenshot(page, "list")
 
     row.locator("a", has_text=record.name).click()
+    page.wait_for_selector("#backup-download")
+    screenshot(page, "record")
     with page.expect_download() as download_info:
         page.click("#backup-download")
     downloaded = tmp_path / "downloaded"
