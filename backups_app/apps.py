@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
@@ -18,4 +19,12 @@ class BackupsConfig(AppConfig):
         backup_finished.connect(alerts.backup_finished_alert, dispatch_uid="backups_failure_alert")
         post_delete.connect(
             dashboard.dashboard_invalidate, sender=BackupRecord, dispatch_uid="backups_dashboard_deleted",
+        )
+        # Receivers of backup_finished: offsite upload and cleanup after scheduled backups.
+        from backups_app.services import offsite  # noqa: F401
+        from backups_app.services.schedule import backup_schedule_install_if_absent
+
+        # A fresh installation gets the default backup schedule from `migrate` itself.
+        post_migrate.connect(
+            backup_schedule_install_if_absent, sender=self, dispatch_uid="backups_app.default_schedule"
         )

@@ -260,6 +260,42 @@ STORAGES = {
     },
 }
 
+# --- Retention and offsite copies (S3) -----------------------------------------------------------
+# With AWS_S3_BUCKET set, every good backup is also copied to S3 (or an S3-compatible store such as
+# MinIO or Ceph through AWS_S3_ENDPOINT_URL). Credentials come from boto3's usual chain
+# (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, ~/.aws, an instance role), never
+# from this file.
+AWS_S3_BUCKET = env.str("AWS_S3_BUCKET", default="")
+# Empty means AWS itself; for MinIO/Ceph e.g. https://minio.internal:9000.
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")
+# Empty lets boto3 pick it from AWS_DEFAULT_REGION or its config.
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
+# Key prefix inside the bucket, so that one bucket can hold several installations.
+AWS_S3_PREFIX = env.str("AWS_S3_PREFIX", default="opsdesk-backups").strip("/")
+# Uploads larger than this go up in parts of this size (S3's minimum part size is 5 MiB).
+BACKUP_OFFSITE_CHUNK_MB = env.int("BACKUP_OFFSITE_CHUNK_MB", default=64)
+# A failed upload is retried with exponential backoff from this delay, up to this many attempts.
+BACKUP_OFFSITE_RETRY_SECONDS = env.int("BACKUP_OFFSITE_RETRY_SECONDS", default=300)
+BACKUP_OFFSITE_MAX_ATTEMPTS = env.int("BACKUP_OFFSITE_MAX_ATTEMPTS", default=8)
+if AWS_S3_BUCKET:
+    STORAGES["backups_offsite"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_S3_BUCKET,
+            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
+            "region_name": AWS_S3_REGION_NAME or None,
+            "location": AWS_S3_PREFIX,
+            # Backups are private: no public ACL, no unsigned URLs, and retries overwrite the same
+            # key rather than leaving renamed copies behind.
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": True,
+            "object_parameters": {"ContentType": "application/octet-stream"},
+            # The multipart part size (BACKUP_OFFSITE_CHUNK_MB) is applied by the offsite service:
+            # a TransferConfig here would import boto3 into every process at startup.
+        },
+    }
+
 # --- Redis, cache, sessions and rate limiting (cache_app) -----------------------------------------
 # REDIS_URL: redis://[:password@]host:6379/0, rediss:// (TLS), unix://, or
 # sentinel://[:password@]host1:26379,host2:26379/<service>/<db>. Empty: in-memory cache per process.
@@ -364,6 +400,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BACKUP_DUMP_TIMEOUT + 3
 if CELERY_BROKER_URL == REDIS_BROKER_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS.update(REDIS_BROKER_TRANSPORT_OPTIONS)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Several installations (or a staging copy) can share one broker: each consumes only its own queue.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="opsdesk")
+# Workers started before the broker keep trying instead of exiting (the default changes in Celery 6).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Mail and alerts ------------------------------------------------------------------------------
 ADMINS = [tuple(part.strip() for part in admin.split(":", 1)) for admin in env.list("ADMINS", default=[])]

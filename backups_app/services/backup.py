@@ -447,12 +447,22 @@ def backup_queue(
 
 # --- Reading stored backups -----------------------------------------------------------------------
 def backup_open(*, backup: BackupRecord) -> BinaryIO:
-    """Open the stored file of `backup` for streaming (binary, read-only)."""
+    """Open the stored file of `backup` for streaming (binary, read-only).
+
+    When the local file is gone, the offsite copy (S3) is read instead, if there is one.
+    """
     if not backup.storage_name:
         raise BackupNotFound(_("Backup %(name)s has no stored file.") % {"name": backup.name})
     try:
         return backup_storage().open(backup.storage_name, "rb")
     except FileNotFoundError:
+        pass
+    # Retention area: fall back to the offsite copy (imported here: only then is boto3 loaded).
+    from backups_app.services.offsite import offsite_open
+
+    try:
+        return offsite_open(backup=backup)
+    except BackupNotFound:
         raise BackupNotFound(_("The file of backup %(name)s is missing from storage.") % {"name": backup.name}) from None
 
 

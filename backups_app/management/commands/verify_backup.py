@@ -1,0 +1,33 @@
+"""Verify a backup by test restore: `manage.py verify_backup NAME | --latest [--database ALIAS]`."""
+from django.core.management.base import BaseCommand, CommandError
+
+from backups_app.exceptions import BackupError
+from backups_app.models import AuditEntry, BackupRecord
+from backups_app.services.verify import backup_to_verify, backup_verify
+
+
+class Command(BaseCommand):
+    help = (
+        "Check a backup's checksum and stream, restore it into a scratch database, compare the row "
+        "counts with those recorded at backup time, and record the result. Exit 1 when it fails."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", nargs="?", help="The backup's name.")
+        parser.add_argument("--latest", action="store_true", help="The newest good backup of --database.")
+        parser.add_argument("--database", default="default", help="Database alias for --latest (default: default).")
+
+    def handle(self, *args, name, latest, database, **options):
+        if bool(name) == bool(latest):
+            raise CommandError("Give a backup NAME or --latest (not both).")
+        try:
+            backup = backup_to_verify(database=database, name=name)
+            if backup is None:
+                raise CommandError(f"No good backup of {database!r} to verify.")
+            backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+        except BackupError as error:
+            raise CommandError(str(error)) from error
+        message = f"{backup.name}: {backup.get_verification_status_display()}: {backup.verification_message}"
+        if backup.verification_status != BackupRecord.VerificationStatus.VERIFIED:
+            raise CommandError(message)
+        self.stdout.write(self.style.SUCCESS(message))
