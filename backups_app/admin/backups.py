@@ -33,6 +33,7 @@ from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request
 from backups_app.services.backup import backup_delete, backup_open, backup_queue, restore_queue
+from backups_app.services.verify import backup_verify
 
 logger = logging.getLogger(__name__)
 
@@ -362,8 +363,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     # --- Verify -----------------------------------------------------------------------------------
     def _verify(self, request: HttpRequest, records) -> None:
-        from backups_app.services.verify import backup_verify
-
         for record in records:
             try:
                 with audit_request(request):

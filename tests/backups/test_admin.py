@@ -307,7 +307,6 @@ def test_bulk_delete_removes_every_selected_copy(operator):
 
 
 def test_verify_calls_the_retention_service(operator, app_database, django_capture_on_commit_callbacks):
-    pytest.importorskip("backups_app.services.verify", reason="the retention area's verify service is not merged yet")
     client = logged_in(operator)
     with django_capture_on_commit_callbacks(execute=True):
         client.post(BACKUP_NOW, {"database": APP_ALIAS})
