@@ -27,3 +27,16 @@ class BackupLocked(BackupError):
 
 class BackupNotFound(BackupError):
     """No backup record or no stored file with that name."""
+
+
+class ApiTokenRejected(BackupError):
+    """A Bearer token is unknown, expired, revoked, or belongs to an inactive user.
+
+    `reason` is for the audit log only; callers answer every case with the same 401 so that a
+    client cannot tell an expired token from one that never existed.
+    """
+
+    def __init__(self, reason: str, *, prefix: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.prefix = prefix

@@ -129,6 +129,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_ratelimit",
     "axes",
+    "rest_framework",
+    "drf_spectacular",
     "backups_app",
     "secrets_app",
     "cache_app",
@@ -257,6 +259,40 @@ STORAGES = {
             "file_permissions_mode": 0o600,
             "directory_permissions_mode": 0o700,
         },
+    },
+}
+
+# --- REST API (backups_app/api) -------------------------------------------------------------------
+# Calls allowed per token in each period; over it the API answers 429 with Retry-After.
+BACKUP_API_RATE_LIMIT = env.int("BACKUP_API_RATE_LIMIT", default=60)
+BACKUP_API_RATE_LIMIT_PERIOD = env.int("BACKUP_API_RATE_LIMIT_PERIOD", default=60)
+# Records per page of /api/v1/backup/list (a client may ask for up to BACKUP_API_MAX_PAGE_SIZE).
+BACKUP_API_PAGE_SIZE = env.int("BACKUP_API_PAGE_SIZE", default=50)
+BACKUP_API_MAX_PAGE_SIZE = env.int("BACKUP_API_MAX_PAGE_SIZE", default=500)
+
+# Only Bearer tokens (no session cookies, so no CSRF surface), only JSON, deny by default:
+# each view names the permission it needs.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["backups_app.api.authentication.ApiTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["backups_app.api.permissions.IsStaffToken"],
+    "DEFAULT_THROTTLE_CLASSES": ["backups_app.api.throttling.ApiTokenRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "backups_app.api.negotiation.JsonFallbackContentNegotiation",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "backups_app.api.exceptions.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "opsdesk API",
+    "DESCRIPTION": "Backups of the configured databases: create, list, download, restore, clean up.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["backups_app.api.permissions.IsStaffToken"],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "BackupStatusEnum": "backups_app.models.BackupRecord.Status",
+        "RestoreStatusEnum": "backups_app.models.RestoreRecord.Status",
     },
 }
 

@@ -161,12 +161,29 @@ class SQLiteDumpEngine(DumpEngine):
     def tool_versions(self) -> dict[str, str]:
         return {"sqlite": sqlite3.sqlite_version}
 
-    def restore(self, stream: BinaryIO) -> None:
+    def _scratch_directory(self) -> str | None:
+        """Beside the database: the system temporary folder may be too small for a copy of it."""
         if self._is_memory:
-            directory = None
-        else:
-            directory = str(Path(self.database_name.removeprefix("file:").split("?")[0]).resolve().parent)
-        handle, scratch_path = tempfile.mkstemp(prefix=".opsdesk-restore-", suffix=".sqlite3", dir=directory)
+            return None
+        return str(Path(self.database_name.removeprefix("file:").split("?")[0]).resolve().parent)
+
+    @contextmanager
+    def scratch_engine(self) -> Iterator[SQLiteDumpEngine]:
+        """An empty temporary database file beside this one, removed on exit whatever happened."""
+        handle, scratch_path = tempfile.mkstemp(
+            prefix=".opsdesk-verify-", suffix=".sqlite3", dir=self._scratch_directory()
+        )
+        os.close(handle)
+        try:
+            yield type(self)(f"{self.alias}__verify", {**self.settings_dict, "NAME": scratch_path})
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(scratch_path + suffix).unlink(missing_ok=True)
+
+    def restore(self, stream: BinaryIO) -> None:
+        handle, scratch_path = tempfile.mkstemp(
+            prefix=".opsdesk-restore-", suffix=".sqlite3", dir=self._scratch_directory()
+        )
         os.close(handle)
         try:
             scratch = sqlite3.connect(scratch_path, isolation_level=None)

@@ -84,6 +84,7 @@ def test_failed_backups_never_count_as_kept_and_lose_their_files():
     result = retention_apply(now=NOW)
 
     assert remaining() == names(good[:2]) | names(recent_failures)
+    assert not names(old_failures) & remaining()  # past keep_days, their records go too
     # The recent failures keep their record (the failure stays visible) but not their files.
     for record in recent_failures:
         record.refresh_from_db()

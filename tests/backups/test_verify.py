@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -143,24 +141,15 @@ def test_restore_refuses_a_corrupted_backup_before_touching_the_database(sqlite_
 
 
 class ScratchSQLiteEngine(SQLiteDumpEngine):
-    """The real SQLite engine plus a scratch database (a temporary file), plugged in by BACKUP_ENGINE.
-
-    Stands in for SQLiteDumpEngine.scratch_engine until the engine area ships it, so that the test
-    restore path runs against real SQLite rather than a fake.
-    """
+    """The real SQLite engine, noting the scratch files it makes so tests can check they are gone."""
 
     scratch_paths: list[Path] = []
 
     @contextmanager
     def scratch_engine(self):
-        handle, name = tempfile.mkstemp(prefix="opsdesk-scratch-", suffix=".sqlite3")
-        os.close(handle)
-        path = Path(name)
-        ScratchSQLiteEngine.scratch_paths.append(path)
-        try:
-            yield SQLiteDumpEngine(f"{self.alias}-scratch", {**self.settings_dict, "NAME": str(path)})
-        finally:
-            path.unlink(missing_ok=True)
+        with super().scratch_engine() as scratch:
+            ScratchSQLiteEngine.scratch_paths.append(Path(scratch.database_name))
+            yield scratch
 
 
 @pytest.fixture

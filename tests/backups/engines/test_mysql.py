@@ -59,14 +59,14 @@ class TestMySQLDumpEngine(SQLEngineContract):
         statements = []
         for host in hosts:
             statements += [
-                (f"CREATE USER %s@%s IDENTIFIED BY %s", [user, host, password]),
+                ("CREATE USER %s@%s IDENTIFIED BY %s", [user, host, password]),
                 f"GRANT ALL ON {quote_identifier(engine.database_name)}.* TO '{user}'@'{host}'",
             ]
         run_sql(engine, *statements)
         try:
             yield self.engine_for(engine, settings={"USER": user, "PASSWORD": password}), password
         finally:
-            run_sql(engine, *[(f"DROP USER IF EXISTS %s@%s", [user, host]) for host in hosts])
+            run_sql(engine, *[("DROP USER IF EXISTS %s@%s", [user, host]) for host in hosts])
 
     @pytest.fixture
     def odd_engine(self, engine):

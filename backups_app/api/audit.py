@@ -1,0 +1,72 @@
+"""One audit entry for every API call, whatever its outcome (RELIABILITY 28: downloads audited)."""
+from __future__ import annotations
+
+from django.utils.cache import patch_cache_control
+from rest_framework import exceptions
+
+from backups_app.models import ApiToken, AuditEntry
+from backups_app.services.audit import audit_log
+
+
+def _printable(text: str) -> str:
+    """Client-chosen text as the audit log may store it: no NUL (PostgreSQL refuses it) or controls."""
+    return "".join(character if character.isprintable() else "\ufffd" for character in text)
+
+
+def _outcome(status_code: int) -> str:
+    if status_code == 202:
+        return AuditEntry.Outcome.STARTED  # queued: the task's own entries tell how it ended
+    if status_code < 400:
+        return AuditEntry.Outcome.SUCCESS
+    if status_code in (401, 403, 429):
+        return AuditEntry.Outcome.REFUSED
+    return AuditEntry.Outcome.FAILURE
+
+
+class AuditedApiViewMixin:
+    """Appends one AuditEntry (source api) per call in `finalize_response`, which DRF runs for
+    successful and failed calls alike, including refusals before the view body ran.
+
+    The actor names the user and the token prefix (never the token); the entry records the method,
+    path, status and error code. Views set `audit_action` and may set `self.audit_target`.
+    """
+
+    audit_action: str = "api_call"
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # Backup metadata and files are for the token's holder only: no shared cache keeps them.
+        patch_cache_control(response, private=True, no_store=True)
+        self._audit_call(request, response)
+        return response
+
+    def _audit_call(self, request, response) -> None:
+        try:
+            user, token = request.user, request.auth
+        except exceptions.APIException:
+            # Authentication had not run yet (e.g. a malformed request refused earlier) and fails now.
+            user, token = None, None
+        rejection = getattr(request._request, "api_token_rejection", None)
+        if isinstance(token, ApiToken):
+            actor = f"{user.get_username()} (token {token.prefix})"
+        elif rejection is not None and rejection.prefix:
+            actor = f"anonymous (token {rejection.prefix})"
+        else:
+            actor = "anonymous"
+
+        detail = f"{request.method} {_printable(request.path)} -> {response.status_code}"
+        data = getattr(response, "data", None)
+        if response.status_code >= 400 and isinstance(data, dict) and data.get("error"):
+            detail += f" {data['error']}"
+        if rejection is not None:
+            detail += f" ({rejection.reason})"
+        audit_log(
+            action=self.audit_action,
+            source=AuditEntry.Source.API,
+            outcome=_outcome(response.status_code),
+            user=user if isinstance(token, ApiToken) else None,
+            actor=actor,
+            target=_printable(getattr(self, "audit_target", "") or self.kwargs.get("name", "")),
+            request=request._request,
+            detail=detail,
+        )

@@ -1,0 +1,293 @@
+"""REST API views: thin callers of the backup selectors and services.
+
+Authentication, permissions, throttling, error bodies and audit are DRF machinery configured in
+settings.REST_FRAMEWORK and the mixin below; each view only validates input, calls one service and
+shapes the answer.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework import exceptions, generics, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backups_app.api import permissions
+from backups_app.api.audit import AuditedApiViewMixin
+from backups_app.api.exceptions import Conflict
+from backups_app.api.serializers import (
+    BackupCreateSerializer,
+    BackupListQuerySerializer,
+    BackupQueuedSerializer,
+    BackupRecordSerializer,
+    BackupRestoreSerializer,
+    CleanupRequestSerializer,
+    CleanupResultSerializer,
+    ErrorSerializer,
+    RestoreQueuedSerializer,
+    validate_backup_name,
+)
+from backups_app.api.streaming import verified_chunks
+from backups_app.engines import get_engine
+from backups_app.exceptions import BackupNotFound
+from backups_app.models import AuditEntry, BackupRecord, Trigger
+from backups_app.selectors import backup_databases, backup_get, backup_list
+from backups_app.services.backup import backup_open, backup_queue, restore_queue
+from backups_app.services.retention import retention_apply
+
+
+def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ErrorSerializer) for code in statuses}
+
+
+# Every endpoint can answer these: no/invalid token, not allowed, too many calls.
+COMMON_ERRORS = (401, 403, 429)
+
+
+def _configured_database(alias: str) -> str:
+    """Only a configured alias may be backed up or restored into; anything else is a 400."""
+    if alias not in backup_databases():
+        raise exceptions.ValidationError(
+            {"database": [_("'%(alias)s' is not a configured database.") % {"alias": alias}]},
+            code="unknown_database",
+        )
+    return alias
+
+
+def _backup_by_name(name: str) -> BackupRecord:
+    """The record called `name`: validated as a name, then looked up (never used as a path)."""
+    try:
+        validate_backup_name(name)
+    except exceptions.ValidationError as error:
+        raise exceptions.ValidationError({"backup_name": error.detail}) from None
+    try:
+        backup = backup_get(name=name)
+    except BackupNotFound:
+        raise exceptions.NotFound(_("No backup named %(name)s.") % {"name": name}) from None
+    return backup
+
+
+def _require_restorable(backup: BackupRecord, verb: str) -> None:
+    """Failed, running or interrupted backups are never offered (RELIABILITY 7)."""
+    if backup.status != BackupRecord.Status.SUCCESS:
+        raise Conflict(
+            _("Backup %(name)s is %(status)s; only successful backups can be %(verb)s.")
+            % {"name": backup.name, "status": backup.get_status_display(), "verb": verb},
+            code="backup_not_successful",
+        )
+
+
+class ApiView(AuditedApiViewMixin, APIView):
+    """Base of the API's views: DRF's APIView plus one audit entry per call."""
+
+
+class BackupPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+
+    # Properties, so that settings overridden at run time (tests, reloads) are honoured.
+    @property
+    def page_size(self) -> int:
+        return settings.BACKUP_API_PAGE_SIZE
+
+    @property
+    def max_page_size(self) -> int:
+        return settings.BACKUP_API_MAX_PAGE_SIZE
+
+
+class BackupCreateView(ApiView):
+    """Queue a backup of `database` (default `default`); it runs as a Celery task, inline without a broker."""
+
+    permission_classes = [permissions.CanCreateBackups]
+    audit_action = "create"
+
+    @extend_schema(
+        request=BackupCreateSerializer,
+        responses={202: BackupQueuedSerializer, **_errors(400, 409, *COMMON_ERRORS)},
+        summary=_("Queue a backup of one database"),
+    )
+    def post(self, request):
+        serializer = BackupCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        database = _configured_database(serializer.validated_data["database"])
+        self.audit_target = database
+        record = backup_queue(
+            database=database,
+            trigger=Trigger.API,
+            user=request.user,
+            compression=serializer.validated_data["compression"],
+        )
+        # Without a broker the task has already run inline: report where it stands now.
+        record.refresh_from_db(fields=["status"])
+        self.audit_target = record.name
+        return Response(
+            {"backup_name": record.name, "status": record.status, "id": record.pk},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+@extend_schema(
+    parameters=[BackupListQuerySerializer],
+    responses={200: BackupRecordSerializer(many=True), **_errors(400, 404, *COMMON_ERRORS)},
+    summary=_("List backups, newest first"),
+)
+class BackupListView(AuditedApiViewMixin, generics.ListAPIView):
+    """Backup records, newest first, filtered by `database` and `status`, paginated (`page`, `page_size`)."""
+
+    permission_classes = [permissions.CanViewBackups]
+    serializer_class = BackupRecordSerializer
+    pagination_class = BackupPagination
+    audit_action = "list"
+
+    def get_queryset(self):
+        query = BackupListQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return backup_list(
+            database=query.validated_data.get("database"),
+            status=query.validated_data.get("status"),
+        )
+
+
+@extend_schema(
+    responses={200: BackupRecordSerializer, **_errors(400, 404, *COMMON_ERRORS)},
+    summary=_("One backup record"),
+)
+class BackupDetailView(AuditedApiViewMixin, generics.RetrieveAPIView):
+    """One backup record, looked up by its name."""
+
+    permission_classes = [permissions.CanViewBackups]
+    serializer_class = BackupRecordSerializer
+    audit_action = "view"
+
+    def get_object(self) -> BackupRecord:
+        return _backup_by_name(self.kwargs["name"])
+
+
+class BackupDownloadView(ApiView):
+    """The stored file of a successful backup, streamed and checked against its SHA-256 on the way."""
+
+    permission_classes = [permissions.CanDownloadBackups]
+    audit_action = "download"
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            **_errors(400, 404, 409, *COMMON_ERRORS),
+        },
+        summary=_("Download the backup file (streamed)"),
+    )
+    def get(self, request, name: str):
+        backup = _backup_by_name(name)
+        _require_restorable(backup, _("downloaded"))
+        stream = backup_open(backup=backup)  # BackupNotFound (404) when the file is gone
+        actor = f"{request.user.get_username()} (token {request.auth.prefix})"
+        response = StreamingHttpResponse(
+            verified_chunks(backup=backup, stream=stream, actor=actor), content_type="application/octet-stream"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{backup.name}"'
+        if backup.size_bytes is not None:
+            response["Content-Length"] = str(backup.size_bytes)
+        if backup.sha256:
+            response["X-Backup-SHA256"] = backup.sha256
+        return response
+
+
+class BackupRestoreView(ApiView):
+    """Queue a restore of a successful backup into a configured database, after a safety backup of it."""
+
+    permission_classes = [permissions.CanRestoreBackups]
+    audit_action = "restore"
+
+    @extend_schema(
+        request=BackupRestoreSerializer,
+        responses={202: RestoreQueuedSerializer, **_errors(400, 404, 409, *COMMON_ERRORS)},
+        summary=_("Queue a restore (a safety backup of the target is taken first)"),
+    )
+    def post(self, request):
+        serializer = BackupRestoreSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        backup = _backup_by_name(serializer.validated_data["backup_name"])
+        self.audit_target = backup.name
+        _require_restorable(backup, _("restored"))
+        database = _configured_database(serializer.validated_data.get("database") or backup.database)
+        # The service refuses this too, but only once the task runs; with a broker the client would
+        # get a 202 for a restore that can never happen.
+        vendor = get_engine(database).vendor
+        if vendor != backup.engine:
+            raise Conflict(
+                _("Backup %(name)s is a %(engine)s dump; database %(database)s is %(vendor)s.")
+                % {"name": backup.name, "engine": backup.engine, "database": database, "vendor": vendor},
+                code="engine_mismatch",
+            )
+        restore = restore_queue(
+            backup=backup, database=database, trigger=Trigger.API, user=request.user, safety_backup=True
+        )
+        restore.refresh_from_db()
+        return Response(
+            {
+                "id": restore.pk,
+                "backup_name": restore.backup_name,
+                "database": restore.database,
+                "status": restore.status,
+                "safety_backup_name": restore.safety_backup.name if restore.safety_backup else None,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class BackupCleanupView(ApiView):
+    """Apply the retention policies now (`dry_run` only reports) and list what was or would be deleted."""
+
+    permission_classes = [permissions.CanDeleteBackups]
+    audit_action = "cleanup"
+
+    @extend_schema(
+        request=CleanupRequestSerializer,
+        responses={200: CleanupResultSerializer, **_errors(400, *COMMON_ERRORS)},
+        summary=_("Apply the retention policy now (or show what it would delete)"),
+    )
+    def post(self, request):
+        serializer = CleanupRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        database = serializer.validated_data["database"]
+        # An alias no longer configured may still have backups for retention to prune.
+        if database is not None and not backup_list(database=database).exists():
+            _configured_database(database)
+        self.audit_target = database or ""
+        dry_run = serializer.validated_data["dry_run"]
+        result = retention_apply(
+            database=database, dry_run=dry_run, source=AuditEntry.Source.API, user=request.user
+        )
+        return Response(
+            {**result.as_dict(), "database": database, "deleted": result.deleted},
+            status=status.HTTP_200_OK,
+        )
+
+
+class SchemaView(AuditedApiViewMixin, SpectacularAPIView):
+    """The OpenAPI 3 description of this API (any staff token may read it)."""
+
+    audit_action = "schema"
+    # JSON first, so that errors (and the schema by default) are application/json like the rest;
+    # `Accept: application/vnd.oai.openapi` still gets YAML.
+    renderer_classes = [JSONRenderer, OpenApiJsonRenderer, OpenApiYamlRenderer]
+
+
+@extend_schema(exclude=True)
+class UnknownEndpointView(ApiView):
+    """Anything else under /api/v1/: a JSON 404 rather than Django's HTML page."""
+
+    permission_classes = [AllowAny]
+    audit_action = "api_call"
+
+    def _not_found(self, request, *args, **kwargs):
+        raise exceptions.NotFound(_("No such endpoint."))
+
+    get = post = put = patch = delete = head = options = _not_found
