@@ -8,6 +8,18 @@ class BackupsConfig(AppConfig):
     verbose_name = _("Backups")
 
     def ready(self) -> None:
+        # Admin area: dashboard cache invalidation and failure alerts react to finished backups.
+        from django.db.models.signals import post_delete
+
+        from . import alerts, dashboard
+        from .models import BackupRecord
+        from .signals import backup_finished
+
+        backup_finished.connect(dashboard.dashboard_invalidate, dispatch_uid="backups_dashboard_invalidate")
+        backup_finished.connect(alerts.backup_finished_alert, dispatch_uid="backups_failure_alert")
+        post_delete.connect(
+            dashboard.dashboard_invalidate, sender=BackupRecord, dispatch_uid="backups_dashboard_deleted",
+        )
         # Receivers of backup_finished: offsite upload and cleanup after scheduled backups.
         from backups_app.services import offsite  # noqa: F401
         from backups_app.services.schedule import backup_schedule_install_if_absent

@@ -448,6 +448,13 @@ globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
 SERVER_EMAIL = env.str("SERVER_EMAIL", default="opsdesk@localhost")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=SERVER_EMAIL)
 
+# --- Admin console and alerts (backups_app.dashboard, backups_app.alerts) ---------------------------
+# The newest good backup of a database may be this old before the dashboard turns red and ADMINS
+# get an e-mail: a daily schedule plus two hours of slack.
+BACKUP_ALERT_AFTER_HOURS = env.int("BACKUP_ALERT_AFTER_HOURS", default=26)
+# The admin index's backup summary is cached this long; a finished backup drops it at once.
+BACKUP_DASHBOARD_CACHE_SECONDS = env.int("BACKUP_DASHBOARD_CACHE_SECONDS", default=300)
+
 # --- Security -------------------------------------------------------------------------------------
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True

@@ -2,12 +2,33 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.http import HttpRequest
 
 from backups_app.models import AuditEntry
 
 logger = logging.getLogger(__name__)
+
+# The request on whose behalf services are running, for entries written by services that take no
+# request argument (backup_queue, restore_queue, backup_delete, ...): see audit_request().
+_current_request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
+
+
+@contextmanager
+def audit_request(request: HttpRequest) -> Iterator[None]:
+    """Entries written inside this block without a request of their own carry `request`'s address.
+
+    Views wrap their service calls in it, so that the services' own audit entries say from which
+    IP the operation came without every service growing a `request` argument.
+    """
+    token = _current_request.set(request)
+    try:
+        yield
+    finally:
+        _current_request.reset(token)
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -36,6 +57,8 @@ def audit_log(
     """Append one entry. `actor` defaults to the user's name, or to the source ("schedule")."""
     if user is not None and not getattr(user, "is_authenticated", False):
         user = None
+    if request is None and ip_address is None:
+        request = _current_request.get()
     if not actor:
         actor = user.get_username() if user is not None else source
     entry = AuditEntry.objects.create(

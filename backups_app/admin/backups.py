@@ -1,0 +1,470 @@
+"""The backup console: list, read-only record page, Back up now, download, restore, verify, delete.
+
+The admin is a thin caller: every operation goes through a service of backups_app.services. Each extra
+view is wrapped in `admin_site.admin_view()` (login and is_staff) and checks its own permission on
+the server, because a hidden button is not a permission check: a forged POST gets 403.
+
+Auditing: the services audit what they do themselves (create, restore, verify, delete); the admin
+runs them inside `audit_request(request)` so that those entries carry the staff member's address,
+and audits itself only what no service sees: downloads and refused restore confirmations.
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import connections
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.formats import date_format
+from django.utils.html import format_html
+from django.utils.timezone import localtime
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from backups_app.dashboard import dashboard_databases
+from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
+from backups_app.services.audit import audit_log, audit_request
+from backups_app.services.backup import backup_delete, backup_open, backup_queue, restore_queue
+from backups_app.services.verify import backup_verify
+
+logger = logging.getLogger(__name__)
+
+ADMIN = AuditEntry.Source.ADMIN
+
+
+def human_duration(seconds: float | None) -> str:
+    """`1 h 02 min`, `3 min 05 s`, `4.2 s`: short enough for a list column."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return gettext("%(seconds).1f s") % {"seconds": seconds}
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return gettext("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": secs}
+    hours, minutes = divmod(minutes, 60)
+    return gettext("%(hours)d h %(minutes)02d min") % {"hours": hours, "minutes": minutes}
+
+
+def badge(value: str, label: str, *, extra: str = "") -> str:
+    return format_html('<span class="backup-badge backup-badge--{}">{}</span>{}', value, label, extra)
+
+
+class BackupNowForm(forms.Form):
+    database = forms.ChoiceField(label=_("Database"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["database"].choices = [(alias, alias) for alias in dashboard_databases()]
+
+
+class RestoreConfirmForm(forms.Form):
+    confirm_database = forms.CharField(
+        label=_("Type the database name to confirm"), max_length=100,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autofocus": True}),
+    )
+
+    def __init__(self, *args, expected: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.expected = expected
+
+    def clean_confirm_database(self) -> str:
+        typed = self.cleaned_data["confirm_database"].strip()
+        if typed != self.expected:
+            raise forms.ValidationError(
+                _("That is not %(database)s. Nothing was restored."), params={"database": self.expected},
+                code="mismatch",
+            )
+        return typed
+
+
+@admin.register(BackupRecord)
+class BackupRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "name", "database", "status_column", "size_column", "duration_column", "trigger_column",
+        "created_column", "checks_column",
+    )
+    list_filter = ("status", "database", "trigger", "kind", "offsite_status", "verification_status")
+    search_fields = ("name", "database", "sha256", "user__username")
+    date_hierarchy = "created_at"
+    # The only relation shown per row; with it the list costs the same few queries at 10 or 10,000 rows.
+    list_select_related = ("user",)
+    list_per_page = 50
+    # Django's "(N total)" needs a second unfiltered COUNT(*) on every filtered page.
+    show_full_result_count = False
+    actions = ["verify_selected", "delete_selected"]
+    change_list_template = "admin/backups_app/backuprecord/change_list.html"
+    change_form_template = "admin/backups_app/backuprecord/change_form.html"
+    fieldsets = (
+        (None, {"fields": ("name", "database", "engine", "kind", "status", "trigger", "user")}),
+        (_("Timing"), {"fields": ("created_at", "started_at", "finished_at", "duration_seconds")}),
+        (_("File"), {"fields": (
+            "storage_name", "compression", "raw_size_bytes", "size_bytes", "progress_bytes", "sha256",
+        )}),
+        (_("Offsite copy"), {"fields": (
+            "offsite_status", "offsite_name", "offsite_attempts", "offsite_uploaded_at", "offsite_error",
+        )}),
+        (_("Verification"), {"fields": ("verification_status", "verified_at", "verification_message")}),
+        (_("Diagnostics"), {"fields": (
+            "error_message", "tool_versions", "table_row_counts", "owner_host", "owner_pid",
+        )}),
+    )
+
+    class Media:
+        css = {"all": ("backups_app/admin.css",)}
+
+    # --- permissions ------------------------------------------------------------------------------
+    # Records are written by the backup services only: nobody adds or edits one by hand.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # A queued or running backup is still being written: the service refuses to delete it.
+        if obj is not None and obj.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_create_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("backups_app.create_backup")
+
+    def has_download_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("backups_app.download_backup")
+
+    def has_restore_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("backups_app.restore_backup")
+
+    def has_verify_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("backups_app.verify_backup")
+
+    # --- list columns -----------------------------------------------------------------------------
+    @admin.display(description=_("status"), ordering="status")
+    def status_column(self, record: BackupRecord) -> str:
+        extra = ""
+        if record.status == BackupRecord.Status.RUNNING:
+            extra = format_html(
+                ' <span class="backup-progress">{}</span>',
+                gettext("%(size)s so far") % {"size": filesizeformat(record.progress_bytes)},
+            )
+        elif record.kind == BackupRecord.Kind.SAFETY:
+            extra = format_html(' <span class="backup-kind">{}</span>', gettext("safety"))
+        return badge(record.status, record.get_status_display(), extra=extra)
+
+    @admin.display(description=_("size · ratio"), ordering="size_bytes")
+    def size_column(self, record: BackupRecord) -> str:
+        if record.size_bytes is None:
+            return "—"
+        ratio = record.compression_ratio
+        if ratio is None:
+            return filesizeformat(record.size_bytes)
+        # The uncompressed size goes in the tooltip: the list must fit a laptop screen.
+        return format_html(
+            '<span title="{}">{} <span class="backup-quiet">· {}</span></span>',
+            gettext("%(size)s uncompressed") % {"size": filesizeformat(record.raw_size_bytes)},
+            filesizeformat(record.size_bytes), f"{ratio:.0%}",
+        )
+
+    @admin.display(description=_("duration"), ordering="duration_seconds")
+    def duration_column(self, record: BackupRecord) -> str:
+        return human_duration(record.duration_seconds)
+
+    @admin.display(description=_("trigger · user"), ordering="trigger")
+    def trigger_column(self, record: BackupRecord) -> str:
+        if record.user is None:
+            return record.get_trigger_display()
+        return format_html(
+            '{} <span class="backup-quiet">· {}</span>', record.get_trigger_display(), record.user.get_username(),
+        )
+
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created_column(self, record: BackupRecord) -> str:
+        # ISO-like and short: sorts by eye, reads the same in every language, fits the column.
+        return format_html(
+            '<span title="{}">{}</span>',
+            date_format(localtime(record.created_at), "DATETIME_FORMAT"),
+            localtime(record.created_at).strftime("%Y-%m-%d %H:%M"),
+        )
+
+    @admin.display(description=_("checks"))
+    def checks_column(self, record: BackupRecord) -> str:
+        offsite = ""
+        # Without offsite storage configured the badge would repeat the same words on every row.
+        if record.offsite_status != BackupRecord.OffsiteStatus.NOT_CONFIGURED:
+            offsite = badge(f"offsite-{record.offsite_status}", record.get_offsite_status_display())
+        return format_html(
+            "{} {}", offsite,
+            badge(f"verify-{record.verification_status}", record.get_verification_status_display()),
+        )
+
+    # --- list and record pages --------------------------------------------------------------------
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        extra_context = extra_context or {}
+        extra_context["backups_running"] = BackupRecord.objects.filter(
+            status__in=[BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING]
+        ).exists()
+        if self.has_create_permission(request):
+            extra_context["backup_now_form"] = BackupNowForm()
+            extra_context["backup_now_url"] = reverse("admin:backups_app_backuprecord_backup_now")
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request: HttpRequest, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        record = self.get_object(request, object_id)
+        if record is not None:
+            good = record.status == BackupRecord.Status.SUCCESS and bool(record.storage_name)
+            extra_context.update(
+                can_download=good and self.has_download_permission(request),
+                can_restore=good and self.has_restore_permission(request),
+                can_verify=good and self.has_verify_permission(request),
+                backup_running=record.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING),
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("backup-now/", wrap(self.backup_now_view), name="backups_app_backuprecord_backup_now"),
+            path("<int:pk>/download/", wrap(self.download_view), name="backups_app_backuprecord_download"),
+            path("<int:pk>/restore/", wrap(self.restore_view), name="backups_app_backuprecord_restore"),
+            path("<int:pk>/verify/", wrap(self.verify_view), name="backups_app_backuprecord_verify"),
+            *super().get_urls(),
+        ]
+
+    def _changelist_url(self) -> str:
+        return reverse("admin:backups_app_backuprecord_changelist")
+
+    def _good_record(self, pk: int) -> BackupRecord:
+        """A finished, stored backup, looked up by id: never a name joined onto a path."""
+        record = get_object_or_404(BackupRecord, pk=pk)
+        if record.status != BackupRecord.Status.SUCCESS or not record.storage_name:
+            raise Http404(gettext("Only successful backups can be downloaded, restored or verified."))
+        return record
+
+    # --- Back up now ------------------------------------------------------------------------------
+    def backup_now_view(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_create_permission(request):
+            raise PermissionDenied
+        form = BackupNowForm(request.POST)
+        if not form.is_valid():
+            self.message_user(request, gettext("Choose one of the configured databases."), messages.ERROR)
+            return redirect(self._changelist_url())
+        database = form.cleaned_data["database"]
+        try:
+            with audit_request(request):
+                record = backup_queue(database=database, trigger=Trigger.ADMIN, user=request.user)
+        except BackupError as error:
+            self.message_user(request, gettext("The backup could not start: %(error)s") % {"error": error},
+                              messages.ERROR)
+            return redirect(self._changelist_url())
+        self.message_user(
+            request,
+            gettext("Backup %(name)s of %(database)s started; this list refreshes until it finishes.")
+            % {"name": record.name, "database": database},
+            messages.SUCCESS,
+        )
+        return redirect(self._changelist_url())
+
+    # --- Download ---------------------------------------------------------------------------------
+    def download_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        # GET only: a HEAD would be audited as a download that never happened.
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        if not self.has_download_permission(request):
+            raise PermissionDenied
+        record = self._good_record(pk)
+        try:
+            stream = backup_open(backup=record)
+        except (BackupNotFound, FileNotFoundError) as error:
+            audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
+                      request=request, target=record.name, detail=str(error))
+            raise Http404(gettext("The file of this backup is gone.")) from None
+        audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.SUCCESS, user=request.user,
+                  request=request, target=record.name)
+        filename = posixpath.basename(record.storage_name) or record.name
+        # FileResponse streams the file in blocks: a backup of many gigabytes never sits in memory.
+        response = FileResponse(stream, as_attachment=True, filename=filename,
+                                content_type="application/octet-stream")
+        if record.size_bytes is not None:
+            response.headers["Content-Length"] = str(record.size_bytes)
+        response.headers["X-Backup-SHA256"] = record.sha256
+        return response
+
+    # --- Restore ----------------------------------------------------------------------------------
+    def restore_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        record = self._good_record(pk)
+        database = record.database
+        if database not in connections.settings:
+            self.message_user(
+                request,
+                gettext("The database %(database)s is not configured here; it cannot be restored.")
+                % {"database": database},
+                messages.ERROR,
+            )
+            return redirect(reverse("admin:backups_app_backuprecord_change", args=[record.pk]))
+        form = RestoreConfirmForm(request.POST or None, expected=database)
+        if request.method == "POST":
+            if form.is_valid():
+                return self._restore_start(request, record)
+            audit_log(action="restore", source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
+                      request=request, target=record.name, detail="confirmation did not match the database name")
+        settings_dict = connections.settings[database]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Restore %(name)s?") % {"name": record.name},
+            "opts": self.opts,
+            "record": record,
+            "form": form,
+            "target_alias": database,
+            "target_engine": settings_dict.get("ENGINE", "").rsplit(".", 1)[-1],
+            "target_name": str(settings_dict.get("NAME", "")),
+            "target_host": settings_dict.get("HOST", "") or "",
+            "newer_backups": BackupRecord.objects.filter(
+                database=database, status=BackupRecord.Status.SUCCESS, created_at__gt=record.created_at,
+            ).count(),
+        }
+        return TemplateResponse(
+            request, "admin/backups_app/backuprecord/restore_confirmation.html", context,
+            status=400 if form.is_bound else 200,
+        )
+
+    def _restore_start(self, request: HttpRequest, record: BackupRecord) -> HttpResponse:
+        try:
+            with audit_request(request):
+                restore = restore_queue(
+                    backup=record, database=record.database, trigger=Trigger.ADMIN, user=request.user,
+                    safety_backup=True,
+                )
+        except BackupError as error:
+            self.message_user(request, gettext("The restore could not start: %(error)s") % {"error": error},
+                              messages.ERROR)
+            return redirect(reverse("admin:backups_app_backuprecord_change", args=[record.pk]))
+        self.message_user(
+            request,
+            gettext("Restore of %(name)s into %(database)s started. Its outcome is shown below.")
+            % {"name": record.name, "database": record.database},
+            messages.SUCCESS,
+        )
+        return redirect(reverse("admin:backups_app_restorerecord_change", args=[restore.pk]))
+
+    # --- Verify -----------------------------------------------------------------------------------
+    def _verify(self, request: HttpRequest, records) -> None:
+        for record in records:
+            try:
+                with audit_request(request):
+                    record = backup_verify(backup=record, user=request.user, source=ADMIN)
+            except BackupError as error:
+                self.message_user(
+                    request, gettext("%(name)s could not be verified: %(error)s") % {"name": record.name, "error": error},
+                    messages.ERROR,
+                )
+                continue
+            level = messages.SUCCESS if record.verification_status == BackupRecord.VerificationStatus.VERIFIED else messages.ERROR
+            self.message_user(
+                request,
+                gettext("%(name)s: %(status)s. %(details)s") % {
+                    "name": record.name, "status": record.get_verification_status_display(),
+                    "details": record.verification_message,
+                },
+                level,
+            )
+
+    def verify_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_verify_permission(request):
+            raise PermissionDenied
+        record = self._good_record(pk)
+        self._verify(request, [record])
+        return redirect(reverse("admin:backups_app_backuprecord_change", args=[record.pk]))
+
+    @admin.action(description=_("Verify selected backups (test restore)"), permissions=["verify"])
+    def verify_selected(self, request: HttpRequest, queryset) -> None:
+        good = list(queryset.filter(status=BackupRecord.Status.SUCCESS).exclude(storage_name=""))
+        skipped = queryset.count() - len(good)
+        if skipped:
+            self.message_user(
+                request,
+                ngettext("%(count)d backup skipped: only successful backups can be verified.",
+                         "%(count)d backups skipped: only successful backups can be verified.", skipped)
+                % {"count": skipped},
+                messages.WARNING,
+            )
+        self._verify(request, good)
+
+    # --- Delete: through the service, which removes every copy and audits --------------------------
+    def delete_model(self, request: HttpRequest, obj: BackupRecord) -> None:
+        with audit_request(request):
+            backup_delete(backup=obj, user=request.user, source=ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        with audit_request(request):
+            for record in queryset:
+                try:
+                    backup_delete(backup=record, user=request.user, source=ADMIN)
+                except BackupError as error:
+                    # A backup still running is skipped (and audited as refused by the service).
+                    self.message_user(request, str(error), messages.WARNING)
+
+
+@admin.register(RestoreRecord)
+class RestoreRecordAdmin(admin.ModelAdmin):
+    """Restore history, read-only: each restore's outcome and the safety backup taken before it."""
+
+    list_display = (
+        "backup_name", "database", "status_column", "trigger", "user", "safety_backup", "created_at",
+        "duration_column",
+    )
+    list_filter = ("status", "database", "trigger")
+    search_fields = ("backup_name", "database", "user__username")
+    date_hierarchy = "created_at"
+    list_select_related = ("user", "safety_backup")
+    show_full_result_count = False
+    change_form_template = "admin/backups_app/restorerecord/change_form.html"
+    fields = (
+        "backup", "backup_name", "database", "status", "trigger", "user", "safety_backup", "created_at",
+        "finished_at", "duration_seconds", "error_message",
+    )
+
+    class Media:
+        css = {"all": ("backups_app/admin.css",)}
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_column(self, restore: RestoreRecord) -> str:
+        return badge(restore.status, restore.get_status_display())
+
+    @admin.display(description=_("duration"), ordering="duration_seconds")
+    def duration_column(self, restore: RestoreRecord) -> str:
+        return human_duration(restore.duration_seconds)
+
+    def change_view(self, request: HttpRequest, object_id, form_url="", extra_context=None):
+        restore = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "restore_running": restore is not None
+            and restore.status in (RestoreRecord.Status.QUEUED, RestoreRecord.Status.RUNNING),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)

@@ -1,0 +1,228 @@
+"""Backup health at a glance, for the admin index: read-only selectors and their cache.
+
+The figures are computed from the records (a handful of aggregate queries, whatever the number of
+backups) and cached, because the admin index is the page staff open most. The cache holds
+timestamps, never ages, so a cached summary never shows a stale age; it is dropped whenever a
+backup finishes or a record is deleted (receivers below, connected by BackupsConfig.ready()).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from backups_app.models import BackupRecord
+from backups_app.selectors import backup_databases
+
+logger = logging.getLogger(__name__)
+
+DASHBOARD_CACHE_KEY = "backups_app:dashboard:v1"
+#: Backups shown in the size/duration chart, newest last.
+CHART_POINTS = 30
+#: The success rate is computed over this window.
+SUCCESS_RATE_DAYS = 30
+
+
+@dataclass(frozen=True)
+class DatabaseHealth:
+    """The newest good backup of one database and whether it is recent enough."""
+
+    database: str
+    last_good_name: str | None
+    last_good_at: datetime | None
+    last_failure_at: datetime | None
+    alert_after: timedelta
+
+    @property
+    def age(self) -> timedelta | None:
+        if self.last_good_at is None:
+            return None
+        return timezone.now() - self.last_good_at
+
+    @property
+    def is_stale(self) -> bool:
+        """No good backup at all, or the newest one is older than the schedule allows."""
+        age = self.age
+        return age is None or age > self.alert_after
+
+
+@dataclass(frozen=True)
+class ChartPoint:
+    created_at: datetime
+    name: str
+    size_bytes: int
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class DashboardSummary:
+    databases: list[DatabaseHealth]
+    finished_count: int
+    success_count: int
+    running_count: int
+    recent_failures: list[tuple[str, str, datetime]] = field(default_factory=list)
+    chart: list[ChartPoint] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of finished backups that succeeded over SUCCESS_RATE_DAYS; None when none finished."""
+        if not self.finished_count:
+            return None
+        return self.success_count / self.finished_count
+
+    @property
+    def stale_databases(self) -> list[DatabaseHealth]:
+        return [health for health in self.databases if health.is_stale]
+
+
+def backup_alert_after() -> timedelta:
+    """How old the newest good backup may be before it is an alert (BACKUP_ALERT_AFTER_HOURS)."""
+    return timedelta(hours=settings.BACKUP_ALERT_AFTER_HOURS)
+
+
+def dashboard_databases() -> list[str]:
+    """The aliases shown on the dashboard: every database that can be backed up."""
+    return list(backup_databases())
+
+
+def database_health_list() -> list[DatabaseHealth]:
+    """Last good backup and last failure per configured database.
+
+    Two indexed queries per configured alias (a handful), whatever the number of records: the
+    composite index on (database, status, -created_at) serves both.
+    """
+    alert_after = backup_alert_after()
+    regular = BackupRecord.objects.filter(kind=BackupRecord.Kind.REGULAR).order_by("-created_at", "-id")
+    health = []
+    for alias in dashboard_databases():
+        last_good = (
+            regular.filter(database=alias, status=BackupRecord.Status.SUCCESS)
+            .values_list("name", "created_at").first()
+        )
+        last_failure_at = (
+            regular.filter(
+                database=alias,
+                status__in=[BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED],
+            ).values_list("created_at", flat=True).first()
+        )
+        health.append(DatabaseHealth(
+            database=alias,
+            last_good_name=last_good[0] if last_good else None,
+            last_good_at=last_good[1] if last_good else None,
+            last_failure_at=last_failure_at,
+            alert_after=alert_after,
+        ))
+    return health
+
+
+def dashboard_summary_compute() -> DashboardSummary:
+    """Build the summary from the database, bypassing the cache."""
+    since = timezone.now() - timedelta(days=SUCCESS_RATE_DAYS)
+    final_statuses = [
+        BackupRecord.Status.SUCCESS, BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED,
+    ]
+    counts = BackupRecord.objects.filter(created_at__gte=since).aggregate(
+        finished=Count("id", filter=Q(status__in=final_statuses)),
+        succeeded=Count("id", filter=Q(status=BackupRecord.Status.SUCCESS)),
+        running=Count("id", filter=Q(status__in=[BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING])),
+    )
+    failures = list(
+        BackupRecord.objects.filter(
+            created_at__gte=timezone.now() - backup_alert_after(),
+            status__in=[BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED],
+        ).order_by("-created_at").values_list("name", "database", "created_at")[:5]
+    )
+    chart_rows = list(
+        BackupRecord.objects.filter(
+            status=BackupRecord.Status.SUCCESS, kind=BackupRecord.Kind.REGULAR,
+            size_bytes__isnull=False,
+        ).order_by("-created_at").values_list("created_at", "name", "size_bytes", "duration_seconds")[:CHART_POINTS]
+    )
+    chart = [
+        ChartPoint(created_at=created_at, name=name, size_bytes=size or 0, duration_seconds=duration or 0.0)
+        for created_at, name, size, duration in reversed(chart_rows)
+    ]
+    return DashboardSummary(
+        databases=database_health_list(),
+        finished_count=counts["finished"],
+        success_count=counts["succeeded"],
+        running_count=counts["running"],
+        recent_failures=failures,
+        chart=chart,
+    )
+
+
+def dashboard_summary() -> DashboardSummary:
+    """The cached summary (BACKUP_DASHBOARD_CACHE_SECONDS); computed on a miss.
+
+    A failing cache (Redis down) is logged and the summary computed directly: the index must load.
+    """
+    try:
+        summary = cache.get(DASHBOARD_CACHE_KEY)
+    except Exception:
+        logger.warning("dashboard cache unavailable; computing the summary directly", exc_info=True)
+        return dashboard_summary_compute()
+    if isinstance(summary, DashboardSummary):
+        return summary
+    summary = dashboard_summary_compute()
+    try:
+        cache.set(DASHBOARD_CACHE_KEY, summary, settings.BACKUP_DASHBOARD_CACHE_SECONDS)
+    except Exception:
+        logger.warning("could not cache the dashboard summary", exc_info=True)
+    return summary
+
+
+def dashboard_invalidate(**kwargs) -> None:
+    """Drop the cached summary; a receiver of backup_finished and of BackupRecord deletions."""
+    try:
+        cache.delete(DASHBOARD_CACHE_KEY)
+    except Exception:
+        # With the cache down nothing is cached either; the TTL bounds any leftover.
+        logger.warning("could not drop the cached dashboard summary", exc_info=True)
+
+
+# --- Chart ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChartSeries:
+    """One line of the SVG chart, with its coordinates already computed for the template."""
+
+    label: str
+    points: str
+    dots: list[tuple[float, float, str]]
+    maximum_label: str
+    css_class: str
+
+
+CHART_WIDTH = 560
+CHART_HEIGHT = 140
+CHART_PADDING = 8
+
+
+def chart_series(*, values: list[float], labels: list[str], title: str, maximum_label: str,
+                 css_class: str) -> ChartSeries:
+    """Scale values into the chart's box; the SVG itself is drawn by the template, server-side."""
+    top = max(values, default=0) or 1
+    inner_width = CHART_WIDTH - 2 * CHART_PADDING
+    inner_height = CHART_HEIGHT - 2 * CHART_PADDING
+    step = inner_width / (len(values) - 1) if len(values) > 1 else 0
+    coordinates = [
+        (
+            round(CHART_PADDING + index * step if len(values) > 1 else CHART_WIDTH / 2, 1),
+            round(CHART_PADDING + inner_height * (1 - value / top), 1),
+        )
+        for index, value in enumerate(values)
+    ]
+    return ChartSeries(
+        label=title,
+        points=" ".join(f"{x},{y}" for x, y in coordinates),
+        dots=[(x, y, label) for (x, y), label in zip(coordinates, labels)],
+        maximum_label=maximum_label,
+        css_class=css_class,
+    )
