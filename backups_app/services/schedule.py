@@ -2,8 +2,9 @@
 
 Per database alias: a backup every day at 02:00, a cleanup pass at 03:30 (cleanup also runs right
 after each scheduled backup; this pass catches days where the backup failed and retries offsite
-uploads) and a verification by test restore every Sunday at 04:00, all in TIME_ZONE. Staff change
-them in the admin (Periodic tasks); beat's DatabaseScheduler picks the changes up without a restart.
+uploads) and a verification by test restore every Sunday at 04:00, all in TIME_ZONE; once for all
+databases, the stale-backup alert check every hour at :15. Staff change them in the admin
+(Periodic tasks); beat's DatabaseScheduler picks the changes up without a restart.
 
 Installing is idempotent: a task that exists (by name) is left as staff edited it, unless `reset`.
 """
@@ -41,6 +42,12 @@ DEFAULT_TASKS = (
 )
 
 
+# Not per database: the stale-backup alert looks at every database at once.
+GLOBAL_TASKS = (
+    DefaultTask(label="alerts", task="backups_app.alerts.check_backup_alerts", minute="15", hour="*"),
+)
+
+
 def periodic_task_name(*, label: str, database: str) -> str:
     return f"{TASK_NAME_PREFIX} {label} {database}"
 
@@ -70,29 +77,12 @@ def backup_schedule_install(
     result = ScheduleInstallResult()
     for database in databases or schedule_databases():
         for default in DEFAULT_TASKS:
-            crontab, _created = CrontabSchedule.objects.get_or_create(
-                minute=default.minute, hour=default.hour, day_of_week=default.day_of_week,
-                day_of_month="*", month_of_year="*", timezone=settings.TIME_ZONE,
-            )
             name = periodic_task_name(label=default.label, database=database)
-            values = {
-                "task": default.task,
-                "crontab": crontab,
-                "interval": None,
-                "kwargs": json.dumps({"database": database}),
-                "enabled": True,
-            }
-            periodic_task = PeriodicTask.objects.filter(name=name).first()
-            if periodic_task is None:
-                PeriodicTask.objects.create(name=name, **values)
-                result.created.append(name)
-            elif reset:
-                for field, value in values.items():
-                    setattr(periodic_task, field, value)
-                periodic_task.save()
-                result.reset.append(name)
-            else:
-                result.unchanged.append(name)
+            _install_task(name=name, default=default, kwargs={"database": database}, reset=reset, result=result)
+    if databases is None:
+        for default in GLOBAL_TASKS:
+            _install_task(name=f"{TASK_NAME_PREFIX} {default.label}", default=default, kwargs={},
+                          reset=reset, result=result)
     if audit and (result.created or result.reset):
         audit_log(
             action="schedule_change", source=source, user=user, outcome=AuditEntry.Outcome.SUCCESS,
@@ -103,6 +93,33 @@ def backup_schedule_install(
             ),
         )
     return result
+
+
+def _install_task(
+    *, name: str, default: DefaultTask, kwargs: dict, reset: bool, result: ScheduleInstallResult
+) -> None:
+    crontab, _created = CrontabSchedule.objects.get_or_create(
+        minute=default.minute, hour=default.hour, day_of_week=default.day_of_week,
+        day_of_month="*", month_of_year="*", timezone=settings.TIME_ZONE,
+    )
+    values = {
+        "task": default.task,
+        "crontab": crontab,
+        "interval": None,
+        "kwargs": json.dumps(kwargs),
+        "enabled": True,
+    }
+    periodic_task = PeriodicTask.objects.filter(name=name).first()
+    if periodic_task is None:
+        PeriodicTask.objects.create(name=name, **values)
+        result.created.append(name)
+    elif reset:
+        for field, value in values.items():
+            setattr(periodic_task, field, value)
+        periodic_task.save()
+        result.reset.append(name)
+    else:
+        result.unchanged.append(name)
 
 
 def backup_schedule_install_if_absent(*, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:

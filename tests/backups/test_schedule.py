@@ -21,7 +21,9 @@ def opsdesk_tasks() -> dict[str, PeriodicTask]:
 
 def test_migrate_installed_the_default_schedule():
     tasks = opsdesk_tasks()
-    assert set(tasks) == {"opsdesk: backup default", "opsdesk: cleanup default", "opsdesk: verify default"}
+    assert set(tasks) == {
+        "opsdesk: backup default", "opsdesk: cleanup default", "opsdesk: verify default", "opsdesk: alerts",
+    }
     backup = tasks["opsdesk: backup default"]
     assert backup.task == "backups_app.tasks.backup_database"
     assert json.loads(backup.kwargs) == {"database": "default"}
@@ -30,6 +32,9 @@ def test_migrate_installed_the_default_schedule():
     assert verify.task == "backups_app.tasks.verify_backup"
     assert (verify.crontab.hour, verify.crontab.day_of_week) == ("4", "0")
     assert tasks["opsdesk: cleanup default"].task == "backups_app.tasks.cleanup_backups"
+    alerts = tasks["opsdesk: alerts"]
+    assert alerts.task == "backups_app.alerts.check_backup_alerts"
+    assert (alerts.crontab.hour, alerts.crontab.minute, json.loads(alerts.kwargs)) == ("*", "15", {})
 
 
 @pytest.fixture
@@ -47,7 +52,7 @@ def chat_alias(tmp_path):
 def test_installer_is_idempotent_and_keeps_staff_edits(chat_alias, capsys):
     call_command("setup_backup_schedule")
     first = opsdesk_tasks()
-    assert len(first) == 6
+    assert len(first) == 7  # three per database, and the alert check once
     crontabs = CrontabSchedule.objects.count()
     # Staff move the chat backup to 05:15 and disable its verification.
     moved = CrontabSchedule.objects.create(minute="15", hour="5")
