@@ -123,8 +123,11 @@ def fresh_breakers() -> Iterator[None]:
 
 
 @pytest.fixture
-def black_hole():
-    """A TCP port that accepts connections and never answers: a hung server."""
+def hung_server():
+    """A TCP server that accepts connections and never answers: a hung Redis.
+
+    Yields (port, accepted): `accepted` lists the connections made to it so far.
+    """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -141,9 +144,15 @@ def black_hole():
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield listener.getsockname()[1]
+    yield listener.getsockname()[1], accepted
     stop.set()
     thread.join()
     for connection in accepted:
         connection.close()
     listener.close()
+
+
+@pytest.fixture
+def black_hole(hung_server):
+    """The port of a hung server."""
+    return hung_server[0]

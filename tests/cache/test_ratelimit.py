@@ -81,11 +81,12 @@ def test_redis_counters_are_shared_with_another_process(machine_redis, redis_url
         "from django.conf import settings; from tests.cache.conftest import redis_caches;"
         f"settings.CACHES = redis_caches({redis_url!r}, {machine_redis!r}); settings.RATELIMIT_USE_CACHE='ratelimit';"
         "from cache_app.ratelimit import rate_limit_check;"
-        f"print([rate_limit_check(scope={scope!r}, key='t', limit=3, period_seconds=60) for _ in range(3)])"
+        f"print([rate_limit_check(scope={scope!r}, key='t', limit=3, period_seconds=3600) for _ in range(3)])"
     )
+    # An hour-long window: a 60 s one could roll over between the two processes and reset the count.
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[None, None, None]", result.stderr
-    assert rate_limit_check(scope=scope, key="t", limit=3, period_seconds=60) is not None
+    assert rate_limit_check(scope=scope, key="t", limit=3, period_seconds=3600) is not None
 
 
 @pytest.mark.services
