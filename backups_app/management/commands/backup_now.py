@@ -3,17 +3,18 @@ import json
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
 from backups_app.exceptions import BackupError
+from backups_app.management.base import BackupCommand
 from backups_app.models import Compression, Trigger
 from backups_app.services.backup import backup_create
 
 from ._output import ProgressLine, backup_as_dict, terminate_cleanly
 
 
-class Command(BaseCommand):
+class Command(BackupCommand):
     help = _("Back up a database now; prints the backup's name. Exit status 0 only on success.")
 
     def add_arguments(self, parser):

@@ -1,14 +1,15 @@
 """Apply the retention policies: `manage.py cleanup_backups [--database ALIAS] [--dry-run] [--json]`."""
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from backups_app.management.base import BackupCommand
 from backups_app.models import AuditEntry
 from backups_app.services.offsite import offsite_retry
 from backups_app.services.retention import retention_apply
 
 
-class Command(BaseCommand):
+class Command(BackupCommand):
     help = (
         "Delete the backups the retention policy no longer keeps (local and offsite copies), and "
         "the files of failed backups. Decides by the records' creation time (UTC). Then retries "

@@ -1,15 +1,15 @@
 """List backups: `python manage.py list_backups [--database ALIAS] [--json]`."""
 import json
 
-from django.core.management.base import BaseCommand
 from django.utils.translation import gettext as _
 
+from backups_app.management.base import BackupCommand
 from backups_app.selectors import backup_list
 
 from ._output import backup_as_dict, human_bytes
 
 
-class Command(BaseCommand):
+class Command(BackupCommand):
     help = _("List backups, newest first.")
 
     def add_arguments(self, parser):

@@ -1,9 +1,10 @@
 """Restore a backup: `python manage.py restore_backup NAME [--database ALIAS] [--noinput]`."""
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
 from backups_app.exceptions import BackupError
+from backups_app.management.base import BackupCommand
 from backups_app.models import Trigger
 from backups_app.selectors import backup_get
 from backups_app.services.backup import backup_restore
@@ -11,7 +12,7 @@ from backups_app.services.backup import backup_restore
 from ._output import terminate_cleanly
 
 
-class Command(BaseCommand):
+class Command(BackupCommand):
     help = _(
         "Restore a backup into its database (or --database). The file is checked first, and a safety "
         "backup of the current state is taken unless --no-safety-backup."

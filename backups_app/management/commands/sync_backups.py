@@ -1,11 +1,11 @@
 """Rebuild backup records from the manifests in the backup storage: `python manage.py sync_backups`."""
-from django.core.management.base import BaseCommand
 from django.utils.translation import gettext as _
 
+from backups_app.management.base import BackupCommand
 from backups_app.services.backup import backups_mark_interrupted, backups_sync
 
 
-class Command(BaseCommand):
+class Command(BackupCommand):
     help = _("Rebuild backup records from the JSON manifests stored beside the backup files.")
 
     def handle(self, *args, **options):

@@ -1,12 +1,13 @@
 """Verify a backup by test restore: `manage.py verify_backup NAME | --latest [--database ALIAS]`."""
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from backups_app.exceptions import BackupError
+from backups_app.management.base import BackupCommand
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.verify import backup_to_verify, backup_verify
 
 
-class Command(BaseCommand):
+class Command(BackupCommand):
     help = (
         "Check a backup's checksum and stream, restore it into a scratch database, compare the row "
         "counts with those recorded at backup time, and record the result. Exit 1 when it fails."
