@@ -6,15 +6,15 @@ add, edit or delete one here: an audit log that its readers can rewrite proves n
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from backups_app.admin.backups import badge
+from backups_app.admin.base import AppendOnlyAdmin
 from backups_app.models import AuditEntry
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(AppendOnlyAdmin):
     list_display = ("created_at", "actor", "action", "target", "source", "ip_address", "outcome_column")
     list_filter = ("action", "source", "outcome")
     search_fields = ("actor", "target", "detail", "ip_address")
@@ -23,18 +23,6 @@ class AuditEntryAdmin(admin.ModelAdmin):
     show_full_result_count = False
     fields = ("created_at", "user", "actor", "action", "target", "source", "ip_address", "outcome", "detail")
     readonly_fields = fields
-
-    class Media:
-        css = {"all": ("backups_app/admin.css",)}
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     @admin.display(description=_("outcome"), ordering="outcome")
     def outcome_column(self, entry: AuditEntry) -> str:

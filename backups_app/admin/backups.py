@@ -17,7 +17,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import connections
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+)
 from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -28,11 +34,17 @@ from django.utils.timezone import localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from backups_app.admin.base import AppendOnlyAdmin, ServiceWrittenAdmin
 from backups_app.dashboard import dashboard_databases
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request
-from backups_app.services.backup import backup_delete, backup_open, backup_queue, restore_queue
+from backups_app.services.backup import (
+    backup_delete,
+    backup_open,
+    backup_queue,
+    restore_queue,
+)
 from backups_app.services.verify import backup_verify
 
 logger = logging.getLogger(__name__)
@@ -86,7 +98,7 @@ class RestoreConfirmForm(forms.Form):
 
 
 @admin.register(BackupRecord)
-class BackupRecordAdmin(admin.ModelAdmin):
+class BackupRecordAdmin(ServiceWrittenAdmin):
     list_display = (
         "name", "database", "status_column", "size_column", "duration_column", "trigger_column",
         "created_column", "checks_column",
@@ -117,17 +129,7 @@ class BackupRecordAdmin(admin.ModelAdmin):
         )}),
     )
 
-    class Media:
-        css = {"all": ("backups_app/admin.css",)}
-
     # --- permissions ------------------------------------------------------------------------------
-    # Records are written by the backup services only: nobody adds or edits one by hand.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         # A queued or running backup is still being written: the service refuses to delete it.
         if obj is not None and obj.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING):
@@ -422,7 +424,7 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(RestoreRecord)
-class RestoreRecordAdmin(admin.ModelAdmin):
+class RestoreRecordAdmin(AppendOnlyAdmin):
     """Restore history, read-only: each restore's outcome and the safety backup taken before it."""
 
     list_display = (
@@ -439,18 +441,6 @@ class RestoreRecordAdmin(admin.ModelAdmin):
         "backup", "backup_name", "database", "status", "trigger", "user", "safety_backup", "created_at",
         "finished_at", "duration_seconds", "error_message",
     )
-
-    class Media:
-        css = {"all": ("backups_app/admin.css",)}
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     @admin.display(description=_("status"), ordering="status")
     def status_column(self, restore: RestoreRecord) -> str:

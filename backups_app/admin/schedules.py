@@ -11,7 +11,11 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import (
-    ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule,
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
 )
 
 from backups_app.models import AuditEntry
