@@ -285,9 +285,11 @@ class ClientToolEngine(DumpEngine):
         raise NotImplementedError
 
     def create_scratch_database(self, name: str) -> None:
+        """Create an empty database `name` on this server (driver errors are translated by the caller)."""
         raise NotImplementedError
 
     def drop_scratch_database(self, name: str) -> None:
+        """Drop the database `name` if it exists (driver errors are translated by the caller)."""
         raise NotImplementedError
 
     # --- The shared flow --------------------------------------------------------------------------
@@ -373,14 +375,20 @@ class ClientToolEngine(DumpEngine):
     @contextmanager
     def scratch_engine(self) -> Iterator[ClientToolEngine]:
         name = f"opsdesk_verify_{token_hex(6)}"
-        self.create_scratch_database(name)
+        self._scratch_call(self.create_scratch_database, name, _("Could not create the scratch database %(name)s"))
         try:
             yield type(self)(
                 f"{self.alias}__verify", {**self.settings_dict, "NAME": name},
                 bin_dir=self.bin_dir, timeout=self.timeout,
             )
         finally:
-            self.drop_scratch_database(name)
+            self._scratch_call(self.drop_scratch_database, name, _("Could not drop the scratch database %(name)s"))
+
+    def _scratch_call(self, operation, name: str, message: str) -> None:
+        try:
+            operation(name)
+        except database_errors(self.settings_dict) as error:
+            raise self.database_error(RestoreFailed, message % {"name": name}, error) from None
 
     def database_error(self, error_class: type[BackupError], message: str, error: BaseException) -> BackupError:
         """An app error for a failed driver call, with the driver's text redacted."""

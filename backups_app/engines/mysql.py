@@ -254,30 +254,20 @@ class MySQLDumpEngine(ClientToolEngine):
     # --- Scratch databases ------------------------------------------------------------------------
 
     def create_scratch_database(self, name: str) -> None:
-        try:
-            with driver_connection(self.settings_dict, name=None) as connection:
-                cursor = connection.cursor()
-                cursor.execute(
-                    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
-                    "WHERE SCHEMA_NAME = %s",
-                    [self.database_name],
-                )
-                row = cursor.fetchone()
-                charset, collation = row if row else ("utf8mb4", "utf8mb4_unicode_ci")
-                clauses = ""
-                if _SAFE_NAME.match(charset) and _SAFE_NAME.match(collation):
-                    clauses = f" CHARACTER SET {charset} COLLATE {collation}"
-                cursor.execute(f"CREATE DATABASE {quote_identifier(name)}{clauses}")
-        except database_errors(self.settings_dict) as error:
-            raise self.database_error(
-                RestoreFailed, _("Could not create the scratch database %(name)s") % {"name": name}, error
-            ) from None
+        with driver_connection(self.settings_dict, name=None) as connection:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+                "WHERE SCHEMA_NAME = %s",
+                [self.database_name],
+            )
+            row = cursor.fetchone()
+            charset, collation = row if row else ("utf8mb4", "utf8mb4_unicode_ci")
+            clauses = ""
+            if _SAFE_NAME.match(charset) and _SAFE_NAME.match(collation):
+                clauses = f" CHARACTER SET {charset} COLLATE {collation}"
+            cursor.execute(f"CREATE DATABASE {quote_identifier(name)}{clauses}")
 
     def drop_scratch_database(self, name: str) -> None:
-        try:
-            with driver_connection(self.settings_dict, name=None) as connection:
-                connection.cursor().execute(f"DROP DATABASE IF EXISTS {quote_identifier(name)}")
-        except database_errors(self.settings_dict) as error:
-            raise self.database_error(
-                RestoreFailed, _("Could not drop the scratch database %(name)s") % {"name": name}, error
-            ) from None
+        with driver_connection(self.settings_dict, name=None) as connection:
+            connection.cursor().execute(f"DROP DATABASE IF EXISTS {quote_identifier(name)}")

@@ -36,7 +36,6 @@ from .client import (
     CHUNK_BYTES,
     ClientToolEngine,
     child_environment,
-    database_errors,
     driver_connection,
     tool_output,
 )
@@ -255,32 +254,22 @@ class PostgreSQLDumpEngine(ClientToolEngine):
         """An empty database with the source's encoding and collation, from template0."""
         from psycopg import sql
 
-        try:
-            with driver_connection(self.settings_dict) as connection:
-                encoding, collate, ctype = connection.execute(
-                    "SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate, datctype "
-                    "FROM pg_catalog.pg_database WHERE datname = current_database()"
-                ).fetchone()
-            with driver_connection(self.settings_dict, name=None) as connection:
-                connection.execute(
-                    sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-                        sql.Identifier(name), sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)
-                    )
+        with driver_connection(self.settings_dict) as connection:
+            encoding, collate, ctype = connection.execute(
+                "SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate, datctype "
+                "FROM pg_catalog.pg_database WHERE datname = current_database()"
+            ).fetchone()
+        with driver_connection(self.settings_dict, name=None) as connection:
+            connection.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                    sql.Identifier(name), sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)
                 )
-        except database_errors(self.settings_dict) as error:
-            raise self.database_error(
-                RestoreFailed, _("Could not create the scratch database %(name)s") % {"name": name}, error
-            ) from None
+            )
 
     def drop_scratch_database(self, name: str) -> None:
         from psycopg import sql
 
-        try:
-            with driver_connection(self.settings_dict, name=None) as connection:
-                force = connection.info.server_version >= 130000
-                statement = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
-                connection.execute(sql.SQL(statement).format(sql.Identifier(name)))
-        except database_errors(self.settings_dict) as error:
-            raise self.database_error(
-                RestoreFailed, _("Could not drop the scratch database %(name)s") % {"name": name}, error
-            ) from None
+        with driver_connection(self.settings_dict, name=None) as connection:
+            force = connection.info.server_version >= 130000
+            statement = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
+            connection.execute(sql.SQL(statement).format(sql.Identifier(name)))
