@@ -121,23 +121,18 @@ class LocalProvider(SecretProvider):
         return parsed[1]
 
     def get(self, secret_name: str) -> SecretValue:
-        value = self._exported(secret_name)
-        if value:
-            return SecretValue(value=value, source="environment")
-        file_path = self._exported(f"{secret_name}_FILE")
-        if file_path:
-            value = _read_secret_file(file_path, secret_name)
+        # The exported environment first, then .env (read only when needed: an unreadable .env must
+        # not hide a secret the environment holds); in each, NAME itself before NAME_FILE.
+        lookups = ((self._exported, "environment"), (lambda name: self.dotenv_values().get(name), ".env"))
+        for lookup, source in lookups:
+            value = lookup(secret_name)
             if value:
-                return SecretValue(value=value, source="file")
-        dotenv = self.dotenv_values()
-        value = dotenv.get(secret_name)
-        if value:
-            return SecretValue(value=value, source=".env")
-        file_path = dotenv.get(f"{secret_name}_FILE")
-        if file_path:
-            value = _read_secret_file(file_path, secret_name)
-            if value:
-                return SecretValue(value=value, source="file")
+                return SecretValue(value=value, source=source)
+            file_path = lookup(f"{secret_name}_FILE")
+            if file_path:
+                value = _read_secret_file(file_path, secret_name)
+                if value:
+                    return SecretValue(value=value, source="file")
         sources = ["environment"] + ([str(self.env_file.name)] if self.env_file else [])
         raise SecretNotFound(secret_name, sources)
 
