@@ -4,6 +4,7 @@ Only the chosen provider's module is imported, and it imports its SDK on first u
 """
 from __future__ import annotations
 
+import inspect
 from importlib import import_module
 from typing import Any
 
@@ -34,4 +35,20 @@ def get_provider(name: str, **options: Any) -> SecretProvider:
         raise ProviderMisconfigured(f"SECRETS_PROVIDER {name!r} cannot be imported ({error}).") from error
     if not (isinstance(provider_class, type) and issubclass(provider_class, SecretProvider)):
         raise ProviderMisconfigured(f"SECRETS_PROVIDER {name!r} is not a SecretProvider.")
+    _check_options(name, provider_class, options)
     return provider_class(**options)
+
+
+def _check_options(name: str, provider_class: type[SecretProvider], options: dict[str, Any]) -> None:
+    """A misspelt option is a configuration error naming it, never a TypeError from ``__init__``
+    (the way django-storages treats unknown storage options)."""
+    parameters = inspect.signature(provider_class.__init__).parameters.values()
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return
+    accepted = {parameter.name for parameter in parameters if parameter.name != "self"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ProviderMisconfigured(
+            f"SECRETS_PROVIDER {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"it accepts {', '.join(sorted(accepted)) or 'none'}."
+        )

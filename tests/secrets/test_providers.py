@@ -355,3 +355,10 @@ def test_unknown_provider_is_a_configuration_error():
         get_provider("gcp")
     with pytest.raises(ProviderMisconfigured, match="not a SecretProvider"):
         get_provider("secrets_app.manager.SecretManager")
+
+
+def test_an_unknown_provider_option_is_a_configuration_error_naming_it():
+    with pytest.raises(ProviderMisconfigured, match="'regoin'"):
+        get_provider("aws", regoin="eu-west-1")
+    with pytest.raises(ProviderMisconfigured, match="no option 'adress'"):
+        get_provider("azure", adress="https://example.vault.azure.net")
