@@ -39,7 +39,7 @@ def secrets_access_flush(*, manager: SecretManager | None = None, quiet: bool = 
                      outcome=event.outcome, count=event.count, actor=event.actor, detail=event.detail)
         for event in events
     ]
-    from secrets_app.manager import _process_actor
+    from secrets_app.access_log import process_actor as _process_actor
 
     rows += [
         SecretAccess(created_at=now, name=name, provider=manager.provider.name, outcome=HIT,
