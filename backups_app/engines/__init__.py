@@ -15,8 +15,12 @@ ENGINES = {
 
 
 def get_engine(alias: str) -> DumpEngine:
-    """The engine for a configured database alias."""
+    """The engine for a configured database alias, or for a media alias (``media``, ``media:<storage>``)."""
     if alias not in connections.settings:
+        from .media import MediaEngine, is_media_alias
+
+        if is_media_alias(alias):
+            return MediaEngine.for_alias(alias)
         raise ImproperlyConfigured(f"Unknown database alias {alias!r}.")
     settings_dict = connections[alias].settings_dict
     if settings_dict.get("BACKUP_ENGINE"):

@@ -1,4 +1,7 @@
-"""Back up one database now: `python manage.py backup_now [--database ALIAS] [--compression ...]`."""
+"""Back up one database now: `python manage.py backup_now [--database ALIAS] [--compression ...]`.
+
+`--media [--storage NAME]` backs up the uploaded files instead (MEDIA_ROOT, or that STORAGES entry).
+"""
 import json
 
 from django.conf import settings
@@ -20,13 +23,22 @@ class Command(BackupCommand):
     def add_arguments(self, parser):
         parser.add_argument("--database", default="default", help=_("Database alias (default: default)."))
         parser.add_argument("--compression", choices=Compression.values, help=_("Default: BACKUP_COMPRESSION."))
+        parser.add_argument("--media", action="store_true",
+                            help=_("Back up the uploaded files (MEDIA_ROOT) instead of a database."))
+        parser.add_argument("--storage", default="",
+                            help=_("With --media: the STORAGES entry to back up (default: default)."))
         parser.add_argument("--json", action="store_true", dest="as_json", help=_("Print one JSON object."))
         parser.add_argument(
             "--scheduled", action="store_true",
             help=_("Run as a scheduled backup (cron, Task Scheduler): skipped while BACKUP_ENABLED is false."),
         )
 
-    def handle(self, *args, database, compression, as_json: bool, scheduled: bool, **options):
+    def handle(self, *args, database, compression, as_json: bool, scheduled: bool, media: bool, storage: str,
+               **options):
+        if storage and not media:
+            raise CommandError(_("--storage goes with --media."))
+        if media:
+            database = f"media:{storage}" if storage and storage != "default" else "media"
         if scheduled and not settings.BACKUP_ENABLED:
             message = _("BACKUP_ENABLED is false: scheduled backup skipped.")
             self._emit(as_json, {"name": None, "status": "skipped", "detail": message}, message)
