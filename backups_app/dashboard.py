@@ -21,8 +21,9 @@ from backups_app.selectors import backup_databases
 
 logger = logging.getLogger(__name__)
 
-DASHBOARD_CACHE_KEY = "backups_app:dashboard:v1"
-#: Backups shown in the size/duration chart, newest last.
+# v2: the chart holds points per database (a v1 summary left in Redis is not read back).
+DASHBOARD_CACHE_KEY = "backups_app:dashboard:v2"
+#: Backups shown per database in the size/duration charts, newest last.
 CHART_POINTS = 30
 #: The success rate is computed over this window.
 SUCCESS_RATE_DAYS = 30
@@ -53,6 +54,7 @@ class DatabaseHealth:
 
 @dataclass(frozen=True)
 class ChartPoint:
+    database: str
     created_at: datetime
     name: str
     size_bytes: int
@@ -137,16 +139,7 @@ def dashboard_summary_compute() -> DashboardSummary:
             status__in=[BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED],
         ).order_by("-created_at").values_list("name", "database", "created_at")[:5]
     )
-    chart_rows = list(
-        BackupRecord.objects.filter(
-            status=BackupRecord.Status.SUCCESS, kind=BackupRecord.Kind.REGULAR,
-            size_bytes__isnull=False,
-        ).order_by("-created_at").values_list("created_at", "name", "size_bytes", "duration_seconds")[:CHART_POINTS]
-    )
-    chart = [
-        ChartPoint(created_at=created_at, name=name, size_bytes=size or 0, duration_seconds=duration or 0.0)
-        for created_at, name, size, duration in reversed(chart_rows)
-    ]
+    chart = [point for alias in dashboard_databases() for point in chart_points(database=alias)]
     return DashboardSummary(
         databases=database_health_list(),
         finished_count=counts["finished"],
@@ -186,43 +179,19 @@ def dashboard_invalidate(**kwargs) -> None:
         logger.warning("could not drop the cached dashboard summary", exc_info=True)
 
 
-# --- Chart ----------------------------------------------------------------------------------------
+# --- Chart ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChartSeries:
-    """One line of the SVG chart, with its coordinates already computed for the template."""
-
-    label: str
-    points: str
-    dots: list[tuple[float, float, str]]
-    maximum_label: str
-    css_class: str
-
-
-CHART_WIDTH = 560
-CHART_HEIGHT = 140
-CHART_PADDING = 8
-
-
-def chart_series(*, values: list[float], labels: list[str], title: str, maximum_label: str,
-                 css_class: str) -> ChartSeries:
-    """Scale values into the chart's box; the SVG itself is drawn by the template, server-side."""
-    top = max(values, default=0) or 1
-    inner_width = CHART_WIDTH - 2 * CHART_PADDING
-    inner_height = CHART_HEIGHT - 2 * CHART_PADDING
-    step = inner_width / (len(values) - 1) if len(values) > 1 else 0
-    coordinates = [
-        (
-            round(CHART_PADDING + index * step if len(values) > 1 else CHART_WIDTH / 2, 1),
-            round(CHART_PADDING + inner_height * (1 - value / top), 1),
-        )
-        for index, value in enumerate(values)
-    ]
-    return ChartSeries(
-        label=title,
-        points=" ".join(f"{x},{y}" for x, y in coordinates),
-        dots=[(x, y, label) for (x, y), label in zip(coordinates, labels)],
-        maximum_label=maximum_label,
-        css_class=css_class,
+def chart_points(*, database: str) -> list[ChartPoint]:
+    """The last CHART_POINTS good regular backups of one database, oldest first (one indexed query)."""
+    rows = list(
+        BackupRecord.objects.filter(
+            database=database, status=BackupRecord.Status.SUCCESS, kind=BackupRecord.Kind.REGULAR,
+            size_bytes__isnull=False,
+        ).order_by("-created_at").values_list("created_at", "name", "size_bytes", "duration_seconds")[:CHART_POINTS]
     )
+    return [
+        ChartPoint(database=database, created_at=created_at, name=name, size_bytes=size or 0,
+                   duration_seconds=duration or 0.0)
+        for created_at, name, size, duration in reversed(rows)
+    ]

@@ -120,7 +120,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with opsdesk's own site (its name, no "View site"): ops_project/admin.py.
+    "ops_project.apps.OpsAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -140,7 +141,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
+    # LocaleMiddleware that honours an explicit LANGUAGE_CODE (see LANGUAGE_FROM_BROWSER).
+    "ops_project.middleware.ConsoleLocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -209,7 +211,12 @@ AUTH_PASSWORD_VALIDATORS = [
 # --- Language and time ----------------------------------------------------------------------------
 LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="en-us")
 LANGUAGES = [("en", "English"), ("pt-br", "Português (Brasil)")]
+# Each browser's Accept-Language chooses the language, unless LANGUAGE_CODE was set explicitly
+# (environment or .env): then everybody gets LANGUAGE_CODE. LANGUAGE_FROM_BROWSER decides either way.
+LANGUAGE_FROM_BROWSER = env.bool("LANGUAGE_FROM_BROWSER", default="LANGUAGE_CODE" not in env.ENVIRON)
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# One date format in every language, with seconds and the time zone (ops_project/formats/).
+FORMAT_MODULE_PATH = ["ops_project.formats"]
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True

@@ -22,3 +22,4 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 ADMINS = [("Ops", "ops@example.com")]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 LANGUAGE_CODE = "en-us"
+LANGUAGE_FROM_BROWSER = True  # the browser tests choose their language through Accept-Language

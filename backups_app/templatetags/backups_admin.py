@@ -1,14 +1,52 @@
 """The backup health panel of the admin index (`{% backup_dashboard %}`)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django import template
 from django.template.defaultfilters import filesizeformat
 from django.utils import formats
+from django.utils.timezone import localtime
+from django.utils.translation import gettext
 
 from backups_app.admin.backups import human_duration
-from backups_app.dashboard import chart_series, dashboard_summary
+from backups_app.charts import LineChart, duration_unit, line_chart, size_unit
+from backups_app.dashboard import ChartPoint, dashboard_summary
 
 register = template.Library()
+
+
+@dataclass(frozen=True)
+class DatabaseCharts:
+    """The size and duration charts of one database's last backups."""
+
+    database: str
+    size: LineChart
+    duration: LineChart
+    count: int
+
+
+def database_charts(database: str, points: list[ChartPoint]) -> DatabaseCharts:
+    times = [point.created_at for point in points]
+    moments = [
+        f"{formats.date_format(localtime(point.created_at), 'DATETIME_FORMAT')} · {point.name}" for point in points
+    ]
+    sizes = [float(point.size_bytes) for point in points]
+    durations = [point.duration_seconds for point in points]
+    return DatabaseCharts(
+        database=database,
+        size=line_chart(
+            title=gettext("Size of the last backups of %(database)s") % {"database": database},
+            css_class="size", times=times, values=sizes, unit=size_unit(max(sizes, default=0)),
+            dot_titles=[f"{moment}: {filesizeformat(size)}" for moment, size in zip(moments, sizes)],
+        ),
+        duration=line_chart(
+            title=gettext("Duration of the last backups of %(database)s") % {"database": database},
+            css_class="duration", times=times, values=durations, unit=duration_unit(max(durations, default=0)),
+            dot_titles=[f"{moment}: {human_duration(duration)}" for moment, duration in zip(moments, durations)],
+        ),
+        count=len(points),
+    )
 
 
 @register.inclusion_tag("admin/backups_app/dashboard.html", takes_context=True)
@@ -17,26 +55,9 @@ def backup_dashboard(context) -> dict:
     if request is None or not request.user.has_perm("backups_app.view_backuprecord"):
         return {"show": False}
     summary = dashboard_summary()
-    labels = [
-        f"{formats.date_format(point.created_at, 'SHORT_DATETIME_FORMAT')} · {point.name}"
-        for point in summary.chart
-    ]
-    sizes = [float(point.size_bytes) for point in summary.chart]
-    durations = [point.duration_seconds for point in summary.chart]
-    charts = []
-    if summary.chart:
-        charts = [
-            chart_series(
-                values=sizes, title="size",
-                labels=[f"{label}: {filesizeformat(size)}" for label, size in zip(labels, sizes)],
-                maximum_label=filesizeformat(max(sizes)), css_class="size",
-            ),
-            chart_series(
-                values=durations, title="duration",
-                labels=[f"{label}: {human_duration(duration)}" for label, duration in zip(labels, durations)],
-                maximum_label=human_duration(max(durations)), css_class="duration",
-            ),
-        ]
+    by_database: dict[str, list[ChartPoint]] = {}
+    for point in summary.chart:
+        by_database.setdefault(point.database, []).append(point)
     rate = summary.success_rate
     return {
         "show": True,
@@ -44,9 +65,6 @@ def backup_dashboard(context) -> dict:
         "databases": summary.databases,
         "stale": summary.stale_databases,
         "success_rate_percent": None if rate is None else round(rate * 100),
-        "size_chart": charts[0] if charts else None,
-        "duration_chart": charts[1] if charts else None,
-        "chart_first": summary.chart[0].created_at if summary.chart else None,
-        "chart_last": summary.chart[-1].created_at if summary.chart else None,
+        "charts": [database_charts(database, points) for database, points in by_database.items()],
         "alert_after_hours": int(summary.databases[0].alert_after.total_seconds() // 3600) if summary.databases else None,
     }
