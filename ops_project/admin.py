@@ -11,3 +11,5 @@ class OpsAdminSite(admin.AdminSite):
     site_url = None
     # The index already lists every page; the sidebar would take 300 px from the tables at 1400 px.
     enable_nav_sidebar = False
+    # The same dash for "nothing" on every page (opsdesk's own columns use it too).
+    empty_value_display = "—"

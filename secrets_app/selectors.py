@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import connections
 
 from secrets_app.manager import SecretManager, default_manager
 from secrets_app.models import KnownSecret
@@ -21,7 +22,28 @@ def known_secret_names(*, manager: SecretManager | None = None) -> dict[str, boo
         names[name] = names.get(name, False) or required
     for name in getattr(settings, "SECRETS_REQUIRED", []):
         names[name] = True
-    return dict(sorted(names.items()))
+    obsolete = set(obsolete_secret_names(names))
+    return dict(sorted((name, required) for name, required in names.items() if name not in obsolete))
+
+
+DATABASE_PASSWORD_PREFIX = "DATABASE_PASSWORD_"
+
+
+def obsolete_secret_names(names=None) -> list[str]:
+    """Recorded secrets nothing reads any more: DATABASE_PASSWORD_<ALIAS> of an alias no longer configured.
+
+    Settings read one such password per DATABASE_URL_<ALIAS>; once the URL is gone, the password is
+    not missing, it is unused. A secret listed in SECRETS_REQUIRED is never obsolete.
+    """
+    if names is None:
+        names = KnownSecret.objects.filter(name__startswith=DATABASE_PASSWORD_PREFIX).values_list("name", flat=True)
+    configured = {alias.upper() for alias in connections.settings}
+    required = set(getattr(settings, "SECRETS_REQUIRED", []))
+    return [
+        name for name in names
+        if name.startswith(DATABASE_PASSWORD_PREFIX) and name not in required
+        and name.removeprefix(DATABASE_PASSWORD_PREFIX) not in configured
+    ]
 
 
 def provider_description(*, manager: SecretManager | None = None) -> dict[str, object]:

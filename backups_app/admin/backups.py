@@ -28,13 +28,12 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.formats import date_format
 from django.utils.html import format_html
-from django.utils.timezone import localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from backups_app.admin.base import AppendOnlyAdmin, ServiceWrittenAdmin
+from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
@@ -63,6 +62,15 @@ def human_duration(seconds: float | None) -> str:
         return gettext("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": secs}
     hours, minutes = divmod(minutes, 60)
     return gettext("%(hours)d h %(minutes)02d min") % {"hours": hours, "minutes": minutes}
+
+
+def started_by(record) -> str:
+    """`admin · alice`, `schedule`: how and by whom a backup or restore was started."""
+    if record.user is None:
+        return record.get_trigger_display()
+    return format_html(
+        '{} <span class="backup-quiet">· {}</span>', record.get_trigger_display(), record.user.get_username(),
+    )
 
 
 def badge(value: str, label: str, *, extra: str = "") -> str:
@@ -99,9 +107,10 @@ class RestoreConfirmForm(forms.Form):
 
 @admin.register(BackupRecord)
 class BackupRecordAdmin(ServiceWrittenAdmin):
+    # Seven columns fit beside the filters at 1400 px; who started a backup is on its record page
+    # and in the "By trigger" filter.
     list_display = (
-        "name", "database", "status_column", "size_column", "duration_column", "trigger_column",
-        "created_column", "checks_column",
+        "name", "database", "status_column", "size_column", "duration_column", "created_column", "checks_column",
     )
     list_filter = ("status", "database", "trigger", "kind", "offsite_status", "verification_status")
     search_fields = ("name", "database", "sha256", "user__username")
@@ -114,20 +123,53 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     actions = ["verify_selected", "delete_selected"]
     change_list_template = "admin/backups_app/backuprecord/change_list.html"
     change_form_template = "admin/backups_app/backuprecord/change_form.html"
-    fieldsets = (
-        (None, {"fields": ("name", "database", "engine", "kind", "status", "trigger", "user")}),
-        (_("Timing"), {"fields": ("created_at", "started_at", "finished_at", "duration_seconds")}),
-        (_("File"), {"fields": (
-            "storage_name", "compression", "raw_size_bytes", "size_bytes", "progress_bytes", "sha256",
-        )}),
-        (_("Offsite copy"), {"fields": (
-            "offsite_status", "offsite_name", "offsite_attempts", "offsite_uploaded_at", "offsite_error",
-        )}),
-        (_("Verification"), {"fields": ("verification_status", "verified_at", "verification_message")}),
-        (_("Diagnostics"), {"fields": (
-            "error_message", "tool_versions", "table_row_counts", "owner_host", "owner_pid",
-        )}),
+    readonly_fields = (
+        "status_column", "duration_column", "raw_size_display", "size_display", "progress_display",
+        "tool_versions_table", "row_counts_table",
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        running = obj is not None and obj.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
+        file_fields = ["storage_name", "compression", "raw_size_display", "size_display", "sha256"]
+        if running:
+            # Only a running backup is still writing; afterwards the compressed size says it all.
+            file_fields.insert(2, "progress_display")
+        offsite = ()
+        if obj is None or obj.offsite_status != BackupRecord.OffsiteStatus.NOT_CONFIGURED:
+            offsite = ((_("Offsite copy"), {"fields": (
+                "offsite_status", "offsite_name", "offsite_attempts", "offsite_uploaded_at", "offsite_error",
+            )}),)
+        # The error of a failed backup is shown above the record (change_form.html), not here.
+        return (
+            (None, {"fields": ("name", "database", "engine", "kind", "status_column", "trigger", "user")}),
+            (_("Timing"), {"fields": ("created_at", "started_at", "finished_at", "duration_column")}),
+            (_("File"), {"fields": file_fields}),
+            *offsite,
+            (_("Verification"), {"fields": ("verification_status", "verified_at", "verification_message")}),
+            (_("Diagnostics"), {"fields": ("tool_versions_table", "row_counts_table", "owner_host", "owner_pid")}),
+        )
+
+    # --- record page fields -----------------------------------------------------------------------
+    @admin.display(description=_("uncompressed size"))
+    def raw_size_display(self, record: BackupRecord) -> str:
+        return human_size(record.raw_size_bytes)
+
+    @admin.display(description=_("compressed size"))
+    def size_display(self, record: BackupRecord) -> str:
+        return human_size(record.size_bytes)
+
+    @admin.display(description=_("written so far"))
+    def progress_display(self, record: BackupRecord) -> str:
+        return human_size(record.progress_bytes)
+
+    @admin.display(description=_("tool versions"))
+    def tool_versions_table(self, record: BackupRecord) -> str:
+        return small_table(record.tool_versions, key_header=gettext("tool"), value_header=gettext("version"))
+
+    @admin.display(description=_("row counts at backup time"))
+    def row_counts_table(self, record: BackupRecord) -> str:
+        return small_table(record.table_row_counts, key_header=gettext("table"), value_header=gettext("rows"),
+                           numeric=True)
 
     # --- permissions ------------------------------------------------------------------------------
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -167,11 +209,13 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             return "—"
         ratio = record.compression_ratio
         if ratio is None:
-            return filesizeformat(record.size_bytes)
+            return human_size(record.size_bytes)
         # The uncompressed size goes in the tooltip: the list must fit a laptop screen.
         return format_html(
             '<span title="{}">{} <span class="backup-quiet">· {}</span></span>',
-            gettext("%(size)s uncompressed") % {"size": filesizeformat(record.raw_size_bytes)},
+            gettext("%(size)s uncompressed, %(compressed)s compressed") % {
+                "size": filesizeformat(record.raw_size_bytes), "compressed": filesizeformat(record.size_bytes),
+            },
             filesizeformat(record.size_bytes), f"{ratio:.0%}",
         )
 
@@ -179,22 +223,9 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     def duration_column(self, record: BackupRecord) -> str:
         return human_duration(record.duration_seconds)
 
-    @admin.display(description=_("trigger · user"), ordering="trigger")
-    def trigger_column(self, record: BackupRecord) -> str:
-        if record.user is None:
-            return record.get_trigger_display()
-        return format_html(
-            '{} <span class="backup-quiet">· {}</span>', record.get_trigger_display(), record.user.get_username(),
-        )
-
     @admin.display(description=_("created at"), ordering="created_at")
     def created_column(self, record: BackupRecord) -> str:
-        # ISO-like and short: sorts by eye, reads the same in every language, fits the column.
-        return format_html(
-            '<span title="{}">{}</span>',
-            date_format(localtime(record.created_at), "DATETIME_FORMAT"),
-            localtime(record.created_at).strftime("%Y-%m-%d %H:%M"),
-        )
+        return moment(record.created_at)
 
     @admin.display(description=_("checks"))
     def checks_column(self, record: BackupRecord) -> str:
@@ -428,8 +459,8 @@ class RestoreRecordAdmin(AppendOnlyAdmin):
     """Restore history, read-only: each restore's outcome and the safety backup taken before it."""
 
     list_display = (
-        "backup_name", "database", "status_column", "trigger", "user", "safety_backup", "created_at",
-        "duration_column",
+        "backup_name", "database", "status_column", "created_column", "duration_column", "started_by_column",
+        "safety_backup_column",
     )
     list_filter = ("status", "database", "trigger")
     search_fields = ("backup_name", "database", "user__username")
@@ -437,18 +468,39 @@ class RestoreRecordAdmin(AppendOnlyAdmin):
     list_select_related = ("user", "safety_backup")
     show_full_result_count = False
     change_form_template = "admin/backups_app/restorerecord/change_form.html"
+    # The status is the badge above the fields (change_form.html), the error too when there is one.
     fields = (
-        "backup", "backup_name", "database", "status", "trigger", "user", "safety_backup", "created_at",
-        "finished_at", "duration_seconds", "error_message",
+        "backup", "backup_name", "database", "trigger", "user", "safety_backup", "created_at",
+        "finished_at", "duration_column",
     )
+    readonly_fields = ("duration_column",)
 
     @admin.display(description=_("status"), ordering="status")
     def status_column(self, restore: RestoreRecord) -> str:
         return badge(restore.status, restore.get_status_display())
 
+    @admin.display(description=_("started at"), ordering="created_at")
+    def created_column(self, restore: RestoreRecord) -> str:
+        return moment(restore.created_at)
+
     @admin.display(description=_("duration"), ordering="duration_seconds")
     def duration_column(self, restore: RestoreRecord) -> str:
         return human_duration(restore.duration_seconds)
+
+    @admin.display(description=_("started by"), ordering="trigger")
+    def started_by_column(self, restore: RestoreRecord) -> str:
+        return started_by(restore)
+
+    @admin.display(description=_("safety backup"))
+    def safety_backup_column(self, restore: RestoreRecord) -> str:
+        # The safety backup's full name would double the row's width; its record page has it.
+        if restore.safety_backup is None:
+            return "—"
+        return format_html(
+            '<a href="{}" title="{}">{}</a>',
+            reverse("admin:backups_app_backuprecord_change", args=[restore.safety_backup.pk]),
+            restore.safety_backup.name, gettext("open"),
+        )
 
     def change_view(self, request: HttpRequest, object_id, form_url="", extra_context=None):
         restore = self.get_object(request, object_id)

@@ -9,6 +9,9 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from backups_app.admin.backups import badge
+from backups_app.admin.base import ServiceWrittenAdmin
+from backups_app.admin.display import moment
 from backups_app.models import ApiToken, AuditEntry
 from backups_app.services.tokens import api_token_create, api_token_revoke
 
@@ -49,7 +52,11 @@ class TokenStateFilter(admin.SimpleListFilter):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "user", "created_at", "last_used_at", "expires_at", "revoked_at", "state"]
+    class Media:
+        css = ServiceWrittenAdmin.Media.css
+
+    # Created and revoked moments are on the record page; the state says what matters in the list.
+    list_display = ["prefix", "name", "user", "state", "last_used_column", "expires_column"]
     list_filter = [TokenStateFilter]
     list_select_related = ["user"]
     search_fields = ["prefix", "name", "user__username"]
@@ -75,10 +82,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(description=_("state"))
     def state(self, token: ApiToken) -> str:
         if token.revoked_at is not None:
-            return _("revoked")
+            return badge("token-revoked", _("revoked"))
         if token.expires_at is not None and token.expires_at <= timezone.now():
-            return _("expired")
-        return _("active")
+            return badge("token-expired", _("expired"))
+        return badge("token-active", _("active"))
+
+    @admin.display(description=_("last used"), ordering="last_used_at")
+    def last_used_column(self, token: ApiToken) -> str:
+        return moment(token.last_used_at) if token.last_used_at else _("never")
+
+    @admin.display(description=_("expires"), ordering="expires_at")
+    def expires_column(self, token: ApiToken) -> str:
+        return moment(token.expires_at) if token.expires_at else _("never")
 
     def save_model(self, request, obj, form, change):
         if change:
