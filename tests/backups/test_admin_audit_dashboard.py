@@ -146,12 +146,45 @@ def test_dashboard_query_count_is_constant(django_assert_max_num_queries):
         dashboard.dashboard_summary_compute()
 
 
-def test_chart_scales_into_the_box():
-    series = dashboard.chart_series(values=[0, 50, 100], labels=["a", "b", "c"], title="size",
-                                    maximum_label="100 B", css_class="size")
-    assert series.points == "8.0,132.0 280.0,70.0 552.0,8.0"
-    single = dashboard.chart_series(values=[7], labels=["a"], title="size", maximum_label="7", css_class="size")
-    assert single.points == "280.0,8.0"
+def test_chart_has_labelled_axes_in_readable_units():
+    from datetime import datetime, timezone as dt_timezone
+
+    from backups_app import charts
+
+    start = datetime(2026, 11, 1, tzinfo=dt_timezone.utc)
+    times = [start, start + timedelta(days=1), start + timedelta(days=2)]
+    values = [0.0, 1.5 * 1024**2, 3 * 1024**2]
+    chart = charts.line_chart(title="size", css_class="size", times=times, values=values,
+                              unit=charts.size_unit(max(values)), dot_titles=["a", "b", "c"])
+    assert [tick.label for tick in chart.y_ticks] == ["0 MB", "1 MB", "2 MB", "3 MB"]
+    assert chart.y_ticks[0].position == chart.bottom and chart.y_ticks[-1].position == chart.top
+    assert [tick.label for tick in chart.x_ticks] == ["11-01 00:00", "11-02 00:00", "11-03 00:00"]
+    first, middle, last = (tuple(map(float, point.split(","))) for point in chart.points.split())
+    assert first == (chart.left, chart.bottom) and last == (chart.right, chart.top)
+    assert middle[0] == (chart.left + chart.right) / 2
+    assert charts.duration_unit(45).symbol == "s" and charts.duration_unit(600).symbol == "min"
+    assert charts.duration_unit(4 * 3600).label(5400) == "1.5 h"
+    single = charts.line_chart(title="d", css_class="duration", times=[start], values=[7.0],
+                               unit=charts.duration_unit(7), dot_titles=["a"])
+    assert len(single.x_ticks) == 1 and single.dots[0].y == round(single.top + (single.bottom - single.top) * (1 - 7 / 8), 1)
+
+
+def test_the_index_draws_one_chart_pair_per_database(superuser, settings, tmp_path):
+    from ..conftest import register_alias, unregister_alias
+
+    settings_dict = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "chat.sqlite3")}
+    register_alias("chat", settings_dict)
+    settings.DATABASES = {**settings.DATABASES, "chat": settings_dict}
+    try:
+        store_backup(database="default", age=timedelta(hours=2))
+        store_backup(database="chat", age=timedelta(hours=3))
+        store_backup(database="chat", age=timedelta(hours=1))
+        page = logged_in(superuser).get("/admin/").content.decode()
+    finally:
+        unregister_alias("chat")
+    assert page.count('class="backup-chart-group"') == 2
+    assert "chat: the last 2 good backups" in page and "default: the last good backup" in page
+    assert 'class="y-label"' in page and 'class="x-label"' in page
 
 
 # --- Alerts --------------------------------------------------------------------------------------

@@ -39,3 +39,21 @@ def test_language_code_from_settings_works(settings, superuser):
     client = Client()
     client.force_login(superuser)
     assert "Saúde dos backups" in client.get("/admin/").content.decode()
+
+
+def test_an_explicit_language_code_wins_over_the_browser(settings, superuser):
+    # What an operator gets with LANGUAGE_CODE=pt-br set: every browser sends Accept-Language.
+    settings.LANGUAGE_CODE = "pt-br"
+    settings.LANGUAGE_FROM_BROWSER = False
+    client = Client(HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9")
+    client.force_login(superuser)
+    assert "Saúde dos backups" in client.get("/admin/").content.decode()
+
+
+def test_the_browser_chooses_when_the_installation_did_not(settings, superuser):
+    settings.LANGUAGE_CODE = "pt-br"
+    settings.LANGUAGE_FROM_BROWSER = True
+    client = Client(HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9")
+    client.force_login(superuser)
+    assert "Backup health" in client.get("/admin/").content.decode()
+

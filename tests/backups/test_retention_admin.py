@@ -49,8 +49,29 @@ def test_preview_of_a_new_policy_with_an_unknown_database_shows_the_error(superu
         {"database": "nope", "keep_days": "10", "keep_last": "1", "_preview": "1"},
     )
     assert response.status_code == 200
-    assert "Unknown database alias" in response.content.decode()
+    page = response.content.decode()
+    # The errors are shown in the form itself, beside the field, with the values as typed.
+    assert 'class="errornote"' in page and "Unknown database alias" in page
+    assert 'name="keep_days" value="10"' in page and "would be deleted" not in page
     assert not RetentionPolicy.objects.exists()
+
+
+def test_the_form_offers_the_configured_databases_with_the_defaults_filled_in(superuser_client, settings):
+    settings.BACKUP_RETENTION_DAYS = 21
+    page = superuser_client.get(reverse("admin:backups_app_retentionpolicy_add")).content.decode()
+    assert '<select name="database"' in page and '<option value="default">default</option>' in page
+    assert 'name="keep_days" value="21"' in page and 'name="keep_last" value="7"' in page
+
+
+def test_the_preview_speaks_in_sentences(superuser_client):
+    make_backup(created_at=timezone.now() - timedelta(hours=1))
+    page = superuser_client.post(
+        reverse("admin:backups_app_retentionpolicy_add"),
+        {"database": "default", "keep_days": "10", "keep_last": "1", "_preview": "1"},
+    ).content.decode()
+    assert "it is the newest good backup" in page
+    assert "Good backups younger than 10 days are kept." in page
+    assert "keep_days" not in page
 
 
 def test_saving_a_policy_is_audited(superuser_client):

@@ -40,10 +40,11 @@ def test_changelist_shows_the_provider_options_and_known_secrets(admin_client, s
 
 def test_test_connection_reports_success_and_failure(admin_client, scripted):
     response = admin_client.post(TEST_CONNECTION, follow=True)
-    assert "Provider test succeeded" in response.content.decode()
+    # The message says which provider was tested and what the test did.
+    assert "Connection test of the scripted provider succeeded: it reads a secret" in response.content.decode()
     scripted.mode = "unavailable"
     response = admin_client.post(TEST_CONNECTION, follow=True)
-    assert "Provider test failed" in response.content.decode()
+    assert "Connection test of the scripted provider failed" in response.content.decode()
     assert admin_client.get(TEST_CONNECTION).status_code == 405
 
 
@@ -139,7 +140,18 @@ def test_resolve_now_action_refreshes_status_from_the_provider(admin_client, scr
     secret = KnownSecret.objects.get(name="SGP_TOKEN")
     old_fingerprint = secret.fingerprint
     response = admin_client.post(CHANGELIST, {"action": "resolve_now", "_selected_action": [secret.pk]}, follow=True)
-    assert "1 secrets resolved" in response.content.decode()
+    assert "1 secret resolved." in response.content.decode()
     secret.refresh_from_db()
     assert secret.version == "7" and secret.fingerprint != old_fingerprint
     assert "admin-visible-never-2" not in response.content.decode()
+
+
+def test_the_page_speaks_plainly_and_forgets_removed_databases(admin_client, scripted):
+    KnownSecret.objects.create(name="DATABASE_PASSWORD_GONE", required=False, status="missing")
+    KnownSecret.objects.create(name="SGP_TOKEN", required=False, status="missing")
+    page = admin_client.get(CHANGELIST).content.decode()
+    # A password of an alias no longer in DATABASES is unused, not missing.
+    assert "DATABASE_PASSWORD_GONE" not in page and "SGP_TOKEN" in page
+    assert "icon-no.svg" not in page and "optional" in page
+    assert ".0</td>" not in page  # durations in words ("5 minutes"), not "300.0"
+    assert "Test connection to scripted" in page
