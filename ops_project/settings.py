@@ -129,7 +129,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_ratelimit",
-    "axes",
+    "ops_project.apps.AxesConfig",  # django-axes, its admin section named in words (ops_project/apps.py)
     "rest_framework",
     "drf_spectacular",
     "backups_app",
@@ -214,7 +214,9 @@ LANGUAGES = [("en", "English"), ("pt-br", "Português (Brasil)")]
 # Each browser's Accept-Language chooses the language, unless LANGUAGE_CODE was set explicitly
 # (environment or .env): then everybody gets LANGUAGE_CODE. LANGUAGE_FROM_BROWSER decides either way.
 LANGUAGE_FROM_BROWSER = env.bool("LANGUAGE_FROM_BROWSER", default="LANGUAGE_CODE" not in env.ENVIRON)
-LOCALE_PATHS = [BASE_DIR / "locale"]
+# locale/: the templates' strings; locale/extra/: ops_project's own and pt-BR of django-axes and
+# django-celery-beat, which ship none (apart, so that makemessages never marks them obsolete).
+LOCALE_PATHS = [BASE_DIR / "locale", BASE_DIR / "locale" / "extra"]
 # One date format in every language, with seconds and the time zone (ops_project/formats/).
 FORMAT_MODULE_PATH = ["ops_project.formats"]
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")

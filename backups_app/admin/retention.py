@@ -25,7 +25,7 @@ from backups_app.services.retention import DEFAULT_KEEP_LAST, retention_plan
 class RetentionPolicyForm(forms.ModelForm):
     """A policy for one configured database, its fields pre-filled with what applies without one."""
 
-    database = forms.ChoiceField(label=_("database"))
+    database = forms.ChoiceField(label=_("Database"))
 
     class Meta:
         model = RetentionPolicy

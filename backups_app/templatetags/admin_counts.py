@@ -16,7 +16,9 @@ def result_count(cl) -> str:
     if label is not None:
         return label(cl.result_count)
     opts = cl.opts
-    # The names are lazy translations of the active language; the number picks the form.
+    # The names are lazy translations of the active language; the language's plural rule picks the
+    # form. Each form names only its own variable, hence no python-format check of the pair.
+    # xgettext:no-python-format
     return ngettext("%(count)d %(singular)s", "%(count)d %(plural)s", cl.result_count) % {
         "count": cl.result_count, "singular": opts.verbose_name, "plural": opts.verbose_name_plural,
     }
