@@ -146,3 +146,19 @@ class ManageRunner:
 @pytest.fixture
 def manage(tmp_path) -> ManageRunner:
     return ManageRunner(tmp_path)
+
+
+#: Screenshots taken in this run, for the path printed at its end.
+SCREENSHOTS_TAKEN: list[Path] = []
+
+
+def screenshots_folder() -> Path:
+    """Where the browser tests keep their screenshots: OPSDESK_SCREENSHOTS or var/screenshots."""
+    return Path(os.environ.get("OPSDESK_SCREENSHOTS") or PROJECT_ROOT / "var" / "screenshots")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if SCREENSHOTS_TAKEN:
+        terminalreporter.write_line(
+            f"{len(SCREENSHOTS_TAKEN)} admin screenshots (1400 px wide) in {screenshots_folder()}"
+        )
