@@ -14,13 +14,15 @@ from django.utils import formats
 from django.utils.timezone import localtime
 from django.utils.translation import gettext
 
-WIDTH = 460
-HEIGHT = 170
-LEFT = 62  # room for the y labels ("1.5 GB")
+WIDTH = 340
+HEIGHT = 150
+LEFT = 56  # room for the y labels ("1.5 GB")
 RIGHT = 14
 TOP = 10
 BOTTOM = 26  # room for the x labels (dates)
 TICKS = 4
+# The SVG is drawn at about its display size (a quarter of a 1400 px screen), so that its 11 px
+# labels stay 11 px: a larger viewBox scaled down made them unreadable.
 
 
 @dataclass(frozen=True)

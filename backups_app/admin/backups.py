@@ -28,6 +28,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
@@ -56,7 +57,8 @@ def human_duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     if seconds < 60:
-        return gettext("%(seconds).1f s") % {"seconds": seconds}
+        # number_format: "4.2 s" in English, "4,2 s" in Portuguese.
+        return gettext("%(seconds)s s") % {"seconds": number_format(seconds, 1)}
     minutes, secs = divmod(int(round(seconds)), 60)
     if minutes < 60:
         return gettext("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": secs}

@@ -61,10 +61,11 @@ class RetentionPolicyForm(forms.ModelForm):
 def policy_sentences(policy: RetentionPolicy) -> list[str]:
     """The policy in words, one rule a sentence, in the order cleanup applies them."""
     sentences = [gettext("The newest good backup is always kept.")]
-    sentences.append(ngettext(
-        "The newest good backup is kept (keep last: %(count)d).",
-        "The newest %(count)d good backups are kept.", policy.keep_last,
-    ) % {"count": policy.keep_last})
+    if policy.keep_last > 1:  # keep_last 0 or 1 adds nothing to the sentence above
+        sentences.append(ngettext(
+            "The newest good backup is kept (keep last: %(count)d).",
+            "The newest %(count)d good backups are kept.", policy.keep_last,
+        ) % {"count": policy.keep_last})
     sentences.append(ngettext(
         "Good backups younger than %(count)d day are kept.",
         "Good backups younger than %(count)d days are kept.", policy.keep_days,
@@ -109,7 +110,11 @@ def reason_sentences(reasons, policy: RetentionPolicy) -> list[str]:
             "it failed less than %(count)d days ago: the record stays, its file goes", policy.keep_days,
         ) % {"count": policy.keep_days},
     }
-    return [words.get(str(reason), str(reason)) for reason in reasons]
+    reasons = [str(reason) for reason in reasons]
+    if str(retention.REASON_NEWEST) in reasons:
+        # "the newest" already says "among the newest N".
+        reasons = [reason for reason in reasons if reason != str(retention.REASON_LAST)]
+    return [words.get(reason, reason) for reason in reasons]
 
 
 @admin.register(RetentionPolicy)
