@@ -284,6 +284,13 @@ def console_with_history() -> dict[str, str]:
     api_token_create(user=User.objects.get(username="operator"), name="grafana", source="cli",
                      expires_in_days=90)
     assert ApiToken.objects.count() == 1
+    # Someone guessing passwords, as django-axes records it.
+    from axes.models import AccessAttempt
+
+    AccessAttempt.objects.create(
+        username="mallory", ip_address="203.0.113.9", user_agent="curl/8.5", http_accept="*/*",
+        path_info="/admin/login/", get_data="", post_data="username=mallory", failures_since_start=3,
+    )
     # Records written here, not by a finished backup: drop a summary an earlier test left cached.
     from backups_app.dashboard import dashboard_invalidate
 
