@@ -217,6 +217,7 @@ def liveness_summary() -> Liveness:
 # --- One broker connection per process ------------------------------------------------------------
 _broker_lock = threading.Lock()
 _broker_connection = None
+_broker_url = ""
 
 
 def _broker_connection_new(timeout_seconds: float):
@@ -256,12 +257,15 @@ def broker_connection(*, timeout_seconds: float) -> Iterator:
     reopened by the next caller) when anything fails on it. Waiting for another caller is bounded
     by `timeout_seconds` too, so a hung broker never stacks up callers.
     """
-    global _broker_connection
+    global _broker_connection, _broker_url
     if not _broker_lock.acquire(timeout=timeout_seconds):
         raise TimeoutError("the broker connection is busy (a previous check still waits on the broker)")
     try:
+        if _broker_connection is not None and _broker_url != settings.CELERY_BROKER_URL:
+            broker_connection_reset()  # the setting changed (tests, a reload): not the same broker
         if _broker_connection is None:
             _broker_connection = _broker_connection_new(timeout_seconds)
+            _broker_url = settings.CELERY_BROKER_URL
         try:
             _broker_connection.ensure_connection(max_retries=1, timeout=timeout_seconds)
             yield _broker_connection

@@ -420,6 +420,9 @@ AXES_CLIENT_IP_CALLABLE = "backups_app.services.audit.client_ip"
 AXES_DISABLE_ACCESS_LOG = True
 # /health answers within this many seconds even when a component hangs (checks run in parallel).
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
+# /health gives anonymous callers its booleans only; `Authorization: Bearer <HEALTH_TOKEN>` (or a
+# staff session or API token) also gets the details. A secret: read through get_secret.
+HEALTH_TOKEN = get_secret("HEALTH_TOKEN", default="") or ""
 # Load balancers probe /health over plain HTTP on the private network.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 
