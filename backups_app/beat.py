@@ -65,6 +65,8 @@ class OpsdeskScheduler(DatabaseScheduler):
         if liveness.broker_configured():
             return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
         entry = self.reserve(entry) if advance else entry
+        if entry.task.startswith("celery."):
+            return None  # Celery's own housekeeping (result backend cleanup): nothing to clean here
         try:
             jobs.job_spawn(task_name=entry.task, args=list(entry.args or ()), kwargs=dict(entry.kwargs or {}))
         finally:

@@ -87,7 +87,8 @@ def _next_run(task, now: datetime) -> datetime | None:
     except Exception:  # noqa: BLE001 - a schedule beat cannot read is shown as no schedule
         logger.warning("cannot compute the next run of periodic task %s", task.name, exc_info=True)
         return None
-    moment = now + max(remaining, timedelta(0))
+    # Whole seconds: `now` carries microseconds that the schedule's own times do not.
+    moment = (now + max(remaining, timedelta(0)) + timedelta(microseconds=500_000)).replace(microsecond=0)
     if task.start_time is not None and task.start_time > moment:
         moment = task.start_time
     return moment
