@@ -30,8 +30,8 @@ class Command(BackupCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("task", help="Task name, e.g. backups_app.tasks.backup_run")
-        parser.add_argument("--args", type=_json(list), default=[], help="Positional arguments (JSON list).")
-        parser.add_argument("--kwargs", type=_json(dict), default={}, help="Keyword arguments (JSON object).")
+        parser.add_argument("--args", dest="task_args", type=_json(list), default=[], help="Positional arguments (JSON list).")
+        parser.add_argument("--kwargs", dest="task_kwargs", type=_json(dict), default={}, help="Keyword arguments (JSON object).")
 
     def handle(self, *args, task, **options):
         from ops_project.celery import app
@@ -40,8 +40,8 @@ class Command(BackupCommand):
         if task not in app.tasks or task.startswith("celery."):
             raise CommandError(f"Unknown task {task!r}.")
         try:
-            result = app.tasks[task](*options["args"], **options["kwargs"])
+            result = app.tasks[task](*options["task_args"], **options["task_kwargs"])
         except Exception as error:  # noqa: BLE001 - one line for the log, details were logged by the task
-            raise CommandError(f"{task} failed: {error.__class__.__name__}: {error}") from error
+            raise CommandError(f"{task} failed: {error.__class__.__name__}: {error}") from None
         if options["verbosity"] >= 2 and result is not None:
             self.stdout.write(json.dumps(result, default=str))
