@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
 
+def _project_root() -> Path:
+    # BASE_DIR is Django's convention (opsdesk's settings set it); a host project may not.
+    return Path(getattr(settings, "BASE_DIR", None) or Path.cwd())
+
+
 def job_command(*, task_name: str, args: list | None = None, kwargs: dict | None = None) -> list[str]:
     """The argv of the process that runs one task (ids and plain values only, never secrets)."""
-    command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_task", task_name]
+    command = [sys.executable, str(_project_root() / "manage.py"), "run_task", task_name]
     if args:
         command += ["--args", json.dumps(args)]
     if kwargs:
@@ -43,7 +48,7 @@ def job_spawn(*, task_name: str, args: list | None = None, kwargs: dict | None =
     """
     process = subprocess.Popen(
         job_command(task_name=task_name, args=args, kwargs=kwargs),
-        cwd=settings.BASE_DIR, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+        cwd=_project_root(), stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
     )
     logger.info("started %s in background process %s", task_name, process.pid)
     return process.pid

@@ -34,7 +34,8 @@ class Command(BackupCommand):
         parser.add_argument("--kwargs", dest="task_kwargs", type=_json(dict), default={}, help="Keyword arguments (JSON object).")
 
     def handle(self, *args, task, **options):
-        from ops_project.celery import app
+        # The project's Celery app (ops_project's, or a host project's), loaded with its settings.
+        from celery import current_app as app
 
         app.loader.import_default_modules()
         if task not in app.tasks or task.startswith("celery."):
