@@ -277,6 +277,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
                 can_verify=good and self.has_verify_permission(request),
                 backup_running=record.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING),
             )
+            if liveness.is_waiting(record) and request.method == "GET":
+                self.message_user(request, waiting_reason(), messages.WARNING)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):

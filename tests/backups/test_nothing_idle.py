@@ -279,9 +279,29 @@ def test_back_up_now_says_a_finished_backup_finished_and_keeps_the_database(oper
     assert f'<option value="{APP_ALIAS}" selected>' in page
 
 
-def test_back_up_now_warns_when_no_worker_takes_the_queue(operator, app_database, settings, monkeypatch):
+def test_back_up_now_warns_when_no_worker_takes_the_queue(operator, app_database, settings):
+    # The test's transaction never commits, so nothing is sent: the page answers before any worker could.
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
-    sent = []
-    monkeypatch.setattr(tasks.backup_run, "delay", lambda *args: sent.append(args))  # no broker I/O here
     page = logged_in(operator).post(BACKUP_NOW, {"database": APP_ALIAS}, follow=True).content.decode()
     assert "no worker is taking jobs from queue" in page
+
+
+def test_the_record_page_of_a_waiting_backup_says_why(operator, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    record = queued_record(age_seconds=settings.BACKUP_QUEUE_WAIT_SECONDS + 1)
+    page = logged_in(operator).get(f"{CHANGELIST}{record.pk}/change/").content.decode()
+    assert "waiting: no worker is taking jobs from queue opsdesk" in page.lower()
+
+
+def test_restore_of_default_says_what_goes_back_in_time(superuser, django_capture_on_commit_callbacks):
+    """The message after starting it; the confirmation page itself is the privilege work's."""
+    from tests.backups.admin_fixtures import store_backup
+
+    record = store_backup()
+    assert record.database == "default"
+    with django_capture_on_commit_callbacks(execute=False):
+        response = logged_in(superuser).post(
+            f"{CHANGELIST}{record.pk}/restore/", {"confirm_database": "default"}, follow=True,
+        )
+    page = response.content.decode()
+    assert "The audit log is kept, but users, API tokens and schedules go back to the time of the backup." in page
