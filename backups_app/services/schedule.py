@@ -220,11 +220,9 @@ def backup_schedule_ensure_on_start(**kwargs) -> None:
     if _ensured_in_this_process or not settings.BACKUP_SCHEDULE_ON_START:
         return
     _ensured_in_this_process = True
-    from django.db import DatabaseError
-
     try:
         created = backup_schedule_ensure().created
-    except DatabaseError as error:
+    except Exception as error:  # noqa: BLE001 - e.g. not migrated yet; the request or worker goes on
         logger.warning("could not check the default backup schedule at start-up: %s", error)
         return
     if created:
