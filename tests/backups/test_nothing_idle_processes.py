@@ -208,8 +208,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_make_run_starts_web_and_scheduler_and_ctrl_c_stops_the_whole_tree(tmp_path):
-    environment = embedded_env(tmp_path)
+@pytest.mark.parametrize("broker", [False, True], ids=["embedded", "redis-broker"])
+def test_make_run_starts_web_and_scheduler_and_ctrl_c_stops_the_whole_tree(tmp_path, broker, request):
+    extra = {}
+    if broker:
+        queue = request.getfixturevalue("redis_queue")
+        extra = {"CELERY_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "CELERY_TASK_DEFAULT_QUEUE": queue}
+    environment = embedded_env(tmp_path, **extra)
     manage(environment, "migrate", "--noinput", "-v", "0")
     port = free_port()
     log = tmp_path / "run.log"
@@ -226,16 +231,19 @@ def test_make_run_starts_web_and_scheduler_and_ctrl_c_stops_the_whole_tree(tmp_p
             return None
 
     try:
-        wait_until(lambda: query(ops, "SELECT 1 FROM backups_app_processheartbeat WHERE component = 'scheduler'"),
-                   timeout=60, what="the scheduler", log=log, process=runner)
+        components = {"scheduler", "worker"} if broker else {"scheduler"}
+        wait_until(lambda: {row[0] for row in query(ops, "SELECT component FROM backups_app_processheartbeat")} >= components,
+                   timeout=90, what="the scheduler and worker heartbeats", log=log, process=runner)
         body = wait_until(health, timeout=60, what="the web server", log=log, process=runner)
-        assert body["scheduler"] is True and body["worker"] is True
+        assert body["scheduler"] is True and body["worker"] is True and body["broker"] is broker
         assert "details" not in body  # anonymous
         children = [int(line.split("pid=")[1].rstrip(")\n")) for line in log.read_text().splitlines() if "started (pid=" in line]
-        assert len(children) == 2  # web and scheduler; no worker without a broker
+        assert len(children) == (3 if broker else 2)  # web, scheduler, and a worker only with a broker
     finally:
         os.kill(runner.pid, signal.SIGINT)  # what Ctrl-C sends
         runner.wait(timeout=30)
     for pid in children:
         wait_until(lambda: not pid_alive(pid), timeout=30, what=f"process {pid} to stop", log=log)
     assert "web stopped" in log.read_text() and "scheduler stopped" in log.read_text()
+    # Stopped cleanly, the worker and the scheduler said so: nothing shows as alive any more.
+    assert not query(ops, "SELECT component FROM backups_app_processheartbeat")
