@@ -61,7 +61,11 @@ def backup_liveness(context, *, schedules: bool = True) -> dict:
     request = context.get("request")
     if request is None or not request.user.is_staff:
         return {"show": False}
-    can_see_schedules = schedules and request.user.has_perm("django_celery_beat.view_periodictask")
+    # When each database is next backed up is what anyone watching backups must see.
+    can_see_schedules = schedules and (
+        request.user.has_perm("backups_app.view_backuprecord")
+        or request.user.has_perm("django_celery_beat.view_periodictask")
+    )
     from backups_app.admin.backups import waiting_reason
 
     summary = liveness_summary()

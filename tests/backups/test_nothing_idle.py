@@ -305,3 +305,10 @@ def test_restore_of_default_says_what_goes_back_in_time(superuser, django_captur
         )
     page = response.content.decode()
     assert "The audit log is kept, but users, API tokens and schedules go back to the time of the backup." in page
+
+
+def test_backup_operators_see_the_next_backup_too(operator):
+    schedule.backup_schedule_ensure(audit=False)
+    assert 'id="schedule-default"' in logged_in(operator).get("/admin/").content.decode()
+    outsider = make_user("staff-without-permissions")
+    assert 'id="schedule-default"' not in logged_in(outsider).get("/admin/").content.decode()
