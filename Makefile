@@ -12,9 +12,11 @@ SYSTEM_PACKAGES := pkg-config libmariadb-dev mariadb-client postgresql-client zs
 
 setup: $(VENV)/.installed migrate
 
+# The web server plus what makes jobs run: a Celery worker when a broker is configured, and the
+# scheduler (beat) in every case. Ctrl-C stops them all (ops_project/run.py).
 run: setup staff
 	@echo "opsdesk on http://127.0.0.1:$(PORT)/admin/"
-	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+	$(PY) -m ops_project.run --port $(PORT)
 
 test: $(VENV)/.installed-test migrate
 	$(PY) -m pytest $(PYTEST_ARGS)

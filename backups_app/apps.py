@@ -28,3 +28,22 @@ class BackupsConfig(AppConfig):
         post_migrate.connect(
             backup_schedule_install_if_absent, sender=self, dispatch_uid="backups_app.default_schedule"
         )
+        self._connect_liveness()
+
+    def _connect_liveness(self) -> None:
+        """Every database scheduled, deletions of default tasks remembered, workers and beat seen."""
+        from celery.signals import beat_init, worker_ready, worker_shutdown
+        from django.core.signals import request_started
+        from django.db.models.signals import post_delete
+        from django_celery_beat.models import PeriodicTask
+
+        from . import liveness
+        from .services.schedule import backup_schedule_ensure_on_start, periodic_task_deleted
+
+        post_delete.connect(periodic_task_deleted, sender=PeriodicTask, dispatch_uid="backups_schedule_removed")
+        # Databases added to the configuration since the last start: web, worker and beat check.
+        request_started.connect(backup_schedule_ensure_on_start, dispatch_uid="backups_schedule_on_start")
+        worker_ready.connect(backup_schedule_ensure_on_start, dispatch_uid="backups_schedule_on_worker")
+        beat_init.connect(backup_schedule_ensure_on_start, dispatch_uid="backups_schedule_on_beat")
+        worker_ready.connect(liveness.worker_ready_receiver, dispatch_uid="backups_worker_heartbeat")
+        worker_shutdown.connect(liveness.worker_shutdown_receiver, dispatch_uid="backups_worker_gone")

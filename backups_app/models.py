@@ -29,6 +29,8 @@ class BackupRecord(models.Model):
         SUCCESS = "success", _("success")
         FAILED = "failed", _("failed")
         INTERRUPTED = "interrupted", _("interrupted")
+        # Cancelled by staff while it waited in the queue: it never ran.
+        CANCELLED = "cancelled", _("cancelled")
 
     class Kind(models.TextChoices):
         REGULAR = "regular", _("regular")
@@ -135,6 +137,8 @@ class RestoreRecord(models.Model):
         SUCCESS = "success", _("success")
         FAILED = "failed", _("failed")
         REFUSED = "refused", _("refused")
+        # Cancelled by staff while it waited in the queue: it never ran.
+        CANCELLED = "cancelled", _("cancelled")
 
     # SET_NULL: deleting a backup (retention, admin) keeps the restore history, by backup_name.
     backup = models.ForeignKey(
@@ -280,3 +284,60 @@ class DatabaseLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.database} ({self.operation}, {self.owner_host}:{self.owner_pid})"
+
+
+class ProcessHeartbeat(models.Model):
+    """The last sign of life of one Celery worker or scheduler process (see backups_app.liveness).
+
+    Written every BACKUP_HEARTBEAT_SECONDS by the process itself, deleted when it stops cleanly; a
+    row that stops being refreshed is a process that died. In the database (not the cache) because
+    the embedded default's cache is per process, and the admin must see every process.
+    """
+
+    class Component(models.TextChoices):
+        WORKER = "worker", _("worker")
+        SCHEDULER = "scheduler", _("scheduler")
+
+    component = models.CharField(_("component"), max_length=20, choices=Component.choices)
+    host = models.CharField(_("host"), max_length=255)
+    pid = models.IntegerField(_("process id"))
+    # Space-separated queue names a worker consumes; empty for the scheduler.
+    queues = models.CharField(_("queues"), max_length=500, blank=True)
+    started_at = models.DateTimeField(_("started at"))
+    seen_at = models.DateTimeField(_("last seen at"), db_index=True)
+
+    class Meta:
+        verbose_name = _("process heartbeat")
+        verbose_name_plural = _("process heartbeats")
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(fields=["component", "host", "pid"], name="heartbeat_one_per_process"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.component} {self.host}:{self.pid}"
+
+
+class ScheduleRemoval(models.Model):
+    """Staff deleted a default periodic task of one database on purpose: do not put it back.
+
+    Written when a task named `opsdesk: <label> <database>` is deleted in the Periodic tasks admin;
+    removed again when `setup_backup_schedule` installs that task explicitly.
+    """
+
+    database = models.CharField(_("database"), max_length=100)
+    label = models.CharField(_("task"), max_length=50)
+    task_name = models.CharField(_("periodic task"), max_length=200)
+    removed_at = models.DateTimeField(_("removed at"), auto_now_add=True)
+    removed_by = models.CharField(_("removed by"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("schedule removed on purpose")
+        verbose_name_plural = _("schedules removed on purpose")
+        default_permissions = ("view", "delete")
+        constraints = [
+            models.UniqueConstraint(fields=["database", "label"], name="schedule_removal_one_per_task"),
+        ]
+
+    def __str__(self) -> str:
+        return self.task_name

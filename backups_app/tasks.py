@@ -13,6 +13,7 @@ from django.conf import settings
 from backups_app.exceptions import BackupError
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services import offsite, retention, verify
+from backups_app.services.queued import queued_claim
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +23,11 @@ def backup_run(record_id: int) -> None:
     """Run the queued backup `record_id` (created by `backup_queue`)."""
     from backups_app.services.backup import backup_create
 
-    record = BackupRecord.objects.filter(pk=record_id, status=BackupRecord.Status.QUEUED).first()
-    if record is None:
-        logger.warning("Backup record %s is not queued any more; nothing to run.", record_id)
+    # One conditional UPDATE decides between this run and a cancel (services/queued.py).
+    if not queued_claim(model=BackupRecord, pk=record_id):
+        logger.warning("Backup record %s is not queued any more (cancelled?); nothing to run.", record_id)
         return
+    record = BackupRecord.objects.get(pk=record_id)
     try:
         backup_create(record=record, trigger=record.trigger)
     except BackupError as error:
@@ -38,11 +40,12 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
     """Run the queued restore `restore_id` (created by `restore_queue`)."""
     from backups_app.services.backup import backup_restore
 
-    restore = RestoreRecord.objects.select_related("backup", "user").filter(
-        pk=restore_id, status=RestoreRecord.Status.QUEUED
-    ).first()
-    if restore is None or restore.backup is None:
-        logger.warning("Restore %s is not queued any more; nothing to run.", restore_id)
+    if not queued_claim(model=RestoreRecord, pk=restore_id):
+        logger.warning("Restore %s is not queued any more (cancelled?); nothing to run.", restore_id)
+        return
+    restore = RestoreRecord.objects.select_related("backup", "user").get(pk=restore_id)
+    if restore.backup is None:
+        logger.warning("The backup of restore %s was deleted; nothing to run.", restore_id)
         return
     try:
         backup_restore(

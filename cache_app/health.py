@@ -159,7 +159,13 @@ class StorageCheck(HealthCheck):
 
 
 class BrokerCheck(HealthCheck):
-    """The Celery broker accepts a connection (required only when CELERY_BROKER_URL is set)."""
+    """The Celery broker answers (required only when CELERY_BROKER_URL is set).
+
+    Uses the process' one kept connection (backups_app.liveness.broker_connection): a probe every
+    few seconds must not open a new broker connection each time. Every wait on the broker (connect,
+    handshake, reads) is bounded by `timeout_seconds`, so a broker that accepts the connection and
+    never answers makes this check false, not /health slow.
+    """
 
     component = "broker"
 
@@ -170,28 +176,79 @@ class BrokerCheck(HealthCheck):
         return bool(settings.CELERY_BROKER_URL)
 
     def check_status(self) -> dict[str, Any]:
-        from kombu import Connection
+        from backups_app.liveness import broker_queue_size
 
-        with Connection(
-            settings.CELERY_BROKER_URL,
-            connect_timeout=self.timeout_seconds,
-            transport_options={
-                **settings.CELERY_BROKER_TRANSPORT_OPTIONS,  # master_name for a Sentinel broker
-                "socket_timeout": self.timeout_seconds,
-                "socket_connect_timeout": self.timeout_seconds,
-            },
-        ) as connection:
-            connection.ensure_connection(max_retries=1, timeout=self.timeout_seconds)
-            transport = connection.transport_cls
-        return {"transport": str(transport)}
+        return {"queue": settings.CELERY_TASK_DEFAULT_QUEUE,
+                "messages": broker_queue_size(timeout_seconds=self.timeout_seconds)}
 
     def not_configured_details(self) -> dict[str, Any]:
-        return {"configured": False, "tasks": "run inline"}
+        return {"configured": False, "tasks": "background processes"}
+
+
+class _DatabaseReadingCheck(HealthCheck):
+    """A check that reads opsdesk's database from a pool thread, closing that thread's connection."""
+
+    def check_status(self) -> dict[str, Any]:
+        try:
+            return self.read()
+        finally:
+            connections["default"].close()
+
+    def read(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class WorkerCheck(_DatabaseReadingCheck):
+    """A worker consumes the queue (heartbeat); required, so 503, only while jobs wait in the queue."""
+
+    component = "worker"
+
+    def is_required(self) -> bool:
+        from backups_app.liveness import queue_depth
+
+        try:
+            return queue_depth() > 0
+        finally:
+            connections["default"].close()
+
+    def read(self) -> dict[str, Any]:
+        from backups_app import liveness
+
+        details = {
+            "queue": liveness.queue_name(),
+            "mode": "celery" if liveness.broker_configured() else "background processes",
+            "queued": liveness.queue_depth(),
+            "waiting": liveness.waiting_jobs(),
+        }
+        if not liveness.worker_alive():
+            raise HealthCheckFailed(f"no worker is taking jobs from queue {liveness.queue_name()}")
+        return details
+
+
+class SchedulerCheck(_DatabaseReadingCheck):
+    """The scheduler (celery beat or its broker-less form) ticked recently. Reported, never a 503:
+    a load balancer must not take the web servers out because beat stopped."""
+
+    component = "scheduler"
+
+    def is_required(self) -> bool:
+        return False
+
+    def read(self) -> dict[str, Any]:
+        from backups_app import liveness
+
+        seen = liveness.last_seen(liveness.Component.SCHEDULER)
+        if not liveness.scheduler_alive():
+            raise HealthCheckFailed("the scheduler (celery beat) is not running")
+        return {"last_tick_at": seen.isoformat() if seen else None}
 
 
 def health_checks() -> list[HealthCheck]:
     """The registry: every component /health reports, in the order it reports them."""
-    return [DatabaseCheck(), RedisCheck(), StorageCheck(), BrokerCheck(timeout_seconds=settings.HEALTH_CHECK_TIMEOUT)]
+    return [
+        DatabaseCheck(), RedisCheck(), StorageCheck(), BrokerCheck(timeout_seconds=settings.HEALTH_CHECK_TIMEOUT),
+        WorkerCheck(), SchedulerCheck(),
+    ]
 
 
 class _LogThrottle:

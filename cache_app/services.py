@@ -22,12 +22,19 @@ class HealthReport:
     def ok(self) -> bool:
         return all(result.ok for result in self.results if result.required)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The /health JSON: status, one boolean per component, then details."""
+    def as_dict(self, *, details: bool = True) -> dict[str, Any]:
+        """The /health JSON: status, one boolean per component, then (if `details`) the details."""
         body: dict[str, Any] = {"status": "ok" if self.ok else "fail"}
-        details: dict[str, Any] = {}
         for result in self.results:
             body[result.component] = result.ok
+        if not details:
+            return body
+        body["details"] = self.details()
+        return body
+
+    def details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {}
+        for result in self.results:
             entry: dict[str, Any] = {"required": result.required}
             if result.latency_ms is not None:
                 entry["latency_ms"] = result.latency_ms
@@ -35,8 +42,7 @@ class HealthReport:
                 entry["error"] = result.error
             entry.update(result.details)
             details[result.component] = entry
-        body["details"] = details
-        return body
+        return details
 
 
 def _run_one(check: HealthCheck) -> CheckResult:

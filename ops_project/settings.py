@@ -429,6 +429,9 @@ AXES_CLIENT_IP_CALLABLE = "backups_app.services.audit.client_ip"
 AXES_DISABLE_ACCESS_LOG = True
 # /health answers within this many seconds even when a component hangs (checks run in parallel).
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
+# /health gives anonymous callers its booleans only; `Authorization: Bearer <HEALTH_TOKEN>` (or a
+# staff session or API token) also gets the details. A secret: read through get_secret.
+HEALTH_TOKEN = get_secret("HEALTH_TOKEN", default="") or ""
 # Load balancers probe /health over plain HTTP on the private network.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 
@@ -438,7 +441,6 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_BROKER_URL)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 # A backup can run for hours; Redis must not hand the same task to a second worker meanwhile.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BACKUP_DUMP_TIMEOUT + 3600}
@@ -449,6 +451,22 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="opsdesk")
 # Workers started before the broker keep trying instead of exiting (the default changes in Celery 6).
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The beat scheduler of backups_app.beat: DatabaseScheduler plus a heartbeat; without a broker it
+# starts each due task as a background process instead of sending it to a queue.
+CELERY_BEAT_SCHEDULER = "backups_app.beat:OpsdeskScheduler"
+
+# --- Liveness and background jobs (backups_app.liveness, backups_app.jobs) -------------------------
+# Workers and the scheduler write a heartbeat this often (seconds); one missing for three intervals
+# counts as stopped.
+BACKUP_HEARTBEAT_SECONDS = env.int("BACKUP_HEARTBEAT_SECONDS", default=15)
+# A backup or restore still queued after this many seconds is shown as waiting for a worker.
+BACKUP_QUEUE_WAIT_SECONDS = env.int("BACKUP_QUEUE_WAIT_SECONDS", default=120)
+# Without a broker, a backup or restore started from the admin or the API runs in a separate
+# `manage.py run_task` process (false: inline in the request, only for tests and debugging).
+BACKUP_BACKGROUND_JOBS = env.bool("BACKUP_BACKGROUND_JOBS", default=True)
+# Web, worker and scheduler processes give every configured database its default schedule when they
+# start (unless staff removed it on purpose).
+BACKUP_SCHEDULE_ON_START = env.bool("BACKUP_SCHEDULE_ON_START", default=True)
 
 # --- Mail and alerts ------------------------------------------------------------------------------
 ADMINS = [tuple(part.strip() for part in admin.split(":", 1)) for admin in env.list("ADMINS", default=[])]

@@ -18,6 +18,10 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 RATELIMIT_USE_CACHE = "default"  # the "ratelimit" alias exists only with REDIS_URL
 CELERY_BROKER_URL = ""
 CELERY_TASK_ALWAYS_EAGER = True
+# Jobs run inline in the test process (tests of the background processes turn this on in a child).
+BACKUP_BACKGROUND_JOBS = False
+# Tests decide themselves when the default schedule is installed.
+BACKUP_SCHEDULE_ON_START = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 ADMINS = [("Ops", "ops@example.com")]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

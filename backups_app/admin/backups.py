@@ -33,6 +33,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from backups_app import liveness
 from backups_app.admin.base import AppendOnlyAdmin, ServiceWrittenAdmin
 from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
@@ -45,6 +46,7 @@ from backups_app.services.backup import (
     backup_queue,
     restore_queue,
 )
+from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.verify import backup_verify
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,46 @@ def started_by(record) -> str:
 
 def badge(value: str, label: str, *, extra: str = "") -> str:
     return format_html('<span class="backup-badge backup-badge--{}">{}</span>{}', value, label, extra)
+
+
+def waiting_reason() -> str:
+    """Why queued jobs have not started (shown once they waited BACKUP_QUEUE_WAIT_SECONDS)."""
+    values = {"queue": liveness.queue_name()}
+    if not liveness.broker_configured():
+        return gettext("waiting: its background process did not start it (see the server log)")
+    if liveness.worker_alive():
+        return gettext("waiting: the workers of queue %(queue)s are busy") % values
+    return gettext("waiting: no worker is taking jobs from queue %(queue)s") % values
+
+
+def waiting_note(record) -> str:
+    """For a record queued longer than BACKUP_QUEUE_WAIT_SECONDS: why it has not started."""
+    if not liveness.is_waiting(record):
+        return ""
+    return format_html(' <span class="backup-waiting">{}</span>', waiting_reason())
+
+
+BACKUP_NOW_CHOICE = "backups_app:backup_now_database"
+
+
+def backup_now_message(record: BackupRecord) -> tuple[int, str]:
+    """What "Back up now" says: the truth about where the backup stands when the page comes back."""
+    values = {"name": record.name, "database": record.database}
+    if record.status == BackupRecord.Status.SUCCESS:
+        values["size"] = filesizeformat(record.size_bytes or 0)
+        return messages.SUCCESS, gettext("Backup %(name)s of %(database)s finished: %(size)s.") % values
+    if record.status in (BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED):
+        values["error"] = record.error_message
+        return messages.ERROR, gettext("Backup %(name)s of %(database)s failed: %(error)s") % values
+    if liveness.broker_configured() and not liveness.worker_alive():
+        values["queue"] = liveness.queue_name()
+        return messages.WARNING, gettext(
+            "Backup %(name)s of %(database)s is queued, but no worker is taking jobs from queue "
+            "%(queue)s: it will wait until one starts (or cancel it)."
+        ) % values
+    return messages.SUCCESS, gettext(
+        "Backup %(name)s of %(database)s started; this list refreshes until it finishes."
+    ) % values
 
 
 class BackupNowForm(forms.Form):
@@ -122,7 +164,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     list_per_page = 50
     # Django's "(N total)" needs a second unfiltered COUNT(*) on every filtered page.
     show_full_result_count = False
-    actions = ["verify_selected", "delete_selected"]
+    actions = ["verify_selected", "cancel_selected", "delete_selected"]
     change_list_template = "admin/backups_app/backuprecord/change_list.html"
     change_form_template = "admin/backups_app/backuprecord/change_form.html"
     readonly_fields = (
@@ -201,6 +243,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
                 ' <span class="backup-progress">{}</span>',
                 gettext("%(size)s so far") % {"size": filesizeformat(record.progress_bytes)},
             )
+        elif record.status == BackupRecord.Status.QUEUED:
+            extra = waiting_note(record)
         elif record.kind == BackupRecord.Kind.SAFETY:
             extra = format_html(' <span class="backup-kind">{}</span>', gettext("safety"))
         return badge(record.status, record.get_status_display(), extra=extra)
@@ -246,8 +290,12 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         extra_context["backups_running"] = BackupRecord.objects.filter(
             status__in=[BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING]
         ).exists()
+        if extra_context["backups_running"] and liveness.waiting_jobs():
+            extra_context["backups_waiting_note"] = waiting_reason()
         if self.has_create_permission(request):
-            extra_context["backup_now_form"] = BackupNowForm()
+            # The database chosen last time stays selected (or the one the list is filtered on).
+            chosen = request.GET.get("database") or request.session.get(BACKUP_NOW_CHOICE)
+            extra_context["backup_now_form"] = BackupNowForm(initial={"database": chosen})
             extra_context["backup_now_url"] = reverse("admin:backups_app_backuprecord_backup_now")
         return super().changelist_view(request, extra_context)
 
@@ -262,6 +310,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
                 can_verify=good and self.has_verify_permission(request),
                 backup_running=record.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING),
             )
+            if liveness.is_waiting(record) and request.method == "GET":
+                self.message_user(request, waiting_reason(), messages.WARNING)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
@@ -295,6 +345,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             self.message_user(request, gettext("Choose one of the configured databases."), messages.ERROR)
             return redirect(self._changelist_url())
         database = form.cleaned_data["database"]
+        request.session[BACKUP_NOW_CHOICE] = database
         try:
             with audit_request(request):
                 record = backup_queue(database=database, trigger=Trigger.ADMIN, user=request.user)
@@ -302,12 +353,9 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             self.message_user(request, gettext("The backup could not start: %(error)s") % {"error": error},
                               messages.ERROR)
             return redirect(self._changelist_url())
-        self.message_user(
-            request,
-            gettext("Backup %(name)s of %(database)s started; this list refreshes until it finishes.")
-            % {"name": record.name, "database": database},
-            messages.SUCCESS,
-        )
+        record.refresh_from_db()  # run inline (BACKUP_BACKGROUND_JOBS off), it may be over already
+        level, message = backup_now_message(record)
+        self.message_user(request, message, level)
         return redirect(self._changelist_url())
 
     # --- Download ---------------------------------------------------------------------------------
@@ -388,12 +436,13 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             self.message_user(request, gettext("The restore could not start: %(error)s") % {"error": error},
                               messages.ERROR)
             return redirect(reverse("admin:backups_app_backuprecord_change", args=[record.pk]))
-        self.message_user(
-            request,
-            gettext("Restore of %(name)s into %(database)s started. Its outcome is shown below.")
-            % {"name": record.name, "database": record.database},
-            messages.SUCCESS,
-        )
+        message = gettext("Restore of %(name)s into %(database)s started. Its outcome is shown below.") % {
+            "name": record.name, "database": record.database}
+        if record.database == "default":
+            message += " " + gettext(
+                "The audit log is kept, but users, API tokens and schedules go back to the time of the backup."
+            )
+        self.message_user(request, message, messages.SUCCESS)
         return redirect(reverse("admin:backups_app_restorerecord_change", args=[restore.pk]))
 
     # --- Verify -----------------------------------------------------------------------------------
@@ -441,6 +490,11 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             )
         self._verify(request, good)
 
+    # --- Cancel a queued backup ------------------------------------------------------------------
+    @admin.action(description=_("Cancel selected queued backups"), permissions=["create"])
+    def cancel_selected(self, request: HttpRequest, queryset) -> None:
+        cancel_queued(self, request, queryset, backup_cancel, "backup")
+
     # --- Delete: through the service, which removes every copy and audits --------------------------
     def delete_model(self, request: HttpRequest, obj: BackupRecord) -> None:
         with audit_request(request):
@@ -454,6 +508,23 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
                 except BackupError as error:
                     # A backup still running is skipped (and audited as refused by the service).
                     self.message_user(request, str(error), messages.WARNING)
+
+
+def cancel_queued(model_admin, request: HttpRequest, queryset, cancel, keyword: str) -> None:
+    """Cancel each selected record that still waits in the queue; report the others."""
+    cancelled = 0
+    with audit_request(request):
+        for record in queryset:
+            try:
+                cancel(**{keyword: record}, user=request.user, source=ADMIN)
+                cancelled += 1
+            except BackupError as error:
+                model_admin.message_user(request, str(error), messages.WARNING)
+    if cancelled:
+        model_admin.message_user(
+            request, ngettext("%(count)d queued job cancelled.", "%(count)d queued jobs cancelled.", cancelled)
+            % {"count": cancelled}, messages.SUCCESS,
+        )
 
 
 @admin.register(RestoreRecord)
@@ -477,9 +548,18 @@ class RestoreRecordAdmin(AppendOnlyAdmin):
     )
     readonly_fields = ("duration_column",)
 
+    actions = ["cancel_selected"]
+
     @admin.display(description=_("status"), ordering="status")
     def status_column(self, restore: RestoreRecord) -> str:
-        return badge(restore.status, restore.get_status_display())
+        return badge(restore.status, restore.get_status_display(), extra=waiting_note(restore))
+
+    def has_restore_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("backups_app.restore_backup")
+
+    @admin.action(description=_("Cancel selected queued restores"), permissions=["restore"])
+    def cancel_selected(self, request: HttpRequest, queryset) -> None:
+        cancel_queued(self, request, queryset, restore_cancel, "restore")
 
     @admin.display(description=_("started at"), ordering="created_at")
     def created_column(self, restore: RestoreRecord) -> str:

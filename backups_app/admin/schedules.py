@@ -3,7 +3,8 @@
 django-celery-beat's own admin classes are kept and wrapped: every save, delete and bulk action on
 a periodic task or a schedule writes an audit entry with the user and the address. Changes made
 outside the admin (a data migration, the retention area's default schedule) are not the admin's to
-report.
+report. Deleting one of the default tasks (`opsdesk: backup chat`) is remembered as a choice
+(ScheduleRemoval, listed under Backups), so that no start-up puts it back.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from django_celery_beat.models import (
     SolarSchedule,
 )
 
-from backups_app.models import AuditEntry
+from backups_app.admin.base import ServiceWrittenAdmin
+from backups_app.models import AuditEntry, ScheduleRemoval
 from backups_app.services.audit import audit_log
 
 ACTION = "schedule_change"
@@ -30,6 +32,11 @@ def _audit(request: HttpRequest, *, target: str, detail: str) -> None:
         action=ACTION, source=AuditEntry.Source.ADMIN, outcome=AuditEntry.Outcome.SUCCESS,
         user=request.user, request=request, target=target, detail=detail,
     )
+
+
+def _removal_by(request: HttpRequest, names: list[str]) -> None:
+    """Deleting a default task is remembered (post_delete receiver); the admin adds who did it."""
+    ScheduleRemoval.objects.filter(task_name__in=names).update(removed_by=request.user.get_username())
 
 
 class AuditedScheduleMixin:
@@ -67,6 +74,19 @@ class TaskNameFilter(admin.AllValuesFieldListFilter):
 
 
 class AuditedPeriodicTaskAdmin(AuditedScheduleMixin, beat_admin.PeriodicTaskAdmin):
+    # The list shows whether a worker and the scheduler run, and each database's next backup.
+    change_list_template = "admin/backups_app/periodictask_change_list.html"
+
+    def delete_model(self, request, obj):
+        name = obj.name
+        super().delete_model(request, obj)
+        _removal_by(request, [name])
+
+    def delete_queryset(self, request, queryset):
+        names = list(queryset.values_list("name", flat=True))
+        super().delete_queryset(request, queryset)
+        _removal_by(request, names)
+
     def _audited_bulk(self, request, queryset, action_name: str, detail: str):
         names = list(queryset.values_list("name", flat=True))
         getattr(super(), action_name)(request, queryset)
@@ -125,3 +145,22 @@ for _model, _model_admin in (
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
     admin.site.register(_model, _model_admin)
+
+
+@admin.register(ScheduleRemoval)
+class ScheduleRemovalAdmin(ServiceWrittenAdmin):
+    """Default tasks staff deleted on purpose; deleting a row here lets the next start put it back."""
+
+    list_display = ("task_name", "database", "label", "removed_at", "removed_by")
+    list_filter = ("database",)
+
+    def delete_model(self, request, obj):
+        target = obj.task_name
+        super().delete_model(request, obj)
+        _audit(request, target=target, detail="default task may be installed again")
+
+    def delete_queryset(self, request, queryset):
+        targets = list(queryset.values_list("task_name", flat=True))
+        super().delete_queryset(request, queryset)
+        for target in targets:
+            _audit(request, target=target, detail="default task may be installed again")

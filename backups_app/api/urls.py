@@ -17,6 +17,8 @@ urlpatterns = [
     path("backup/cleanup", views.BackupCleanupView.as_view(), name="backup-cleanup"),
     path("backup/<str:name>", views.BackupDetailView.as_view(), name="backup-detail"),
     path("backup/<str:name>/download", views.BackupDownloadView.as_view(), name="backup-download"),
+    path("backup/<str:name>/cancel", views.BackupCancelView.as_view(), name="backup-cancel"),
+    path("restore/<int:restore_id>/cancel", views.RestoreCancelView.as_view(), name="restore-cancel"),
     path("schema", views.SchemaView.as_view(), name="schema"),
     re_path(r"^", views.UnknownEndpointView.as_view(), name="unknown"),
 ]

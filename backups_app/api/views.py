@@ -37,10 +37,11 @@ from backups_app.api.serializers import (
 )
 from backups_app.api.streaming import verified_chunks
 from backups_app.engines import get_engine
-from backups_app.exceptions import BackupNotFound
-from backups_app.models import AuditEntry, BackupRecord, Trigger
+from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
 from backups_app.services.backup import backup_open, backup_queue, restore_queue
+from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.retention import retention_apply
 
 
@@ -240,6 +241,53 @@ class BackupRestoreView(ApiView):
             },
             status=status.HTTP_202_ACCEPTED,
         )
+
+
+class BackupCancelView(ApiView):
+    """Cancel a backup that still waits in the queue (409 once a worker or process has taken it)."""
+
+    permission_classes = [permissions.CanCreateBackups]
+    audit_action = "cancel"
+
+    @extend_schema(
+        request=None,
+        responses={200: BackupQueuedSerializer, **_errors(400, 404, 409, *COMMON_ERRORS)},
+        summary=_("Cancel a queued backup"),
+    )
+    def post(self, request, name: str):
+        backup = _backup_by_name(name)
+        self.audit_target = backup.name
+        try:
+            backup = backup_cancel(backup=backup, user=request.user, source=AuditEntry.Source.API)
+        except BackupError as error:
+            raise Conflict(str(error), code="not_queued") from None
+        return Response({"backup_name": backup.name, "status": backup.status, "id": backup.pk})
+
+
+class RestoreCancelView(ApiView):
+    """Cancel a restore that still waits in the queue (409 once it has started)."""
+
+    permission_classes = [permissions.CanRestoreBackups]
+    audit_action = "cancel"
+
+    @extend_schema(
+        request=None,
+        responses={200: RestoreQueuedSerializer, **_errors(404, 409, *COMMON_ERRORS)},
+        summary=_("Cancel a queued restore"),
+    )
+    def post(self, request, restore_id: int):
+        restore = RestoreRecord.objects.select_related("safety_backup").filter(pk=restore_id).first()
+        if restore is None:
+            raise exceptions.NotFound(_("No restore with id %(id)s.") % {"id": restore_id})
+        self.audit_target = str(restore)
+        try:
+            restore = restore_cancel(restore=restore, user=request.user, source=AuditEntry.Source.API)
+        except BackupError as error:
+            raise Conflict(str(error), code="not_queued") from None
+        return Response({
+            "id": restore.pk, "backup_name": restore.backup_name, "database": restore.database,
+            "status": restore.status, "safety_backup_name": None,
+        })
 
 
 class BackupCleanupView(ApiView):

@@ -426,7 +426,7 @@ def backup_queue(
 ) -> BackupRecord:
     """Create a `queued` record (its name reserved) and run it through Celery after commit.
 
-    Without a broker (CELERY_TASK_ALWAYS_EAGER) the task runs inline when the transaction commits.
+    Without a broker the task runs in a background process of its own (backups_app.jobs).
     """
     compression = _check_compression(compression)
     engine = get_engine(database)
@@ -439,9 +439,10 @@ def backup_queue(
               detail=_("queued"))
 
     def enqueue() -> None:
+        from backups_app.jobs import job_enqueue
         from backups_app.tasks import backup_run
 
-        backup_run.delay(record.pk)
+        job_enqueue(backup_run, record.pk)
 
     transaction.on_commit(enqueue)
     return record
@@ -636,9 +637,10 @@ def restore_queue(
               actor=_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))
 
     def enqueue() -> None:
+        from backups_app.jobs import job_enqueue
         from backups_app.tasks import restore_run
 
-        restore_run.delay(restore.pk, safety_backup)
+        job_enqueue(restore_run, restore.pk, safety_backup)
 
     transaction.on_commit(enqueue)
     return restore

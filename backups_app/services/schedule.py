@@ -7,19 +7,27 @@ databases, the stale-backup alert check every hour at :15. Staff change them in 
 (Periodic tasks); beat's DatabaseScheduler picks the changes up without a restart.
 
 Installing is idempotent: a task that exists (by name) is left as staff edited it, unless `reset`.
+
+Every configured database gets these tasks, also one added to the configuration later
+(`DATABASE_URL_CHAT`): `backup_schedule_ensure()` runs after `migrate` and when a web, worker or
+scheduler process starts (backups_app.apps). A default task that staff deleted is remembered
+(ScheduleRemoval) and not put back, until `setup_backup_schedule` installs it explicitly.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils.translation import gettext as _
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from backups_app.models import AuditEntry
+from backups_app.models import AuditEntry, ScheduleRemoval
 from backups_app.services.audit import audit_log
+
+logger = logging.getLogger(__name__)
 
 TASK_NAME_PREFIX = "opsdesk:"
 
@@ -76,6 +84,11 @@ def backup_schedule_install(
     """
     result = ScheduleInstallResult()
     for database in databases or schedule_databases():
+        # Installed on request: a removal staff made earlier is overruled by this explicit install.
+        ScheduleRemoval.objects.filter(database=database).delete()
+    if databases is None:
+        ScheduleRemoval.objects.filter(database="").delete()
+    for database in databases or schedule_databases():
         for default in DEFAULT_TASKS:
             name = periodic_task_name(label=default.label, database=database)
             _install_task(name=name, default=default, kwargs={"database": database}, reset=reset, result=result)
@@ -122,15 +135,95 @@ def _install_task(
         result.unchanged.append(name)
 
 
-def backup_schedule_install_if_absent(*, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
-    """post_migrate receiver: a fresh installation gets the default schedule with no further step.
+@transaction.atomic
+def backup_schedule_ensure(*, audit: bool = True) -> ScheduleInstallResult:
+    """Give every configured database the default tasks it lacks, except those staff removed.
 
-    Only when no opsdesk task exists at all, so that tasks staff deleted do not come back. Not
-    audited: no one acted, and an audit entry in every fresh (test) database would be noise.
+    Cheap when nothing is missing (one query for the names, one for the removals). What it creates
+    is audited as a change by the system: a database added to the configuration got a schedule.
+    """
+    result = ScheduleInstallResult()
+    existing = set(PeriodicTask.objects.filter(name__startswith=TASK_NAME_PREFIX).values_list("name", flat=True))
+    removed = set(ScheduleRemoval.objects.values_list("database", "label"))
+    for database in schedule_databases():
+        for default in DEFAULT_TASKS:
+            name = periodic_task_name(label=default.label, database=database)
+            if name in existing or (database, default.label) in removed:
+                continue
+            _install_task(name=name, default=default, kwargs={"database": database}, reset=False, result=result)
+    for default in GLOBAL_TASKS:
+        name = f"{TASK_NAME_PREFIX} {default.label}"
+        if name not in existing and ("", default.label) not in removed:
+            _install_task(name=name, default=default, kwargs={}, reset=False, result=result)
+    if audit and result.created:
+        audit_log(
+            action="schedule_change", source=AuditEntry.Source.SYSTEM, outcome=AuditEntry.Outcome.SUCCESS,
+            target=_("default backup schedule"),
+            detail="\n".join(f"created: {name}" for name in result.created),
+        )
+    return result
+
+
+def _default_task_key(name: str) -> tuple[str, str] | None:
+    """(database, label) of a default task's name (`opsdesk: backup chat`), ("", label) for a global one."""
+    if not name.startswith(TASK_NAME_PREFIX + " "):
+        return None
+    parts = name[len(TASK_NAME_PREFIX) + 1:].split(" ", 1)
+    labels = {default.label for default in DEFAULT_TASKS}
+    if len(parts) == 2 and parts[0] in labels:
+        return parts[1], parts[0]
+    if len(parts) == 1 and parts[0] in {default.label for default in GLOBAL_TASKS}:
+        return "", parts[0]
+    return None
+
+
+def schedule_removal_remember(*, name: str, removed_by: str = "") -> None:
+    """A default task was deleted: remember it, so that no start-up or migrate puts it back."""
+    key = _default_task_key(name)
+    if key is None:
+        return
+    ScheduleRemoval.objects.update_or_create(
+        database=key[0], label=key[1], defaults={"task_name": name, "removed_by": removed_by[:255]},
+    )
+
+
+def periodic_task_deleted(sender, instance: PeriodicTask, **kwargs) -> None:
+    """post_delete receiver of PeriodicTask: any deletion (admin, shell, cascade) is on purpose."""
+    schedule_removal_remember(name=instance.name)
+
+
+def backup_schedule_install_if_absent(*, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
+    """post_migrate receiver: every database gets its default tasks with no further step.
+
+    Tasks staff deleted do not come back (ScheduleRemoval). Not audited: no one acted, and an audit
+    entry in every fresh (test) database would be noise.
     """
     if using != DEFAULT_DB_ALIAS:
         return
-    if PeriodicTask._meta.db_table not in connections[using].introspection.table_names():
+    tables = connections[using].introspection.table_names()
+    if PeriodicTask._meta.db_table not in tables or ScheduleRemoval._meta.db_table not in tables:
         return  # `migrate backups_app` alone, before django_celery_beat's tables exist
-    if not PeriodicTask.objects.filter(name__startswith=TASK_NAME_PREFIX).exists():
-        backup_schedule_install(source=AuditEntry.Source.SYSTEM, audit=False)
+    backup_schedule_ensure(audit=False)
+
+
+_ensured_in_this_process = False
+
+
+def backup_schedule_ensure_on_start(**kwargs) -> None:
+    """Receiver of the first request of a web process, celery `worker_ready` and `beat_init`.
+
+    Once per process, and only with BACKUP_SCHEDULE_ON_START (the test suite turns it off): a
+    database added to the configuration since the last start gets its schedule. Never raises: a
+    process must start even when the database is not migrated yet.
+    """
+    global _ensured_in_this_process
+    if _ensured_in_this_process or not settings.BACKUP_SCHEDULE_ON_START:
+        return
+    _ensured_in_this_process = True
+    try:
+        created = backup_schedule_ensure().created
+    except Exception as error:  # noqa: BLE001 - e.g. not migrated yet; the request or worker goes on
+        logger.warning("could not check the default backup schedule at start-up: %s", error)
+        return
+    if created:
+        logger.info("default schedule installed: %s", ", ".join(created))

@@ -68,3 +68,28 @@ def backup_dashboard(context) -> dict:
         "charts": [database_charts(database, points) for database, points in by_database.items()],
         "alert_after_hours": int(summary.databases[0].alert_after.total_seconds() // 3600) if summary.databases else None,
     }
+
+
+@register.inclusion_tag("admin/backups_app/liveness.html", takes_context=True)
+def backup_liveness(context, *, schedules: bool = True) -> dict:
+    """Workers, scheduler, waiting jobs and (on the index) the next backup of every database."""
+    from backups_app.liveness import liveness_summary
+    from backups_app.selectors import scheduled_backups
+
+    request = context.get("request")
+    if request is None or not request.user.is_staff:
+        return {"show": False}
+    # When each database is next backed up is what anyone watching backups must see.
+    can_see_schedules = schedules and (
+        request.user.has_perm("backups_app.view_backuprecord")
+        or request.user.has_perm("django_celery_beat.view_periodictask")
+    )
+    from backups_app.admin.backups import waiting_reason
+
+    summary = liveness_summary()
+    return {
+        "show": True,
+        "liveness": summary,
+        "waiting_reason": waiting_reason() if summary.waiting else "",
+        "schedules": scheduled_backups() if can_see_schedules else [],
+    }

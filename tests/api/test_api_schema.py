@@ -20,6 +20,8 @@ OPERATIONS = {
     ("get", "/api/v1/backup/{name}/download"),
     ("post", "/api/v1/backup/restore"),
     ("post", "/api/v1/backup/cleanup"),
+    ("post", "/api/v1/backup/{name}/cancel"),
+    ("post", "/api/v1/restore/{restore_id}/cancel"),
 }
 
 

@@ -258,7 +258,7 @@ def console_with_history() -> dict[str, str]:
     from django.contrib.auth.models import User
 
     from backups_app.models import ApiToken, AuditEntry
-    from backups_app.services.schedule import backup_schedule_install
+    from backups_app.services.schedule import backup_schedule_ensure
     from backups_app.services.tokens import api_token_create
 
     for hours, size in ((96, 2000), (72, 6000), (48, 9000), (24, 12000)):
@@ -279,8 +279,8 @@ def console_with_history() -> dict[str, str]:
         backup=good, backup_name=good.name, database=APP_ALIAS, status=RestoreRecord.Status.SUCCESS,
         trigger="admin", user=User.objects.get(username="operator"), duration_seconds=4.2,
     )
-    # The second database gets its schedule from the same service migrate uses for the first.
-    backup_schedule_install(databases=[APP_ALIAS], source=AuditEntry.Source.SYSTEM)
+    # The second database gets its schedule from what every process start runs (no explicit install).
+    backup_schedule_ensure()
     api_token_create(user=User.objects.get(username="operator"), name="grafana", source="cli",
                      expires_in_days=90)
     assert ApiToken.objects.count() == 1
@@ -382,3 +382,33 @@ def check_page(page, name: str, locale: str) -> None:
         assert page.locator(".field-progress_display").inner_text().strip().endswith("MB")
     elif name == "13-periodic-tasks":
         assert page.locator("#result_list a", has_text=f"opsdesk: backup {APP_ALIAS}").count() == 1
+
+
+def test_a_queue_nobody_takes_is_red_on_the_index(transactional_db, live_server, settings, redis_url, chromium):
+    """A broker configured, no worker consuming it, a backup queued minutes ago: the index says so."""
+    settings.CELERY_BROKER_URL = redis_url
+    settings.BACKUP_QUEUE_WAIT_SECONDS = 60
+    make_user("operator", is_superuser=True)
+    from django.utils import timezone
+
+    BackupRecord.objects.create(
+        name="backup_waiting.sql.gz", database="default", engine="sqlite", trigger="admin",
+        status=BackupRecord.Status.QUEUED, compression="gzip", created_at=timezone.now() - timedelta(minutes=5),
+    )
+    from backups_app.dashboard import dashboard_invalidate
+
+    dashboard_invalidate()
+    for locale in ("en-US", "pt-BR"):
+        context = chromium.new_context(viewport=VIEWPORT, locale=locale)
+        page = context.new_page()
+        try:
+            log_in(page, live_server.url, "operator")
+            page.goto(f"{live_server.url}/admin/")
+            assert page.locator("#liveness-worker-down").is_visible()
+            assert page.locator("#liveness-waiting").is_visible()
+            screenshot(page, "16-index-no-worker")
+            page.goto(f"{live_server.url}/admin/backups_app/backuprecord/")
+            assert page.locator("#result_list .backup-waiting").count() == 1
+            screenshot(page, "17-backups-waiting")
+        finally:
+            context.close()

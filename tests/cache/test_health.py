@@ -13,6 +13,22 @@ from tests.cache.conftest import free_port, use_redis
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+HEALTH_TOKEN = "health-test-token-not-a-secret"
+
+
+@pytest.fixture
+def client(settings):
+    """These tests read the details, which only staff or a token get (see test_health_access.py).
+
+    The HEALTH_TOKEN rather than a staff session: a session is read through the cache, and some of
+    these tests hang the cache's Redis on purpose.
+    """
+    from django.test import Client
+
+    settings.HEALTH_TOKEN = HEALTH_TOKEN
+    return Client(HTTP_AUTHORIZATION=f"Bearer {HEALTH_TOKEN}")
+
+
 def get_health(client, path="/health"):
     started = time.monotonic()
     response = client.get(path)
