@@ -39,3 +39,10 @@ def last_good_backup(*, database: str) -> BackupRecord | None:
 def last_good_backups() -> dict[str, BackupRecord | None]:
     """The newest successful backup of every configured database."""
     return {alias: last_good_backup(database=alias) for alias in backup_databases()}
+
+
+def dirty_databases() -> set[str]:
+    """Aliases marked dirty: a restore began to change them and did not finish."""
+    from backups_app.models import DirtyDatabase
+
+    return set(DirtyDatabase.objects.values_list("database", flat=True))

@@ -4,7 +4,7 @@ Plugged in through the DATABASES entry (`BACKUP_ENGINE`), the way a deployment p
 engine, so the code under test is the real service/pipeline/process code.
   FAKE_SCRIPT    Python source run as the "dump tool" (its stdout is the dump).
   FAKE_RESTORE   a file the restore writes the plain dump into; FAKE_RESTORE_FAIL makes it fail
-                 (after touching the target when FAKE_RESTORE_FAIL is "after_touching").
+                 after it began to change the target ("before_touching": before it did).
 The restore is not atomic: it calls before_target_change() before it writes the target.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ScriptDumpEngine(DumpEngine):
 
     def restore(self, stream: BinaryIO, *, before_target_change: Callable[[], None] = lambda: None) -> None:
         failure = self.settings_dict.get("FAKE_RESTORE_FAIL")
-        if failure == "after_touching":
+        if failure and failure != "before_touching":
             before_target_change()
         if failure:
             stream.read(10)
