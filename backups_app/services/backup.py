@@ -177,10 +177,13 @@ def _is_orphan(record, *, database: str | None, lock_held: bool, horizon) -> boo
         return (
             (lock_held and record.database == database)
             or not _pid_alive(record.owner_pid)
-            or not locks.is_locked_locally(record.database)
+            or not locks.is_locked(record.database)
         )
     started = getattr(record, "started_at", None) or record.created_at
-    return (lock_held and record.database == database and locks.cross_machine()) or started < horizon
+    if lock_held and record.database == database and locks.cross_machine(database):
+        return True  # we hold the only lock of that database, wherever its holder ran
+    # A server lock nobody holds: the job that held it is gone (its session ended with it).
+    return (locks.cross_machine(record.database) and not locks.is_locked(record.database)) or started < horizon
 
 
 def _restores_mark_interrupted(*, database: str | None, lock_held: bool, horizon) -> int:
