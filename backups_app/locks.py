@@ -34,7 +34,7 @@ from django.db import connections
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from backups_app.exceptions import BackupLocked
+from backups_app.exceptions import BackupLocked, LockUnavailable
 
 try:
     import fcntl
@@ -178,11 +178,11 @@ def _server_connection(alias: str, **options: Any):
     return driver_connection(settings_dict)
 
 
-def _unreachable(alias: str, error: BaseException) -> BackupLocked:
+def _unreachable(alias: str, error: BaseException) -> LockUnavailable:
     from backups_app.engines.process import redact
 
     text = redact(str(error), [(_settings_dict(alias) or {}).get("PASSWORD")])
-    return BackupLocked(
+    return LockUnavailable(
         _("Could not take the lock of database '%(alias)s' on its server: %(error)s") % {"alias": alias, "error": text}
     )
 
@@ -327,7 +327,7 @@ def database_lock(alias: str, operation: str) -> Iterator[None]:
     """Hold the lock of database `alias` for `operation` ("backup" or "restore").
 
     Raises `BackupLocked` immediately (never waits) when another process, here or on another
-    machine, holds it, or when the database server cannot be reached to take it.
+    machine, holds it; `LockUnavailable` when the database server cannot be reached to take it.
     """
     kind = _kind(alias)
     lock = {"mysql": _mysql_lock, "postgresql": _postgresql_lock}.get(kind, _file_lock)

@@ -218,6 +218,8 @@ class ClientToolEngine(DumpEngine):
     bin_dir_setting: ClassVar[str]
     #: Extension of the password file where it must be a disk file (platforms without memfd).
     credentials_suffix: ClassVar[str] = ""
+    #: True for an engine bound to a brand-new scratch database (verification): nothing to protect.
+    scratch: bool = False
     #: Candidate names of the dump tool and of the client that replays a dump, best first.
     dump_tools: ClassVar[tuple[str, ...]]
     restore_tools: ClassVar[tuple[str, ...]]
@@ -399,7 +401,9 @@ class ClientToolEngine(DumpEngine):
         name = f"opsdesk_verify_{token_hex(6)}"
         self._scratch_call(self.create_scratch_database, name, _("Could not create the scratch database %(name)s"))
         try:
-            yield self.bound_to(name, "__verify")
+            engine = self.bound_to(name, "__verify")
+            engine.scratch = True
+            yield engine
         finally:
             self._scratch_call(self.drop_scratch_database, name, _("Could not drop the scratch database %(name)s"))
 

@@ -36,6 +36,7 @@ from backups_app.exceptions import (
     BackupNotFound,
     ChecksumMismatch,
     DumpFailed,
+    LockUnavailable,
     RestoreFailed,
     RestoreRefused,
 )
@@ -379,12 +380,13 @@ def _fail_queued_record(record: BackupRecord | None, error: Exception) -> None:
     record.save(update_fields=["status", "error_message", "finished_at"])
 
 
-def _refuse_dirty_backup(*, engine: DumpEngine, compression: str, trigger: str, user, kind: str,
-                         record: BackupRecord | None) -> None:
-    """Record the backup of a dirty database as failed and raise: half-restored data must never
-    become a good backup (the failure alert goes out like any other)."""
+def _fail_before_start(*, engine: DumpEngine, compression: str, trigger: str, user, kind: str,
+                      record: BackupRecord | None, message: str) -> None:
+    """Record a backup that could not start as failed, with `message`, and raise DumpFailed: a dirty
+    database (half-restored data must never become a good backup) or a server that refused the lock
+    connection. The failure alert goes out like any other."""
     now = timezone.now()
-    fields = {"status": BackupRecord.Status.FAILED, "error_message": DIRTY_BACKUP_ERROR,
+    fields = {"status": BackupRecord.Status.FAILED, "error_message": message[:4000],
               "started_at": now, "finished_at": now, "duration_seconds": 0.0}
     if record is None:
         record = _reserve_record(database=engine.alias, engine=engine, compression=compression,
@@ -394,7 +396,7 @@ def _refuse_dirty_backup(*, engine: DumpEngine, compression: str, trigger: str, 
             setattr(record, field, value)
         record.save(update_fields=list(fields))
     backup_finished.send(sender=BackupRecord, record=record)
-    failure = DumpFailed(DIRTY_BACKUP_ERROR)
+    failure = DumpFailed(record.error_message)
     failure.record = record
     raise failure
 
@@ -429,16 +431,17 @@ def backup_create(
         audit_log(action="create", source=source, outcome="failure", user=user,
                   actor=_actor(trigger, user), target=database, detail=str(error))
         raise DumpFailed(str(error)) from None
+    start = {"engine": engine, "compression": compression, "trigger": trigger, "user": user, "kind": kind,
+             "record": record}
     try:
-        with locks.database_lock(database, "backup"):
-            backups_mark_interrupted(database=database, lock_held=True)
-            if is_dirty(database=database):
-                _refuse_dirty_backup(engine=engine, compression=compression, trigger=trigger, user=user,
-                                     kind=kind, record=record)
-            result = _backup_run(
-                engine=engine, compression=compression, trigger=trigger, user=user, kind=kind,
-                record=record, progress=progress,
-            )
+        try:
+            with locks.database_lock(database, "backup"):
+                backups_mark_interrupted(database=database, lock_held=True)
+                if is_dirty(database=database):
+                    _fail_before_start(**start, message=DIRTY_BACKUP_ERROR)
+                result = _backup_run(**start, progress=progress)
+        except LockUnavailable as error:
+            _fail_before_start(**start, message=_error_text(error, engine))
     except BackupLocked as error:
         _fail_queued_record(record, error)
         audit_log(action="create", source=source, outcome="refused", user=user,

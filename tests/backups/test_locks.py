@@ -16,7 +16,7 @@ import pytest
 from django.db import connections
 
 from backups_app import locks
-from backups_app.exceptions import BackupLocked
+from backups_app.exceptions import BackupLocked, LockUnavailable
 from backups_app.models import AuditEntry, BackupRecord, Trigger
 from backups_app.services.backup import backup_create
 
@@ -195,7 +195,7 @@ def test_an_unreachable_server_refuses_the_lock_instead_of_assuming_it(settings)
     register_alias("down", {"ENGINE": "django.db.backends.postgresql", "NAME": "x", "HOST": "127.0.0.1",
                             "PORT": closed_port(), "USER": "postgres", "PASSWORD": "hunter2"})
     try:
-        with pytest.raises(BackupLocked, match="Could not take the lock of database 'down'") as refused:
+        with pytest.raises(LockUnavailable, match="Could not take the lock of database 'down'") as refused:
             with locks.database_lock("down", "backup"):
                 pytest.fail("the lock must not be assumed")
         assert "hunter2" not in str(refused.value)
