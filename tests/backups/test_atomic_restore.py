@@ -6,6 +6,7 @@ sent, kills the subprocess with SIGKILL and compares the database with its state
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -107,3 +108,116 @@ def test_postgresql_restore_killed_half_way_changes_nothing(postgres_database, t
     wait_for(lambda: not pg_restore_sessions(engine), "psql's session to end")
 
     assert pg_state(engine) == before
+
+
+# --- MariaDB / MySQL ------------------------------------------------------------------------------
+def my_rows(engine, statement: str, parameters: list | None = None, *, database: str | None | type(...) = ...) -> list[tuple]:
+    with driver_connection(engine.settings_dict, name=database) as connection:
+        cursor = connection.cursor()
+        cursor.execute(statement, parameters or [])
+        return list(cursor.fetchall())
+
+
+def my_populate(engine, rows: int = 40000) -> None:
+    with driver_connection(engine.settings_dict) as connection:
+        cursor = connection.cursor()
+        cursor.execute("CREATE TABLE room (id INT PRIMARY KEY, name VARCHAR(50)) ENGINE=InnoDB")
+        cursor.execute("INSERT INTO room VALUES (1, 'general'), (2, 'random')")
+        cursor.execute("CREATE TABLE message (id INT PRIMARY KEY, room_id INT, body TEXT, "
+                       "FOREIGN KEY (room_id) REFERENCES room (id)) ENGINE=InnoDB")
+        cursor.execute(
+            "INSERT INTO message SELECT seq, 1 + seq %% 2, REPEAT(MD5(seq), 3) FROM seq_1_to_%s", [rows])
+        cursor.execute("CREATE VIEW busy_rooms AS SELECT room_id, COUNT(*) AS messages FROM message GROUP BY room_id")
+        cursor.execute("CREATE TRIGGER message_room BEFORE INSERT ON message FOR EACH ROW "
+                       "SET NEW.room_id = COALESCE(NEW.room_id, 1)")
+        cursor.execute("CREATE FUNCTION room_label(room INT) RETURNS VARCHAR(60) DETERMINISTIC "
+                       "RETURN (SELECT CONCAT('#', name) FROM room WHERE id = room)")
+
+
+def my_change_after_backup(engine) -> None:
+    with driver_connection(engine.settings_dict) as connection:
+        cursor = connection.cursor()
+        cursor.execute("DELETE FROM message WHERE id > 100")
+        cursor.execute("CREATE TABLE after_backup (note TEXT)")
+        cursor.execute("INSERT INTO after_backup VALUES ('written after the backup')")
+        cursor.execute("DROP TRIGGER message_room")
+
+
+def my_state(engine) -> dict:
+    schema = engine.database_name
+    return {
+        "tables": my_rows(engine, "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES "
+                                  "WHERE TABLE_SCHEMA = %s ORDER BY 1", [schema]),
+        "messages": my_rows(engine, "SELECT COUNT(*), SUM(id) FROM message"),
+        "triggers": my_rows(engine, "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
+                            [schema]),
+        "routines": my_rows(engine, "SELECT ROUTINE_NAME, ROUTINE_DEFINITION FROM information_schema.ROUTINES "
+                                    "WHERE ROUTINE_SCHEMA = %s", [schema]),
+    }
+
+
+def my_client_sessions(engine) -> list[str]:
+    """What the restore client's session is doing: it works in the target or in a staging database."""
+    return [command for (command,) in my_rows(
+        engine, "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+                "AND (DB = %s OR DB LIKE %s)", [engine.database_name, staging_prefix(engine.database_name) + "%"])]
+
+
+def work_databases(engine) -> list[str]:
+    return [name for (name,) in my_rows(engine, "SHOW DATABASES", database=None) if "__opsdesk_" in name
+            and name.startswith(staging_prefix(engine.database_name))]
+
+
+def staging_prefix(target: str) -> str:
+    from backups_app.engines.mysql_staging import work_prefix
+
+    return work_prefix(target)
+
+
+def test_mariadb_restore_killed_while_loading_changes_nothing(mariadb_database, tmp_path):
+    engine = get_engine(mariadb_database)
+    my_populate(engine)
+    dump_path = tmp_path / "backup.sql"
+    with engine.dump() as stream:
+        dump_path.write_bytes(stream.read())
+    my_change_after_backup(engine)
+    before = my_state(engine)
+    dump = dump_path.read_bytes()
+    stop_at = len(dump) * 2 // 3  # inside the message rows, after the schema and the first tables
+
+    process = start_halfway_restore(mariadb_database, dump_path, stop_at)
+    # Kill once the client has run everything it was sent and waits for more; then the client
+    # (its own process group) reads the end of its input and exits: wait until its session is gone.
+    kill_when(process, lambda: my_client_sessions(engine) == ["Sleep"])
+    wait_for(lambda: not my_client_sessions(engine), "the client's session to end")
+    assert my_state(engine) == before  # the old code dropped every table first: all gone
+    leftovers = work_databases(engine)
+    assert leftovers  # the killed restore's staging database ...
+
+    # ... is dropped by the next restore of that database, which brings the backup back whole.
+    seen_at_swap: list[dict] = []
+    with dump_path.open("rb") as stream:
+        engine.restore(stream, before_target_change=lambda: seen_at_swap.append(my_state(engine)))
+    assert seen_at_swap == [before]  # the target was touched only once the load was complete
+    after = my_state(engine)
+    assert after["messages"] == [(40000, 40000 * 40001 // 2)]
+    assert ("after_backup", "BASE TABLE") not in after["tables"] and ("busy_rooms", "VIEW") in after["tables"]
+    assert after["triggers"] == [("message_room",)] and [name for name, _body in after["routines"]] == ["room_label"]
+    assert my_rows(engine, "SELECT room_label(2), messages FROM busy_rooms WHERE room_id = 2") == [("#random", 20000)]
+    assert work_databases(engine) == []
+
+
+def test_mariadb_failed_load_leaves_the_target_whole_and_never_touches_it(mariadb_database, tmp_path):
+    from backups_app.exceptions import RestoreFailed
+
+    engine = get_engine(mariadb_database)
+    my_populate(engine, rows=100)
+    with engine.dump() as stream:
+        dump = stream.read()
+    my_change_after_backup(engine)
+    before = my_state(engine)
+    broken = dump.replace(b"CREATE TABLE `room`", b"THIS IS NOT SQL;\nCREATE TABLE `room`")
+    touched = []
+    with pytest.raises(RestoreFailed):
+        engine.restore(io.BytesIO(broken), before_target_change=lambda: touched.append(True))
+    assert touched == [] and my_state(engine) == before and work_databases(engine) == []
