@@ -50,7 +50,8 @@ def start_halfway_restore(alias: str, dump_path: Path, stop_at: int) -> subproce
 
 def kill_when(process: subprocess.Popen, ready) -> None:
     try:
-        assert process.stdout.readline().strip() in ("halfway", "touching"), process.stderr.read()
+        # "halfway", not "touching": no engine calls before_target_change while it is still loading.
+        assert process.stdout.readline().strip() == "halfway", process.stderr.read()
         wait_for(ready, "the server to run what was sent")
     finally:
         process.send_signal(signal.SIGKILL)
@@ -221,3 +222,83 @@ def test_mariadb_failed_load_leaves_the_target_whole_and_never_touches_it(mariad
     with pytest.raises(RestoreFailed):
         engine.restore(io.BytesIO(broken), before_target_change=lambda: touched.append(True))
     assert touched == [] and my_state(engine) == before and work_databases(engine) == []
+
+
+# --- The stream raises at its end (the checked reader's ChecksumMismatch) ---------------------------
+class RaisesAtEnd:
+    """Every byte of the dump, then ChecksumMismatch instead of the final empty read."""
+
+    def __init__(self, dump: bytes) -> None:
+        self.stream = io.BytesIO(dump)
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.stream.read(size)
+        if not chunk:
+            from backups_app.exceptions import ChecksumMismatch
+
+            raise ChecksumMismatch("the bytes read do not match the backup's SHA-256")
+        return chunk
+
+
+def test_postgresql_commits_nothing_when_the_stream_raises_at_its_end(postgres_database):
+    from backups_app.exceptions import ChecksumMismatch
+
+    engine = get_engine(postgres_database)
+    with driver_connection(engine.settings_dict) as connection:
+        connection.execute("CREATE TABLE message (id int PRIMARY KEY, body text)")
+        connection.execute("INSERT INTO message SELECT n, md5(n::text) FROM generate_series(1, 1000) n")
+    with engine.dump() as stream:
+        dump = stream.read()
+    with driver_connection(engine.settings_dict) as connection:
+        connection.execute("DELETE FROM message WHERE id > 10")
+        connection.execute("CREATE TABLE after_backup (note text)")
+    before = pg_state(engine)
+    touched = []
+    with pytest.raises(ChecksumMismatch):
+        engine.restore(RaisesAtEnd(dump), before_target_change=lambda: touched.append(True))
+    wait_for(lambda: not pg_restore_sessions(engine), "psql's session to end")
+    assert pg_state(engine) == before and touched == []
+
+
+def test_mariadb_swaps_nothing_in_when_the_stream_raises_at_its_end(mariadb_database):
+    from backups_app.exceptions import ChecksumMismatch
+
+    engine = get_engine(mariadb_database)
+    my_populate(engine, rows=1000)
+    with engine.dump() as stream:
+        dump = stream.read()
+    my_change_after_backup(engine)
+    before = my_state(engine)
+    touched = []
+    with pytest.raises(ChecksumMismatch):
+        engine.restore(RaisesAtEnd(dump), before_target_change=lambda: touched.append(True))
+    assert my_state(engine) == before and touched == [] and work_databases(engine) == []
+
+
+def test_a_failed_postgresql_restore_says_nothing_was_restored(postgres_database, tmp_path, settings):
+    """Issue 18: a rolled-back PostgreSQL restore must not say "may be partly restored"."""
+    from backups_app.exceptions import RestoreFailed
+    from backups_app.models import RestoreRecord, Trigger
+    from backups_app.services.backup import backup_create, backup_restore
+
+    from .engines.sql_contract import write_tool
+
+    engine = get_engine(postgres_database)
+    with driver_connection(engine.settings_dict) as connection:
+        connection.execute("CREATE TABLE message (id int PRIMARY KEY)")
+    backup = backup_create(database=postgres_database, trigger=Trigger.CLI)
+    with driver_connection(engine.settings_dict) as connection:
+        connection.execute("INSERT INTO message VALUES (1)")
+    real_psql = engine.find(engine.restore_tools, RestoreFailed)
+    real_pg_dump = engine.find(engine.dump_tools, RestoreFailed)
+    # The whole dump reaches the server, then an error where our COMMIT was: ON_ERROR_STOP, rollback.
+    write_tool(tmp_path / "bin", "psql", 'sed "s/^COMMIT;$/SELECT 1\\/0;/" | "$REAL" "$@"', real_psql)
+    write_tool(tmp_path / "bin", "pg_dump", 'exec "$REAL" "$@"', real_pg_dump)
+    settings.BACKUP_POSTGRESQL_BIN_DIR = str(tmp_path / "bin")
+    with pytest.raises(RestoreFailed) as failed:
+        backup_restore(backup=backup, trigger=Trigger.CLI)
+    message = str(failed.value)
+    assert "division by zero" in message
+    assert "Nothing was restored" in message and "partly restored" not in message
+    assert RestoreRecord.objects.get().error_message == message
+    assert pg_rows(engine, "SELECT id FROM message") == [(1,)]  # as before the restore
