@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: The error of every backup refused because of the mark (searchable, so kept in one place).
 DIRTY_BACKUP_ERROR = "database is dirty after an interrupted restore"
+#: The audit detail of a dirty-database alert (alerts.py mails it again once per alert interval).
+DIRTY_ALERT_DETAIL = "dirty database"
 
 
 class DatabaseDirty(BackupError):
@@ -78,8 +80,8 @@ def dirty_alert(*, database: str, reason: str) -> bool:
     except Exception as error:  # noqa: BLE001 - a broken mail server must not hide the restore's outcome
         logger.exception("could not e-mail the dirty-database alert for %s", database)
         audit_log(action="alert", source=AuditEntry.Source.SYSTEM, outcome="failure", target=database,
-                  detail=f"dirty database\n{type(error).__name__}: {error}")
+                  detail=f"{DIRTY_ALERT_DETAIL}\n{type(error).__name__}: {error}")
         return False
     audit_log(action="alert", source=AuditEntry.Source.SYSTEM, outcome="success", target=database,
-              detail="dirty database")
+              detail=DIRTY_ALERT_DETAIL)
     return True

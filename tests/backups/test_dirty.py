@@ -108,3 +108,16 @@ def test_only_a_superuser_clears_the_mark_and_it_is_audited(fake_database, fake_
     assert AuditEntry.objects.filter(action="clear_dirty", outcome="success", actor="boss", source="admin").exists()
     with pytest.raises(CommandError, match="not marked dirty"):
         call_command("clear_dirty_mark", "fake", "--user", "boss")
+
+
+def test_the_periodic_alert_check_mails_a_dirty_database_once_per_interval(fake_database, fake_alias, settings):
+    from backups_app.alerts import dirty_alerts_check
+
+    fail_after_touching(fake_alias, settings)
+    with pytest.raises(RestoreFailed):
+        backup_restore(backup=fake_database, trigger=Trigger.CLI)
+    assert dirty_alerts_check() == []  # the failed restore itself mailed it just now
+    AuditEntry.objects.filter(action="alert", detail="dirty database").delete()  # an interval later
+    mail.outbox.clear()
+    assert dirty_alerts_check() == ["fake"] and "fake is dirty" in mail.outbox[0].subject.replace("Database ", "")
+    assert dirty_alerts_check() == []
