@@ -45,6 +45,8 @@ from .client import (
 )
 
 logger = logging.getLogger(__name__)
+#: ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR, ER_SPECIFIC_ACCESS_DENIED_ERROR.
+_ACCESS_DENIED = (1044, 1142, 1227)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -193,8 +195,13 @@ class MySQLDumpEngine(ClientToolEngine):
         self._drop_work_databases(staging.leftover_work_databases, target)
         staging_name = staging.work_database_name(target, "staging")
         trash_name = staging.work_database_name(target, "trash")
-        self._server_call(self.create_scratch_database, staging_name,
-                          _("Could not create the staging database %(name)s"))
+        if not self._create_staging(staging_name):
+            # A user with privileges on its own database only: restore in place, not atomic, so
+            # the database is marked dirty for the whole restore instead of the swap alone.
+            before_target_change()
+            self.prepare_restore()
+            self.restore_into(stream, target)
+            return
         try:
             reader = staging.TailKeepingReader(stream)
             self.restore_into(reader, staging_name)
@@ -209,6 +216,22 @@ class MySQLDumpEngine(ClientToolEngine):
             )
         finally:
             self._drop_work_databases(lambda _cursor, _target: [staging_name, trash_name], target)
+
+    def _create_staging(self, name: str) -> bool:
+        """Create the staging database; False when the server denies CREATE DATABASE to this user."""
+        try:
+            self.create_scratch_database(name)
+        except database_errors(self.settings_dict) as error:
+            code = error.args[0] if error.args else None
+            if code in _ACCESS_DENIED:
+                logger.warning(
+                    "The user of %s may not create databases: restoring in place, without a staging "
+                    "database (not atomic; the database is marked dirty while it runs).", self.alias)
+                return False
+            raise self.database_error(
+                RestoreFailed, _("Could not create the staging database %(name)s") % {"name": name}, error
+            ) from None
+        return True
 
     def _swap(self, target: str, staging_name: str, trash_name: str, before_target_change) -> None:
         with driver_connection(self.settings_dict, name=None) as connection:

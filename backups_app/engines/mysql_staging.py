@@ -25,7 +25,8 @@ interrupted restore are dropped by the next restore of the same database (it hol
 
 How the stream reaches the staging database is not this module's business: the engine's
 ``restore_into(stream, database_name)`` feeds it (the client tool today, a parallel loader may do it).
-The server user needs CREATE and DROP on databases (as verification already does).
+The server user needs CREATE and DROP on databases (as verification already does); a user denied
+CREATE DATABASE restores in place instead (MySQLDumpEngine.restore), marked dirty throughout.
 """
 from __future__ import annotations
 

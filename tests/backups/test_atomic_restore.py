@@ -302,3 +302,35 @@ def test_a_failed_postgresql_restore_says_nothing_was_restored(postgres_database
     assert "Nothing was restored" in message and "partly restored" not in message
     assert RestoreRecord.objects.get().error_message == message
     assert pg_rows(engine, "SELECT id FROM message") == [(1,)]  # as before the restore
+
+
+def test_mariadb_user_without_create_database_restores_in_place_marked_dirty(mariadb_database):
+    """A user with privileges on its own database only still restores: in place, the whole restore
+    inside the dirty window (before_target_change first)."""
+    import uuid
+
+    engine = get_engine(mariadb_database)
+    my_populate(engine, rows=100)
+    # Objects with root's DEFINER need SUPER to be recreated: this user's own data only.
+    my_rows(engine, "DROP TRIGGER message_room")
+    my_rows(engine, "DROP FUNCTION room_label")
+    my_rows(engine, "DROP VIEW busy_rooms")
+    with engine.dump() as stream:
+        dump = stream.read()
+    my_rows(engine, "DELETE FROM message WHERE id > 10")
+    my_rows(engine, "CREATE TABLE after_backup (note TEXT)")
+    user, password = f"opsdesk_ltd_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    hosts = ("127.0.0.1", "localhost")
+    for host in hosts:
+        my_rows(engine, "CREATE USER %s@%s IDENTIFIED BY %s", [user, host, password], database=None)
+        my_rows(engine, f"GRANT ALL ON `{engine.database_name}`.* TO %s@%s", [user, host], database=None)
+    try:
+        limited = type(engine)("limited", {**engine.settings_dict, "USER": user, "PASSWORD": password})
+        touched = []
+        limited.restore(io.BytesIO(dump), before_target_change=lambda: touched.append(my_state(engine)))
+        assert len(touched) == 1 and ("after_backup", "BASE TABLE") in touched[0]["tables"]
+        after = my_state(engine)
+        assert ("after_backup", "BASE TABLE") not in after["tables"] and after["messages"] == [(100, 5050)]
+    finally:
+        for host in hosts:
+            my_rows(engine, "DROP USER IF EXISTS %s@%s", [user, host], database=None)
