@@ -106,7 +106,10 @@ def database_health_list() -> list[DatabaseHealth]:
     dirty = dirty_databases()
     regular = BackupRecord.objects.filter(kind=BackupRecord.Kind.REGULAR).order_by("-created_at", "-id")
     health = []
-    for alias in dashboard_databases():
+    aliases = dashboard_databases()
+    # A dirty alias that is not a database (media files) still gets its red row.
+    aliases += sorted(dirty.difference(aliases))
+    for alias in aliases:
         last_good = (
             regular.filter(database=alias, status=BackupRecord.Status.SUCCESS)
             .values_list("name", "created_at").first()

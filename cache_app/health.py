@@ -207,7 +207,7 @@ class DirtyDatabasesCheck(HealthCheck):
             dirty = dirty_databases()
         finally:
             connections["default"].close()  # a pool thread's connection must not outlive it
-        self.clean = {alias: alias not in dirty for alias in backup_databases()}
+        self.clean = {**{alias: True for alias in backup_databases()}, **{alias: False for alias in dirty}}
         if dirty:
             raise HealthCheckFailed("dirty after an interrupted restore: " + ", ".join(sorted(dirty)))
         return dict(self.clean)
