@@ -16,9 +16,11 @@ from django.core.mail import mail_admins
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from backups_app.dashboard import DatabaseHealth, database_health_list
+from backups_app.dashboard import DatabaseHealth, backup_alert_after, database_health_list
 from backups_app.models import AuditEntry, BackupRecord
+from backups_app.selectors import dirty_databases
 from backups_app.services.audit import audit_log
+from backups_app.services.dirty import DIRTY_ALERT_DETAIL, dirty_alert
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def _already_alerted(health: DatabaseHealth) -> bool:
     return AuditEntry.objects.filter(
         action=ALERT_ACTION, target=health.database, outcome=AuditEntry.Outcome.SUCCESS,
         created_at__gte=since,
-    ).exists()
+    ).exclude(detail=DIRTY_ALERT_DETAIL).exists()
 
 
 def backup_alerts_check() -> list[str]:
@@ -114,7 +116,21 @@ def backup_alerts_check() -> list[str]:
     return reported
 
 
+def dirty_alerts_check() -> list[str]:
+    """E-mail ADMINS about every database still dirty after an interrupted restore, once per
+    BACKUP_ALERT_AFTER_HOURS (its first mail went out when the restore failed or was found killed)."""
+    since = timezone.now() - backup_alert_after()
+    reported = []
+    for alias in sorted(dirty_databases()):
+        if AuditEntry.objects.filter(action=ALERT_ACTION, target=alias, detail=DIRTY_ALERT_DETAIL,
+                                     outcome=AuditEntry.Outcome.SUCCESS, created_at__gte=since).exists():
+            continue
+        if dirty_alert(database=alias, reason=_("it is still marked dirty")):
+            reported.append(alias)
+    return reported
+
+
 @shared_task(name="backups_app.alerts.check_backup_alerts")
 def check_backup_alerts() -> list[str]:
-    """Scheduled form of backup_alerts_check() (add it to celery beat, e.g. hourly)."""
-    return backup_alerts_check()
+    """Scheduled form of backup_alerts_check() and dirty_alerts_check() (add it to beat, e.g. hourly)."""
+    return backup_alerts_check() + dirty_alerts_check()

@@ -17,7 +17,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from backups_app.models import BackupRecord
-from backups_app.selectors import backup_databases
+from backups_app.selectors import backup_databases, dirty_databases
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class DatabaseHealth:
     last_good_at: datetime | None
     last_failure_at: datetime | None
     alert_after: timedelta
+    #: A restore began to change it and did not finish (backups_app.services.dirty).
+    is_dirty: bool = False
 
     @property
     def age(self) -> timedelta | None:
@@ -81,6 +83,10 @@ class DashboardSummary:
     def stale_databases(self) -> list[DatabaseHealth]:
         return [health for health in self.databases if health.is_stale]
 
+    @property
+    def dirty_databases(self) -> list[DatabaseHealth]:
+        return [health for health in self.databases if health.is_dirty]
+
 
 def backup_alert_after() -> timedelta:
     """How old the newest good backup may be before it is an alert (BACKUP_ALERT_AFTER_HOURS)."""
@@ -99,9 +105,13 @@ def database_health_list() -> list[DatabaseHealth]:
     composite index on (database, status, -created_at) serves both.
     """
     alert_after = backup_alert_after()
+    dirty = dirty_databases()
     regular = BackupRecord.objects.filter(kind=BackupRecord.Kind.REGULAR).order_by("-created_at", "-id")
     health = []
-    for alias in dashboard_databases():
+    aliases = dashboard_databases()
+    # A dirty alias that is not a database (media files) still gets its red row.
+    aliases += sorted(dirty.difference(aliases))
+    for alias in aliases:
         last_good = (
             regular.filter(database=alias, status=BackupRecord.Status.SUCCESS)
             .values_list("name", "created_at").first()
@@ -118,6 +128,7 @@ def database_health_list() -> list[DatabaseHealth]:
             last_good_at=last_good[1] if last_good else None,
             last_failure_at=last_failure_at,
             alert_after=alert_after,
+            is_dirty=alias in dirty,
         ))
     return health
 

@@ -25,6 +25,13 @@ class BackupLocked(BackupError):
     """Another backup or restore of the same database is running."""
 
 
+class LockUnavailable(BackupError):
+    """The database server could not be reached to take the per-database lock (down, wrong password).
+
+    Not a refusal: nothing else holds the lock; the operation fails with the server's message.
+    """
+
+
 class BackupNotFound(BackupError):
     """No backup record or no stored file with that name."""
 

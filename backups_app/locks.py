@@ -1,37 +1,40 @@
-"""One backup or restore per database at a time, across processes and across machines.
+"""One backup or restore per database at a time, held on the database server itself.
 
-- On one machine: an `flock()` (msvcrt lock on Windows) on BACKUP_LOCK_DIR/<alias>.lock. The kernel releases it when the
-  holder dies, even after kill -9, so a crash never leaves a stale lock behind.
-- Across machines, when REDIS_URL is set: a Redis key set with NX, a TTL and a random owner token;
-  a background thread extends the TTL while the operation runs, and only the owner (checked by token,
-  atomically in Lua) extends or deletes it. A holder that died stops extending, so its lock expires;
-  a live lock is never stolen.
-- When Redis is configured but unreachable, the lock is *not* assumed acquired (the failure mode of
-  `cache.add()` with IGNORE_EXCEPTIONS): a row in the ops database (DatabaseLock, unique per alias,
-  with the same TTL/extension/owner rules) takes Redis's place until Redis is back.
+The lock lives where the database lives, on a connection opened for it and kept for the whole job:
+- MariaDB/MySQL: ``GET_LOCK('opsdesk:<database>', 0)`` (user-level locks are server-wide, so the
+  name carries the database's name);
+- PostgreSQL: ``pg_try_advisory_lock`` on a connection to the database itself (advisory locks are
+  per database);
+- SQLite (and any other engine): an ``flock()`` (msvcrt lock on Windows) on
+  BACKUP_LOCK_DIR/<alias>.lock; a SQLite file is reached from one machine anyway.
+
+So exclusion holds across machines with or without Redis, and a lock dies with its holder: the
+server ends the session of a killed process (kill -9, OOM, a machine gone) as soon as its
+connection closes, and the kernel drops the flock of a dead process, so the next job for that
+database never waits for a TTL, and a live lock is never stolen (nothing expires while the holder
+lives). No TTL, no extender thread, no fallback row: those belonged to the Redis lock this replaces.
 
 The second caller is refused at once with `BackupLocked`, whose message says who holds the lock.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
-import secrets
 import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import timedelta
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connections
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from backups_app.exceptions import BackupLocked
+from backups_app.exceptions import BackupLocked, LockUnavailable
 
 try:
     import fcntl
@@ -43,17 +46,13 @@ logger = logging.getLogger(__name__)
 # Windows locks a byte range; lock one byte far past the holder text so the text stays readable.
 _WINDOWS_LOCK_OFFSET = 1 << 20
 
-LOCK_TTL_SECONDS = 60
-EXTEND_EVERY_SECONDS = 20
-
-_EXTEND_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
+#: The operations whose name a MySQL holder publishes (as a second user lock) for refusal messages.
+OPERATIONS = ("backup", "restore")
+#: PostgreSQL advisory lock key (two int4): "opsd" and 1. Per database, since the lock is taken on a
+#: connection to the database itself.
+_ADVISORY_KEY = (0x6F707364, 1)
+_MYSQL_ENGINES = ("django.db.backends.mysql",)
+_POSTGRESQL_ENGINES = ("django.db.backends.postgresql",)
 
 
 def _safe(alias: str) -> str:
@@ -142,8 +141,8 @@ def _file_lock(alias: str, operation: str) -> Iterator[None]:
         os.close(fd)
 
 
-def is_locked_locally(alias: str) -> bool:
-    """Whether a process on this machine holds the lock of `alias` right now."""
+def _file_is_locked(alias: str) -> bool:
+    """Whether a process on this machine holds the file lock of `alias` right now."""
     path = lock_path(alias)
     if not path.exists():
         return False
@@ -154,138 +153,201 @@ def is_locked_locally(alias: str) -> bool:
         os.close(fd)  # closing releases the probe's own lock
 
 
-class _Extender(threading.Thread):
-    """Extends a TTL lock until stopped; logs loudly if the lock was lost meanwhile."""
-
-    def __init__(self, extend) -> None:
-        super().__init__(daemon=True, name="backup-lock-extender")
-        self.extend = extend
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(EXTEND_EVERY_SECONDS):
-            try:
-                if not self.extend():
-                    logger.error("The backup lock was lost while the operation was running.")
-            except Exception:  # noqa: BLE001 - a transient error must not kill the backup
-                logger.warning("Could not extend the backup lock.", exc_info=True)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(timeout=5)
+# --- Which lock -------------------------------------------------------------------------------------
+def _settings_dict(alias: str) -> dict[str, Any] | None:
+    return connections.settings[alias] if alias in connections.settings else None
 
 
-def redis_key(alias: str) -> str:
-    return f"{settings.CACHE_KEY_PREFIX}:backup-lock:{_safe(alias)}"
+def _kind(alias: str) -> str:
+    """"mysql", "postgresql" or "file", from the alias's DATABASES entry."""
+    settings_dict = _settings_dict(alias)
+    engine = str((settings_dict or {}).get("ENGINE") or "")
+    if engine in _MYSQL_ENGINES or engine.endswith(".mysql"):
+        return "mysql"
+    if engine in _POSTGRESQL_ENGINES or engine.endswith((".postgresql", ".postgis")):
+        return "postgresql"
+    return "file"
 
 
-def _redis_client():
-    import redis
+def _server_connection(alias: str, **options: Any):
+    """A dedicated driver connection to the alias's database, for the lock alone."""
+    from backups_app.engines.client import driver_connection
 
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    settings_dict = dict(_settings_dict(alias))
+    settings_dict["OPTIONS"] = {**(settings_dict.get("OPTIONS") or {}), **options}
+    return driver_connection(settings_dict)
 
 
-@contextmanager
-def _redis_lock(client, alias: str, operation: str) -> Iterator[None]:
-    key = redis_key(alias)
-    token = secrets.token_hex(16)
-    owner = {**_owner(operation), "token": token}
-    if not client.set(key, json.dumps(owner), nx=True, px=LOCK_TTL_SECONDS * 1000):
-        try:
-            holder = json.loads(client.get(key) or b"null")
-        except ValueError:
-            holder = None
-        raise _refusal(alias, holder)
-    value = json.dumps(owner)
-    extender = _Extender(
-        lambda: client.eval(_EXTEND_SCRIPT, 1, key, value, LOCK_TTL_SECONDS * 1000)
+def _unreachable(alias: str, error: BaseException) -> LockUnavailable:
+    from backups_app.engines.process import redact
+
+    text = redact(str(error), [(_settings_dict(alias) or {}).get("PASSWORD")])
+    return LockUnavailable(
+        _("Could not take the lock of database '%(alias)s' on its server: %(error)s") % {"alias": alias, "error": text}
     )
-    extender.start()
-    try:
-        yield
-    finally:
-        extender.stop()
-        try:
-            client.eval(_RELEASE_SCRIPT, 1, key, value)
-        except Exception:  # noqa: BLE001 - the TTL frees it anyway
-            logger.warning("Could not release the Redis backup lock %s; it expires by itself.", key)
+
+
+def _session_seconds() -> int:
+    """Idle time a lock session must survive: the longest job, plus margin (servers may cut idle
+    sessions sooner, which would release the lock under a running job)."""
+    return int(getattr(settings, "BACKUP_DUMP_TIMEOUT", 21600) or 21600) + 3600
+
+
+# --- MariaDB / MySQL: GET_LOCK ----------------------------------------------------------------------
+def mysql_lock_name(database_name: str, suffix: str = "") -> str:
+    """A user-lock name (at most 64 characters) unique to the database on its server."""
+    name = f"opsdesk:{database_name}{suffix}"
+    if len(name) <= 64:
+        return name
+    return "opsdesk:" + hashlib.sha256(f"{database_name}{suffix}".encode()).hexdigest()[:56]
+
+
+def _mysql_scalar(connection, statement: str, parameters: list) -> Any:
+    cursor = connection.cursor()
+    cursor.execute(statement, parameters)
+    row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _mysql_holder(connection, database_name: str) -> dict | None:
+    holder_id = _mysql_scalar(connection, "SELECT IS_USED_LOCK(%s)", [mysql_lock_name(database_name)])
+    if holder_id is None:
+        return None
+    operation = next(
+        (name for name in OPERATIONS
+         if _mysql_scalar(connection, "SELECT IS_USED_LOCK(%s)", [mysql_lock_name(database_name, f":{name}")]) == holder_id),
+        "backup or restore",
+    )
+    cursor = connection.cursor()
+    cursor.execute("SELECT HOST, TIME FROM information_schema.PROCESSLIST WHERE ID = %s", [holder_id])
+    row = cursor.fetchone()
+    host, seconds = row if row else ("?", 0)
+    since = (timezone.now() - timezone.timedelta(seconds=int(seconds or 0))).isoformat(timespec="seconds")
+    return {"operation": operation, "pid": f"server connection {holder_id}", "host": host, "since": since}
 
 
 @contextmanager
-def _database_lock_row(alias: str, operation: str) -> Iterator[None]:
-    from backups_app.models import DatabaseLock
+def _mysql_lock(alias: str, operation: str) -> Iterator[None]:
+    from backups_app.engines.client import database_errors
 
-    token = secrets.token_hex(16)
-    owner = _owner(operation)
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            # Only an expired row (its holder stopped extending it) may be replaced.
-            DatabaseLock.objects.filter(database=alias, expires_at__lt=now).delete()
-            DatabaseLock.objects.create(
-                database=alias, token=token, operation=operation, owner_host=owner["host"],
-                owner_pid=owner["pid"], expires_at=now + timedelta(seconds=LOCK_TTL_SECONDS),
-            )
-    except IntegrityError:
-        holder = DatabaseLock.objects.filter(database=alias).values("operation", "owner_host", "owner_pid", "acquired_at").first()
-        raise _refusal(alias, holder and {
-            "operation": holder["operation"], "host": holder["owner_host"], "pid": holder["owner_pid"],
-            "since": holder["acquired_at"].isoformat(timespec="seconds"),
-        }) from None
-
-    def extend() -> bool:
-        from django.db import connection
-
+    database_name = str(_settings_dict(alias)["NAME"])
+    name = mysql_lock_name(database_name)
+    with ExitStack() as stack:
         try:
-            return bool(DatabaseLock.objects.filter(token=token).update(
-                expires_at=timezone.now() + timedelta(seconds=LOCK_TTL_SECONDS)
-            ))
+            connection = stack.enter_context(_server_connection(alias))
+            connection.cursor().execute("SET SESSION wait_timeout = %s", [_session_seconds()])
+            if _mysql_scalar(connection, "SELECT GET_LOCK(%s, 0)", [name]) != 1:
+                raise _refusal(alias, _mysql_holder(connection, database_name))
+            if operation in OPERATIONS:
+                _mysql_scalar(connection, "SELECT GET_LOCK(%s, 0)", [mysql_lock_name(database_name, f":{operation}")])
+        except database_errors(_settings_dict(alias)) as error:
+            raise _unreachable(alias, error) from None
+        try:
+            yield
         finally:
-            connection.close()  # this thread's own connection
+            _release_checked(alias, lambda: _mysql_scalar(connection, "SELECT RELEASE_LOCK(%s)", [name]) == 1)
 
-    extender = _Extender(extend)
-    extender.start()
+
+def _mysql_is_locked(alias: str) -> bool:
+    with _server_connection(alias) as connection:
+        name = mysql_lock_name(str(_settings_dict(alias)["NAME"]))
+        return _mysql_scalar(connection, "SELECT IS_USED_LOCK(%s)", [name]) is not None
+
+
+# --- PostgreSQL: pg_try_advisory_lock ---------------------------------------------------------------
+def _application_name(operation: str) -> str:
+    """Who holds the lock, readable by the refused caller in pg_stat_activity (63 bytes at most)."""
+    return f"opsdesk:{operation}:{os.getpid()}:{socket.gethostname()}".encode()[:63].decode("utf-8", "ignore")
+
+
+_PG_HOLDER = (
+    "SELECT a.application_name, a.backend_start FROM pg_catalog.pg_locks l "
+    "JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 2 "
+    "AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+)
+
+
+def _pg_holder(connection) -> dict | None:
+    row = connection.execute(_PG_HOLDER, list(_ADVISORY_KEY)).fetchone()
+    if row is None:
+        return None
+    application_name, started = row
+    parts = str(application_name or "").split(":", 3)
+    if len(parts) == 4 and parts[0] == "opsdesk":
+        operation, pid, host = parts[1:]
+    else:
+        operation, pid, host = "backup or restore", "?", "?"
+    return {"operation": operation, "pid": pid, "host": host,
+            "since": started.isoformat(timespec="seconds") if started else "?"}
+
+
+@contextmanager
+def _postgresql_lock(alias: str, operation: str) -> Iterator[None]:
+    from backups_app.engines.client import database_errors
+
+    with ExitStack() as stack:
+        try:
+            connection = stack.enter_context(_server_connection(alias, application_name=_application_name(operation)))
+            connection.autocommit = True
+            if connection.info.server_version >= 140000:
+                # The session must outlive the job; a server-wide idle timeout would end it (and the lock).
+                connection.execute("SET idle_session_timeout = 0")
+            if not connection.execute("SELECT pg_catalog.pg_try_advisory_lock(%s, %s)", list(_ADVISORY_KEY)).fetchone()[0]:
+                raise _refusal(alias, _pg_holder(connection))
+        except database_errors(_settings_dict(alias)) as error:
+            raise _unreachable(alias, error) from None
+        try:
+            yield
+        finally:
+            _release_checked(alias, lambda: connection.execute(
+                "SELECT pg_catalog.pg_advisory_unlock(%s, %s)", list(_ADVISORY_KEY)).fetchone()[0])
+
+
+def _postgresql_is_locked(alias: str) -> bool:
+    with _server_connection(alias) as connection:
+        return _pg_holder(connection) is not None
+
+
+def _release_checked(alias: str, release) -> None:
+    """Release; a lock found already gone means the session was cut under the job: say so loudly."""
     try:
-        yield
-    finally:
-        extender.stop()
-        DatabaseLock.objects.filter(token=token).delete()
+        released = release()
+    except Exception:  # noqa: BLE001 - the connection closes next, which releases it anyway
+        logger.error("The lock session of %s broke while the operation ran; the lock may have been lost.",
+                     alias, exc_info=True)
+        return
+    if not released:
+        logger.error("The lock of %s was lost while the operation ran (its server session ended).", alias)
 
 
+# --- Public API ---------------------------------------------------------------------------------------
 @contextmanager
 def database_lock(alias: str, operation: str) -> Iterator[None]:
     """Hold the lock of database `alias` for `operation` ("backup" or "restore").
 
-    Raises `BackupLocked` immediately (never waits) when another process holds it.
+    Raises `BackupLocked` immediately (never waits) when another process, here or on another
+    machine, holds it; `LockUnavailable` when the database server cannot be reached to take it.
     """
-    with _file_lock(alias, operation):
-        if not settings.REDIS_URL:
-            yield
-            return
-        client = _redis_client()
-        try:
-            client.ping()
-        except Exception as error:  # noqa: BLE001 - redis.ConnectionError, TimeoutError, auth...
-            logger.warning(
-                "Redis is unreachable (%s); using the database lock row for %s instead.",
-                error.__class__.__name__, alias,
-            )
-            with _database_lock_row(alias, operation):
-                yield
-            return
-        with _redis_lock(client, alias, operation):
-            # A machine that could not reach Redis a moment ago may hold the fallback row.
-            from backups_app.models import DatabaseLock
-
-            holder = DatabaseLock.objects.filter(database=alias, expires_at__gte=timezone.now()).first()
-            if holder is not None:
-                raise _refusal(alias, {
-                    "operation": holder.operation, "host": holder.owner_host, "pid": holder.owner_pid,
-                    "since": holder.acquired_at.isoformat(timespec="seconds"),
-                })
-            yield
+    kind = _kind(alias)
+    lock = {"mysql": _mysql_lock, "postgresql": _postgresql_lock}.get(kind, _file_lock)
+    with lock(alias, operation):
+        yield
 
 
-def cross_machine() -> bool:
-    """Whether locks also exclude other machines (they do when REDIS_URL is set)."""
-    return bool(settings.REDIS_URL)
+def is_locked(alias: str) -> bool:
+    """Whether any process (on any machine, for server locks) holds the lock of `alias` right now."""
+    kind = _kind(alias)
+    if kind == "file":
+        return _file_is_locked(alias)
+    from backups_app.engines.client import database_errors
+
+    try:
+        return _mysql_is_locked(alias) if kind == "mysql" else _postgresql_is_locked(alias)
+    except database_errors(_settings_dict(alias)):
+        return True  # unknown: never declare a running job dead because the server did not answer
+
+
+def cross_machine(alias: str) -> bool:
+    """Whether the lock of `alias` also excludes other machines (server locks do; file locks don't)."""
+    return _kind(alias) != "file"

@@ -262,28 +262,32 @@ class ApiToken(models.Model):
         return f"{self.prefix}… ({self.user})"
 
 
-class DatabaseLock(models.Model):
-    """The fallback lock row used while Redis is configured but unreachable (see backups_app.locks).
+class DirtyDatabase(models.Model):
+    """A database that a restore began to change and did not finish: its content is neither the old
+    one nor the backup's (docs/FAULTS.md, "restore killed at any byte").
 
-    One row per database alias; its holder extends `expires_at` while it runs, so a row whose
-    holder died expires and may then be replaced. Never edited by hand.
+    One row per alias, written before the restore's first non-atomic change to the target and deleted
+    when a restore of it completes, or by a superuser (admin action or `manage.py clear_dirty_mark`,
+    both audited). While it exists the database is red on the admin index and in /health, and every
+    backup of it is refused and recorded as failed, so the half-restored data never becomes a "good"
+    backup. Written only by backups_app.services.dirty.
     """
 
     database = models.CharField(_("database"), max_length=100, unique=True)
-    token = models.CharField(_("owner token"), max_length=64, unique=True)
-    operation = models.CharField(_("operation"), max_length=20)
-    owner_host = models.CharField(_("host"), max_length=255)
-    owner_pid = models.IntegerField(_("process id"))
-    acquired_at = models.DateTimeField(_("acquired at"), auto_now_add=True)
-    expires_at = models.DateTimeField(_("expires at"))
+    restore = models.ForeignKey(
+        "RestoreRecord", verbose_name=_("restore"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    backup_name = models.CharField(_("backup being restored"), max_length=255, blank=True)
+    marked_at = models.DateTimeField(_("marked at"), auto_now_add=True)
 
     class Meta:
-        verbose_name = _("database lock")
-        verbose_name_plural = _("database locks")
+        verbose_name = _("dirty database")
+        verbose_name_plural = _("dirty databases")
         default_permissions = ("view",)
 
     def __str__(self) -> str:
-        return f"{self.database} ({self.operation}, {self.owner_host}:{self.owner_pid})"
+        return self.database
 
 
 class ProcessHeartbeat(models.Model):

@@ -111,3 +111,10 @@ def scheduled_backups() -> list[ScheduledBackup]:
             disabled_tasks=sum(not task.enabled for task in own),
         ))
     return result
+
+
+def dirty_databases() -> set[str]:
+    """Aliases marked dirty: a restore began to change them and did not finish."""
+    from backups_app.models import DirtyDatabase
+
+    return set(DirtyDatabase.objects.values_list("database", flat=True))

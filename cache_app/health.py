@@ -243,11 +243,38 @@ class SchedulerCheck(_DatabaseReadingCheck):
         return {"last_tick_at": seen.isoformat() if seen else None}
 
 
+class DirtyDatabasesCheck(HealthCheck):
+    """No database is left dirty by an interrupted restore (backups_app.services.dirty).
+
+    Details: one boolean per database alias, false for a dirty one.
+    """
+
+    component = "databases"
+
+    def __init__(self) -> None:
+        self.clean: dict[str, bool] = {}
+
+    def check_status(self) -> dict[str, Any]:
+        from backups_app.selectors import backup_databases, dirty_databases
+
+        try:
+            dirty = dirty_databases()
+        finally:
+            connections["default"].close()  # a pool thread's connection must not outlive it
+        self.clean = {**{alias: True for alias in backup_databases()}, **{alias: False for alias in dirty}}
+        if dirty:
+            raise HealthCheckFailed("dirty after an interrupted restore: " + ", ".join(sorted(dirty)))
+        return dict(self.clean)
+
+    def failure_details(self) -> dict[str, Any]:
+        return dict(self.clean)
+
+
 def health_checks() -> list[HealthCheck]:
     """The registry: every component /health reports, in the order it reports them."""
     return [
         DatabaseCheck(), RedisCheck(), StorageCheck(), BrokerCheck(timeout_seconds=settings.HEALTH_CHECK_TIMEOUT),
-        WorkerCheck(), SchedulerCheck(),
+        WorkerCheck(), SchedulerCheck(), DirtyDatabasesCheck(),
     ]
 
 

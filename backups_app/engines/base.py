@@ -18,12 +18,22 @@ stderr capture, exit-status check, secrets redacted from the error; read `settin
 for the timeout. How the services call an engine, in order, for a backup:
 `tool_versions()`; `with dump() as stream:` (read to EOF by the pipeline, which checks the tail with
 `is_complete()`); `table_row_counts()` once the dump's context exited without error. For a restore:
-`restore(stream)` after the file was checked completely (the stream is the plain, decompressed dump).
+`restore(stream, before_target_change=...)` after the file was checked completely (the stream is the
+plain, decompressed dump).
+
+All or nothing: a restore either leaves the target as it was or as in the backup (docs/FAULTS.md,
+"restore killed at any byte"). An engine that cannot promise that for some step calls
+``before_target_change()`` right before the first change to the target that a crash could leave
+half-done; the services then mark the database dirty until a restore completes. PostgreSQL (one
+transaction) and SQLite (one online-backup copy) never call it; MySQL calls it before it swaps its
+staging database in. The stream may raise (``ChecksumMismatch`` at EOF): an engine commits nothing
+before the stream has returned EOF without raising.
 """
 from __future__ import annotations
 
 import abc
 from contextlib import AbstractContextManager
+from collections.abc import Callable
 from typing import Any, BinaryIO, ClassVar
 
 
@@ -54,10 +64,12 @@ class DumpEngine(abc.ABC):
         """
 
     @abc.abstractmethod
-    def restore(self, stream: BinaryIO) -> None:
+    def restore(self, stream: BinaryIO, *, before_target_change: Callable[[], None] = lambda: None) -> None:
         """Replace the database's whole content with the plain dump read from ``stream``.
 
-        Objects created after the backup are gone afterwards. Raises ``RestoreFailed``.
+        Objects created after the backup are gone afterwards. Raises ``RestoreFailed`` (or what the
+        stream raised). ``before_target_change`` is called, at most once, before a step that a crash
+        could leave half-done in the target; an engine whose restore is atomic never calls it.
         """
 
     @abc.abstractmethod

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -218,6 +218,8 @@ class ClientToolEngine(DumpEngine):
     bin_dir_setting: ClassVar[str]
     #: Extension of the password file where it must be a disk file (platforms without memfd).
     credentials_suffix: ClassVar[str] = ""
+    #: True for an engine bound to a brand-new scratch database (verification): nothing to protect.
+    scratch: bool = False
     #: Candidate names of the dump tool and of the client that replays a dump, best first.
     dump_tools: ClassVar[tuple[str, ...]]
     restore_tools: ClassVar[tuple[str, ...]]
@@ -361,26 +363,47 @@ class ClientToolEngine(DumpEngine):
                 BackupError, _("Could not count the rows of %(name)s") % {"name": self.database_name}, error
             ) from None
 
-    def restore(self, stream: IO[bytes]) -> None:
-        tool = self.find(self.restore_tools, RestoreFailed)
-        with self.credentials(RestoreFailed) as credentials:
-            self.prepare_restore()
-            with run_tool(
-                self.restore_argv(tool, credentials), env=self.tool_environment(credentials),
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, timeout=self.timeout,
-                secrets=self.secrets(), error_class=RestoreFailed,
-            ) as process:
-                copy_stream(self.restore_input(stream, tool), process.stdin)
+    def restore(self, stream: IO[bytes], *, before_target_change: Callable[[], None] = lambda: None) -> None:
+        """Empty the database, then feed the dump into it: not atomic, so the target is marked first.
+
+        Engines that can do better (PostgreSQL's one transaction, MySQL's staging database) override it.
+        """
+        before_target_change()
+        self.prepare_restore()
+        self.restore_into(stream, self.database_name)
+
+    def restore_into(self, stream: IO[bytes], database_name: str) -> None:
+        """Feed the plain dump read from ``stream`` into the database ``database_name`` of this server.
+
+        Only the feeding step: the client tool replays the stream as it comes, with the engine's
+        filters (``restore_input``); emptying, staging and swapping are the caller's business.
+        Raises ``RestoreFailed`` when the tool fails, or whatever the stream raised (the tool is then
+        killed before it has read the end of the input).
+        """
+        engine = self if database_name == self.database_name else self.bound_to(database_name)
+        tool = engine.find(engine.restore_tools, RestoreFailed)
+        with engine.credentials(RestoreFailed) as credentials, run_tool(
+            engine.restore_argv(tool, credentials), env=engine.tool_environment(credentials),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, timeout=engine.timeout,
+            secrets=engine.secrets(), error_class=RestoreFailed,
+        ) as process:
+            copy_stream(engine.restore_input(stream, tool), process.stdin)
+
+    def bound_to(self, database_name: str, alias_suffix: str = "") -> ClientToolEngine:
+        """The same engine and server, bound to another database (scratch or staging)."""
+        return type(self)(
+            f"{self.alias}{alias_suffix}", {**self.settings_dict, "NAME": database_name},
+            bin_dir=self.bin_dir, timeout=self.timeout,
+        )
 
     @contextmanager
     def scratch_engine(self) -> Iterator[ClientToolEngine]:
         name = f"opsdesk_verify_{token_hex(6)}"
         self._scratch_call(self.create_scratch_database, name, _("Could not create the scratch database %(name)s"))
         try:
-            yield type(self)(
-                f"{self.alias}__verify", {**self.settings_dict, "NAME": name},
-                bin_dir=self.bin_dir, timeout=self.timeout,
-            )
+            engine = self.bound_to(name, "__verify")
+            engine.scratch = True
+            yield engine
         finally:
             self._scratch_call(self.drop_scratch_database, name, _("Could not drop the scratch database %(name)s"))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -77,7 +77,9 @@ class MediaEngine(DumpEngine):
     def is_complete(self, tail: bytes) -> bool:
         return media.is_complete(tail)
 
-    def restore(self, stream: BinaryIO) -> None:
+    def restore(self, stream: BinaryIO, *, before_target_change: Callable[[], None] = lambda: None) -> None:
+        # Files are replaced one by one: not atomic, so the folder is marked dirty while it runs.
+        before_target_change()
         media.extract_archive(stream, self.root, prefix=self.restore_prefix, delete_extraneous=self.delete_extraneous)
 
     def tool_versions(self) -> dict[str, str]:

@@ -12,25 +12,30 @@ Dump choices, each for a reason:
 - The database name is given alone (no ``--databases``), so the dump carries no ``CREATE DATABASE``
   or ``USE``: it can be restored into any database, a scratch one for verification included.
 
-Restore first drops every table, view, sequence, routine and event of the target database (so that
-objects created after the backup are gone), then replays the dump with ``--binary-mode`` (binary
-data is not mangled and client commands such as ``\\!`` are not parsed) and, where the client has it,
-``--sandbox`` (MariaDB refuses every command that touches the file system or the shell).
-MySQL DDL is not transactional, so unlike PostgreSQL's a failed restore leaves the database partly
-restored: the safety backup the service takes beforehand is the way back (restore stops at the
-first error and never reconnects to carry on).
+Restore replays the dump with ``--binary-mode`` (binary data is not mangled and client commands such
+as ``\\!`` are not parsed) and, where the client has it, ``--sandbox`` (MariaDB refuses every command
+that touches the file system or the shell), stopping at the first error and never reconnecting to
+carry on. MySQL DDL is not transactional, so the dump is replayed into a staging database and only a
+complete load is swapped in, with one ``RENAME TABLE`` (backups_app.engines.mysql_staging): a
+restore that fails or is killed while loading leaves the target untouched, and objects created
+after the backup are gone afterwards. Only the short swap can leave the target half-changed; the
+services mark it dirty for that window.
 
 Known limit: mariadb-dump 10.11 cannot dump the events of a database whose name holds a quote; it
 fails loudly ("Unknown database"), never silently.
 """
 from __future__ import annotations
 
+import logging
 import re
-from typing import ClassVar
+from collections.abc import Callable
+from typing import IO, ClassVar
 
 from django.utils.translation import gettext as _
 
 from ..exceptions import RestoreFailed
+from . import mysql_staging as staging
+from .mysql_staging import quote_identifier
 from .client import (
     ClientToolEngine,
     database_errors,
@@ -39,12 +44,10 @@ from .client import (
     tool_output,
 )
 
+logger = logging.getLogger(__name__)
+#: ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR, ER_SPECIFIC_ACCESS_DENIED_ERROR.
+_ACCESS_DENIED = (1044, 1142, 1227)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def quote_identifier(name: str) -> str:
-    """A MySQL identifier, backquoted; a backquote inside the name is doubled."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def option_file_value(value: str) -> str:
@@ -181,6 +184,75 @@ class MySQLDumpEngine(ClientToolEngine):
         if "--sandbox" in tool_output(tool, "--help"):
             argv.append("--sandbox")
         return [*argv, f"--database={self.database_name}"]
+
+    def restore(self, stream: IO[bytes], *, before_target_change: Callable[[], None] = lambda: None) -> None:
+        """Load into a staging database, check the load is complete, swap it in (mysql_staging)."""
+        if self.scratch:
+            # A brand-new scratch database (verification): nothing to protect, no staging needed.
+            self.restore_into(stream, self.database_name)
+            return
+        target = self.database_name
+        self._drop_work_databases(staging.leftover_work_databases, target)
+        staging_name = staging.work_database_name(target, "staging")
+        trash_name = staging.work_database_name(target, "trash")
+        if not self._create_staging(staging_name):
+            # A user with privileges on its own database only: restore in place, not atomic, so
+            # the database is marked dirty for the whole restore instead of the swap alone.
+            before_target_change()
+            self.prepare_restore()
+            self.restore_into(stream, target)
+            return
+        try:
+            reader = staging.TailKeepingReader(stream)
+            self.restore_into(reader, staging_name)
+            if not (reader.at_end and self.is_complete(reader.tail)):
+                raise RestoreFailed(_("The dump loaded into the staging database did not end with its "
+                                      "completion marker; the database was not changed."))
+            self._server_call(self.create_scratch_database, trash_name,
+                              _("Could not create the trash database %(name)s"))
+            self._server_call(
+                lambda _name: self._swap(target, staging_name, trash_name, before_target_change), target,
+                _("Could not swap the restored tables into %(name)s"),
+            )
+        finally:
+            self._drop_work_databases(lambda _cursor, _target: [staging_name, trash_name], target)
+
+    def _create_staging(self, name: str) -> bool:
+        """Create the staging database; False when the server denies CREATE DATABASE to this user."""
+        try:
+            self.create_scratch_database(name)
+        except database_errors(self.settings_dict) as error:
+            code = error.args[0] if error.args else None
+            if code in _ACCESS_DENIED:
+                logger.warning(
+                    "The user of %s may not create databases: restoring in place, without a staging "
+                    "database (not atomic; the database is marked dirty while it runs).", self.alias)
+                return False
+            raise self.database_error(
+                RestoreFailed, _("Could not create the staging database %(name)s") % {"name": name}, error
+            ) from None
+        return True
+
+    def _swap(self, target: str, staging_name: str, trash_name: str, before_target_change) -> None:
+        with driver_connection(self.settings_dict, name=None) as connection:
+            staging.swap_in(connection, target=target, staging=staging_name, trash=trash_name,
+                            before_target_change=before_target_change)
+
+    def _server_call(self, operation, name: str, message: str) -> None:
+        try:
+            operation(name)
+        except database_errors(self.settings_dict) as error:
+            raise self.database_error(RestoreFailed, message % {"name": name}, error) from None
+
+    def _drop_work_databases(self, names, target: str) -> None:
+        """Drop work databases (this restore's, or those an interrupted one left); never raises."""
+        try:
+            with driver_connection(self.settings_dict, name=None) as connection:
+                cursor = connection.cursor()
+                for name in names(cursor, target):
+                    cursor.execute(f"DROP DATABASE IF EXISTS {quote_identifier(name)}")
+        except database_errors(self.settings_dict):
+            logger.warning("Could not drop the work databases of %s", self.alias, exc_info=True)
 
     def prepare_restore(self) -> None:
         """Drop every object of the database, so that only what the dump creates exists afterwards.

@@ -9,12 +9,17 @@ marker ``PostgreSQL database dump complete`` that proves the dump ran to the end
 Dump choices: ``--no-owner`` so that the dump can be restored by the application's user, or into a
 scratch database for verification; privileges are kept (they are part of the database's state).
 
-Restore brings back exactly the backup's state, atomically: psql runs with ``--single-transaction``
-and ``ON_ERROR_STOP=1``, and before the dump it receives a preamble that drops every schema of the
-database (objects created after the backup go with them) and every large object, then recreates an
-empty ``public`` schema like a new database has. Any error rolls all of it back: the database is
-either the backup's or untouched. (pg_dump wraps large-object data in its own BEGIN/COMMIT, which
-would commit half-way; those two lines are dropped there.)
+Restore brings back exactly the backup's state, atomically, in one transaction that opsdesk opens
+and closes itself: psql runs with ``ON_ERROR_STOP=1`` (and *without* ``--single-transaction``, which
+commits whenever psql meets the end of its input, so a killed opsdesk would leave a partial database
+committed). The input starts with ``BEGIN``, then a preamble that drops every schema of the database
+(objects created after the backup go with them) and every large object and recreates an empty
+``public`` schema like a new database has, then the dump; ``COMMIT`` is written only after the
+stream has returned its end without raising (a checked reader raises ``ChecksumMismatch`` at the end
+instead). Anything else, an error, a mismatch, a kill of opsdesk or of psql, ends the session without
+COMMIT and the server rolls all of it back: the database is either the backup's or untouched.
+(pg_dump wraps large-object data in its own BEGIN/COMMIT, which would commit half-way; those two
+lines are dropped there.)
 
 psql meta-commands (``\\!`` runs a shell) are neutralised, CVE-2025-8714: with a psql that knows
 ``\\restrict`` the preamble enters restricted mode with a key drawn at restore time, so no
@@ -25,7 +30,7 @@ outside COPY data is refused before psql sees it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from secrets import token_hex
 from typing import IO, ClassVar
 
@@ -45,10 +50,12 @@ _RESTRICT_LINE = re.compile(rb"^\\(?:un)?restrict [A-Za-z0-9]+\r?\n?$")
 #: The start of COPY data in a plain dump; data runs until a line holding only "\.".
 _COPY_LINE = re.compile(rb"^COPY .* FROM stdin;\r?\n$")
 _COPY_END = (b"\\.\n", b"\\.\r\n", b"\\.")
-#: pg_dump wraps large-object data in its own BEGIN/COMMIT; inside psql's --single-transaction
-#: that COMMIT would commit the restore half-way, so those two lines are dropped (only there).
+#: pg_dump wraps large-object data in its own BEGIN/COMMIT; inside our transaction that COMMIT
+#: would commit the restore half-way, so those two lines are dropped (only there).
 _LARGE_OBJECT_DATA = re.compile(rb"^-- Data for Name: .*; Type: (?:BLOBS|LARGE OBJECTS?);")
 _TRANSACTION_LINES = (b"BEGIN;\n", b"COMMIT;\n", b"BEGIN;\r\n", b"COMMIT;\r\n")
+#: Sent after the whole dump (on a line of its own, whatever the dump's last line was).
+COMMIT_LINE = b"\nCOMMIT;\n"
 
 #: Every schema of the database goes (pg_catalog, information_schema, pg_toast and temporary
 #: schemas excepted: user schemas cannot start with "pg_"), then an empty public schema like a
@@ -123,7 +130,7 @@ def neutralised_dump(stream: IO[bytes], *, restrict_key: str | None) -> Iterator
     Only lines outside COPY data are looked at: inside it, a backslash is data.
     """
     preamble = f"\\restrict {restrict_key}\n" if restrict_key else ""
-    yield (preamble + RESET_SQL).encode()
+    yield (preamble + "BEGIN;\n" + RESET_SQL).encode()
     in_copy = False
     in_large_objects = False
     batch: list[bytes] = []
@@ -156,6 +163,11 @@ def neutralised_dump(stream: IO[bytes], *, restrict_key: str | None) -> Iterator
             batch, batch_size = [], 0
     if batch:
         yield b"".join(batch)
+    if in_copy:
+        # psql would take our COMMIT for COPY data, end the COPY at EOF and exit 0 with nothing done.
+        raise RestoreFailed(_("The dump ends inside COPY data: it is truncated; nothing was restored."))
+    # Only now, the stream having returned its end without raising: the one line that keeps it all.
+    yield COMMIT_LINE
 
 
 class PostgreSQLDumpEngine(ClientToolEngine):
@@ -213,10 +225,14 @@ class PostgreSQLDumpEngine(ClientToolEngine):
         return argv
 
     def restore_argv(self, tool: str, credentials: str | None) -> list[str]:
-        return [
-            tool, "--no-psqlrc", "--no-password", "--quiet", "--single-transaction",
-            "--set=ON_ERROR_STOP=1", "--file=-",
-        ]
+        # No --single-transaction: it commits at the end of the input, even an input cut short by a
+        # crash. The transaction is ours (neutralised_dump): BEGIN first, COMMIT after a clean EOF.
+        return [tool, "--no-psqlrc", "--no-password", "--quiet", "--set=ON_ERROR_STOP=1", "--file=-"]
+
+    def restore(self, stream: IO[bytes], *, before_target_change: Callable[[], None] = lambda: None) -> None:
+        """One transaction: nothing of the restore is kept unless all of it is, so the target is never
+        half-done and ``before_target_change`` is never called."""
+        self.restore_into(stream, self.database_name)
 
     def restore_input(self, stream: IO[bytes], tool: str) -> Iterator[bytes]:
         supports_restrict = "\\restrict" in tool_output(tool, "--help=commands")

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -180,7 +180,8 @@ class SQLiteDumpEngine(DumpEngine):
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(scratch_path + suffix).unlink(missing_ok=True)
 
-    def restore(self, stream: BinaryIO) -> None:
+    def restore(self, stream: BinaryIO, *, before_target_change: Callable[[], None] = lambda: None) -> None:
+        # Atomic: the target is written in one online-backup copy, never half (no dirty mark needed).
         handle, scratch_path = tempfile.mkstemp(
             prefix=".opsdesk-restore-", suffix=".sqlite3", dir=self._scratch_directory()
         )

@@ -36,6 +36,7 @@ from backups_app.exceptions import (
     BackupNotFound,
     ChecksumMismatch,
     DumpFailed,
+    LockUnavailable,
     RestoreFailed,
     RestoreRefused,
 )
@@ -46,7 +47,7 @@ from backups_app.manifest import (
     manifest_write,
     record_fields_from_manifest,
 )
-from backups_app.models import BackupRecord, Compression, RestoreRecord, Trigger
+from backups_app.models import BackupRecord, Compression, DirtyDatabase, RestoreRecord, Trigger
 from backups_app.pipeline import (
     EXTENSIONS,
     DecompressingReader,
@@ -56,6 +57,7 @@ from backups_app.pipeline import (
     stream_to_storage,
 )
 from backups_app.services.audit import audit_log
+from backups_app.services.dirty import DIRTY_BACKUP_ERROR, dirty_alert, dirty_clear, dirty_mark, is_dirty
 from backups_app.signals import backup_finished, restore_finished
 
 logger = logging.getLogger(__name__)
@@ -176,10 +178,13 @@ def _is_orphan(record, *, database: str | None, lock_held: bool, horizon) -> boo
         return (
             (lock_held and record.database == database)
             or not _pid_alive(record.owner_pid)
-            or not locks.is_locked_locally(record.database)
+            or not locks.is_locked(record.database)
         )
     started = getattr(record, "started_at", None) or record.created_at
-    return (lock_held and record.database == database and locks.cross_machine()) or started < horizon
+    if lock_held and record.database == database and locks.cross_machine(database):
+        return True  # we hold the only lock of that database, wherever its holder ran
+    # A server lock nobody holds: the job that held it is gone (its session ended with it).
+    return (locks.cross_machine(record.database) and not locks.is_locked(record.database)) or started < horizon
 
 
 def _restores_mark_interrupted(*, database: str | None, lock_held: bool, horizon) -> int:
@@ -191,7 +196,13 @@ def _restores_mark_interrupted(*, database: str | None, lock_held: bool, horizon
     for restore in restores:
         if not _is_orphan(restore, database=database, lock_held=lock_held, horizon=horizon):
             continue
-        if restore.safety_backup is not None:
+        left_dirty = DirtyDatabase.objects.filter(database=restore.database, restore=restore).exists()
+        if not left_dirty:
+            message = _(
+                "The restore process (%(pid)s on %(host)s) stopped before finishing, before it changed "
+                "the database: nothing was restored."
+            ) % {"pid": restore.owner_pid, "host": restore.owner_host}
+        elif restore.safety_backup is not None:
             message = _(
                 "The restore process (%(pid)s on %(host)s) stopped before finishing; the database may "
                 "be partly restored: restore the safety backup %(safety)s to return to the state before."
@@ -209,6 +220,8 @@ def _restores_mark_interrupted(*, database: str | None, lock_held: bool, horizon
             logger.warning("Restore of %s into %s was interrupted.", restore.backup_name, restore.database)
             audit_log(action="restore", source="system", outcome="failure",
                       target=f"{restore.backup_name} -> {restore.database}", detail=message)
+            if left_dirty:
+                dirty_alert(database=restore.database, reason=message)
             restore_finished.send(sender=RestoreRecord, restore=restore)
     return count
 
@@ -367,6 +380,27 @@ def _fail_queued_record(record: BackupRecord | None, error: Exception) -> None:
     record.save(update_fields=["status", "error_message", "finished_at"])
 
 
+def _fail_before_start(*, engine: DumpEngine, compression: str, trigger: str, user, kind: str,
+                      record: BackupRecord | None, message: str) -> None:
+    """Record a backup that could not start as failed, with `message`, and raise DumpFailed: a dirty
+    database (half-restored data must never become a good backup) or a server that refused the lock
+    connection. The failure alert goes out like any other."""
+    now = timezone.now()
+    fields = {"status": BackupRecord.Status.FAILED, "error_message": message[:4000],
+              "started_at": now, "finished_at": now, "duration_seconds": 0.0}
+    if record is None:
+        record = _reserve_record(database=engine.alias, engine=engine, compression=compression,
+                                 trigger=trigger, user=user, kind=kind, **fields)
+    else:
+        for field, value in fields.items():
+            setattr(record, field, value)
+        record.save(update_fields=list(fields))
+    backup_finished.send(sender=BackupRecord, record=record)
+    failure = DumpFailed(record.error_message)
+    failure.record = record
+    raise failure
+
+
 def backup_create(
     *,
     database: str = "default",
@@ -397,13 +431,17 @@ def backup_create(
         audit_log(action="create", source=source, outcome="failure", user=user,
                   actor=_actor(trigger, user), target=database, detail=str(error))
         raise DumpFailed(str(error)) from None
+    start = {"engine": engine, "compression": compression, "trigger": trigger, "user": user, "kind": kind,
+             "record": record}
     try:
-        with locks.database_lock(database, "backup"):
-            backups_mark_interrupted(database=database, lock_held=True)
-            result = _backup_run(
-                engine=engine, compression=compression, trigger=trigger, user=user, kind=kind,
-                record=record, progress=progress,
-            )
+        try:
+            with locks.database_lock(database, "backup"):
+                backups_mark_interrupted(database=database, lock_held=True)
+                if is_dirty(database=database):
+                    _fail_before_start(**start, message=DIRTY_BACKUP_ERROR)
+                result = _backup_run(**start, progress=progress)
+        except LockUnavailable as error:
+            _fail_before_start(**start, message=_error_text(error, engine))
     except BackupLocked as error:
         _fail_queued_record(record, error)
         audit_log(action="create", source=source, outcome="refused", user=user,
@@ -546,6 +584,7 @@ def backup_restore(
         )
     clock = time.monotonic()
     engine: DumpEngine | None = None
+    touched: list[bool] = []  # whether the engine began a change to the target it could not undo
 
     def finish(status: str, message: str = "", outcome: str = "success") -> None:
         restore.status = status
@@ -575,6 +614,9 @@ def backup_restore(
             restore.owner_host, restore.owner_pid = _host(), os.getpid()
             restore.save(update_fields=["status", "owner_host", "owner_pid"])
             backup_check(backup=backup, engine=engine)
+            if safety_backup and is_dirty(database=database):
+                # Its content is half a restore: no backup of it may be kept, a safety one neither.
+                safety_backup = False
             if safety_backup:
                 try:
                     safety = _backup_run(
@@ -588,13 +630,25 @@ def backup_restore(
                     ) from None
                 restore.safety_backup = safety
                 restore.save(update_fields=["safety_backup"])
+            def before_target_change() -> None:
+                dirty_mark(database=database, restore=restore)
+                touched.append(True)
+
             try:
                 with DecompressingReader(backup_open(backup=backup), compression=backup.compression) as plain:
-                    engine.restore(plain)
+                    engine.restore(plain, before_target_change=before_target_change)
             except Exception as error:  # noqa: BLE001 - reported with the way back
                 if database == "default":
                     restore = _reattach_after_ops_restore(restore)
                 message = _error_text(error, engine)
+                if not touched:
+                    # PostgreSQL rolled back, or MySQL failed while loading its staging database.
+                    message = _("%(error)s. Nothing was restored: the database is as it was before.") % {
+                        "error": message}
+                    if is_dirty(database=database):
+                        message += " " + _("It is still marked dirty from an earlier interrupted restore.")
+                    raise RestoreFailed(message) from None
+                dirty_alert(database=database, reason=message)
                 if restore.safety_backup_id:
                     message = _(
                         "%(error)s. The database may be partly restored: restore the safety backup "
@@ -605,6 +659,8 @@ def backup_restore(
                 raise RestoreFailed(message) from None
             if database == "default":
                 restore = _reattach_after_ops_restore(restore)
+            # The database is the backup's now, whatever an earlier interrupted restore left.
+            dirty_clear(database=database)
     except RestoreFailed as error:
         finish(RestoreRecord.Status.FAILED, str(error), "failure")
         raise
@@ -616,9 +672,13 @@ def backup_restore(
         raise RestoreFailed(_error_text(error, engine)) from None
     except BaseException as error:  # SIGTERM / Ctrl-C: record it now, then let the process stop
         message = _("Stopped (%(reason)s) before finishing.") % {"reason": error.__class__.__name__}
-        if restore.safety_backup_id:
+        if not touched:
+            message += " " + _("Nothing was restored: the database is as it was before.")
+        elif restore.safety_backup_id:
             message += " " + _("The database may be partly restored: restore the safety backup %(safety)s.") % {
                 "safety": restore.safety_backup.name}
+        else:
+            message += " " + _("The database may be partly restored (no safety backup was taken).")
         finish(RestoreRecord.Status.FAILED, message, "failure")
         raise
     finish(RestoreRecord.Status.SUCCESS)

@@ -3,14 +3,16 @@
 Plugged in through the DATABASES entry (`BACKUP_ENGINE`), the way a deployment plugs in its own
 engine, so the code under test is the real service/pipeline/process code.
   FAKE_SCRIPT    Python source run as the "dump tool" (its stdout is the dump).
-  FAKE_RESTORE   a file the restore writes the plain dump into; FAKE_RESTORE_FAIL makes it fail.
+  FAKE_RESTORE   a file the restore writes the plain dump into; FAKE_RESTORE_FAIL makes it fail
+                 after it began to change the target ("before_touching": before it did).
+The restore is not atomic: it calls before_target_change() before it writes the target.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -49,10 +51,14 @@ class ScriptDumpEngine(DumpEngine):
         ) as process:
             yield process.stdout
 
-    def restore(self, stream: BinaryIO) -> None:
-        if self.settings_dict.get("FAKE_RESTORE_FAIL"):
+    def restore(self, stream: BinaryIO, *, before_target_change: Callable[[], None] = lambda: None) -> None:
+        failure = self.settings_dict.get("FAKE_RESTORE_FAIL")
+        if failure and failure != "before_touching":
+            before_target_change()
+        if failure:
             stream.read(10)
             raise RestoreFailed("fake restore tool exited with status 1: ERROR at line 1")
+        before_target_change()
         with open(self.settings_dict["FAKE_RESTORE"], "wb") as target:
             while chunk := stream.read(1 << 16):
                 target.write(chunk)

@@ -1,21 +1,26 @@
-"""One backup or restore per database: across processes (flock) and machines (Redis, or the
-database row while Redis is down). A live lock is never stolen; a dead holder's lock goes away."""
+"""One backup or restore per database, held on the database server: GET_LOCK (MariaDB/MySQL),
+pg_try_advisory_lock (PostgreSQL), flock (SQLite). Exclusion holds across processes and machines with
+or without Redis; a live lock is never stolen; a dead holder's lock is gone at once (no TTL)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 from contextlib import closing
+from pathlib import Path
 
 import pytest
-import redis
+from django.db import connections
 
 from backups_app import locks
-from backups_app.exceptions import BackupLocked
-from backups_app.models import AuditEntry, BackupRecord, DatabaseLock, Trigger
+from backups_app.exceptions import BackupLocked, LockUnavailable
+from backups_app.models import AuditEntry, BackupRecord, Trigger
 from backups_app.services.backup import backup_create
+
+from .conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,76 +59,21 @@ def test_file_lock_held_by_another_process_and_released_when_it_is_killed(settin
     (tmp_path / "locks").mkdir(exist_ok=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert locks.is_locked_locally("app")
+        assert locks.is_locked("app")
         with pytest.raises(BackupLocked, match=f"process {holder.pid}"):
             with locks.database_lock("app", "backup"):
                 pass
     finally:
         holder.kill()
         holder.wait()
-    assert not locks.is_locked_locally("app")
+    assert not locks.is_locked("app")
     with locks.database_lock("app", "backup"):
         pass
-
-
-@pytest.fixture
-def redis_locks(settings, redis_url, unique_prefix):
-    settings.REDIS_URL = redis_url
-    settings.CACHE_KEY_PREFIX = unique_prefix
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    for key in client.scan_iter(f"{unique_prefix}:*"):
-        client.delete(key)
 
 
 def other_machine(settings, tmp_path, name="machine-b"):
-    """Another machine shares Redis and the ops database but not the lock folder."""
+    """Another machine shares the database server (and the ops database) but not the lock folder."""
     settings.BACKUP_LOCK_DIR = tmp_path / name
-
-
-@pytest.mark.services
-def test_redis_lock_refuses_a_second_machine_and_is_released(redis_locks, settings, tmp_path):
-    with locks.database_lock("app", "backup"):
-        value = json.loads(redis_locks.get(locks.redis_key("app")))
-        assert value["operation"] == "backup" and 0 < redis_locks.pttl(locks.redis_key("app")) <= 60000
-        other_machine(settings, tmp_path)
-        with pytest.raises(BackupLocked, match="Another backup"):
-            with locks.database_lock("app", "backup"):
-                pass
-    assert redis_locks.get(locks.redis_key("app")) is None
-
-
-@pytest.mark.services
-def test_a_live_redis_lock_is_extended_and_never_stolen(redis_locks, settings, tmp_path, monkeypatch):
-    monkeypatch.setattr(locks, "LOCK_TTL_SECONDS", 2)
-    monkeypatch.setattr(locks, "EXTEND_EVERY_SECONDS", 0.5)
-    with locks.database_lock("app", "backup"):
-        time.sleep(3)  # longer than the TTL: only the extension keeps it
-        other_machine(settings, tmp_path)
-        with pytest.raises(BackupLocked):
-            with locks.database_lock("app", "backup"):
-                pass
-
-
-@pytest.mark.services
-def test_a_dead_holders_redis_lock_expires(redis_locks, settings):
-    # What a crashed machine leaves: a key nobody extends any more.
-    redis_locks.set(locks.redis_key("app"), json.dumps({"operation": "backup", "pid": 1, "host": "gone",
-                                                        "since": "x", "token": "t"}), px=300)
-    with pytest.raises(BackupLocked, match="on gone"):
-        with locks.database_lock("app", "backup"):
-            pass
-    time.sleep(0.5)
-    with locks.database_lock("app", "backup"):
-        pass
-
-
-@pytest.mark.services
-def test_another_owners_redis_lock_is_not_released_by_us(redis_locks, settings):
-    with locks.database_lock("app", "backup"):
-        key = locks.redis_key("app")
-        redis_locks.set(key, "someone else", px=60000)  # our lock expired and was taken meanwhile
-    assert redis_locks.get(key) == b"someone else"
 
 
 def closed_port() -> int:
@@ -132,37 +82,137 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_redis_down_falls_back_to_the_database_row_not_to_acquired(settings, tmp_path):
-    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
-    with locks.database_lock("app", "backup"):
-        row = DatabaseLock.objects.get(database="app")
-        assert row.operation == "backup"
-        other_machine(settings, tmp_path)
-        with pytest.raises(BackupLocked, match="Another backup"):
-            with locks.database_lock("app", "restore"):
-                pass
-    assert not DatabaseLock.objects.exists()
-    with locks.database_lock("app", "restore"):
-        pass
+@pytest.fixture(params=["mariadb", "postgres"])
+def server_alias(request):
+    """A scratch database on the real MariaDB or PostgreSQL, as its alias."""
+    return request.getfixturevalue(f"{request.param}_database")
 
 
-def test_expired_database_row_of_a_dead_holder_is_replaced(settings):
-    from django.utils import timezone
+def settings_json(alias: str) -> str:
+    return json.dumps({key: value for key, value in connections[alias].settings_dict.items() if key != "TEST"},
+                      default=str)
 
-    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
-    DatabaseLock.objects.create(database="app", token="dead", operation="backup", owner_host="gone",
-                                owner_pid=1, expires_at=timezone.now() - timezone.timedelta(seconds=1))
-    with locks.database_lock("app", "backup"):
-        assert DatabaseLock.objects.get().token != "dead"
+
+HOLDER = """
+import json, os, socket, sys, time
+socket.gethostname = lambda: "machine-a"
+import django
+django.setup()
+from django.db import connections
+from backups_app import locks
+connections.settings["target"] = connections.configure_settings(
+    {"default": {"ENGINE": "django.db.backends.dummy"}, "target": json.loads(sys.argv[1])})["target"]
+with locks.database_lock("target", "restore"):
+    print("locked", flush=True)
+    time.sleep(3600)
+"""
+
+
+def start_holder(alias: str, tmp_path: Path) -> subprocess.Popen:
+    """Another machine holding the lock: its own process, host name and lock folder, no Redis."""
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(PROJECT_ROOT),
+                   "BACKUP_LOCK_DIR": str(tmp_path / "machine-a")}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, settings_json(alias)], cwd=PROJECT_ROOT,
+                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = holder.stdout.readline().strip()
+    assert line == "locked", holder.stderr.read()
+    return holder
 
 
 @pytest.mark.services
-def test_redis_up_still_respects_a_fallback_row_taken_while_it_was_down(redis_locks, settings):
-    from django.utils import timezone
+def test_server_lock_refuses_a_second_caller_and_is_released(server_alias, settings, tmp_path):
+    with locks.database_lock(server_alias, "backup"):
+        assert locks.is_locked(server_alias)
+        other_machine(settings, tmp_path)  # no lock file in common: only the server can refuse
+        with pytest.raises(BackupLocked, match=f"Another backup of database '{server_alias}' is running"):
+            with locks.database_lock(server_alias, "restore"):
+                pass
+    assert not locks.is_locked(server_alias)
+    with locks.database_lock(server_alias, "restore"):
+        pass
 
-    DatabaseLock.objects.create(database="app", token="live", operation="restore", owner_host="b",
-                                owner_pid=7, expires_at=timezone.now() + timezone.timedelta(seconds=60))
-    with pytest.raises(BackupLocked, match="restore"):
-        with locks.database_lock("app", "backup"):
+
+@pytest.mark.services
+def test_server_lock_is_per_database(server_alias, settings, tmp_path):
+    settings_dict = connections[server_alias].settings_dict
+    from tests.conftest import register_alias, unregister_alias
+
+    # The same database under a second alias shares the lock; the server's other databases don't.
+    register_alias("same_database", dict(settings_dict))
+    try:
+        with locks.database_lock(server_alias, "backup"):
+            with pytest.raises(BackupLocked):
+                with locks.database_lock("same_database", "backup"):
+                    pass
+    finally:
+        unregister_alias("same_database")
+    maintenance = "mysql" if "mysql" in settings_dict["ENGINE"] else "postgres"
+    register_alias("other_database", {**settings_dict, "NAME": maintenance})
+    try:
+        with locks.database_lock(server_alias, "backup"), locks.database_lock("other_database", "backup"):
             pass
-    assert redis_locks.get(locks.redis_key("app")) is None
+    finally:
+        unregister_alias("other_database")
+
+
+@pytest.mark.services
+def test_another_machines_lock_is_refused_and_dies_with_it_at_once(server_alias, settings, tmp_path):
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"  # Redis down changes nothing
+    holder = start_holder(server_alias, tmp_path)
+    try:
+        with pytest.raises(BackupLocked, match="Another restore of database"):
+            with locks.database_lock(server_alias, "backup"):
+                pass
+        assert locks.is_locked(server_alias)
+    finally:
+        holder.kill()  # SIGKILL: no finally, no release; the server ends the session
+        holder.wait()
+    # No TTL to wait for: the server drops the lock with the session. The only wait is for the
+    # server to notice the closed socket, which it does as the kernel closes it.
+    for _attempt in range(100):
+        if not locks.is_locked(server_alias):
+            break
+        time.sleep(0.05)
+    with locks.database_lock(server_alias, "backup"):
+        pass
+
+
+@pytest.mark.services
+def test_postgresql_refusal_names_the_holder(postgres_database, tmp_path):
+    holder = start_holder(postgres_database, tmp_path)
+    try:
+        with pytest.raises(BackupLocked, match=rf"process {holder.pid} on machine-a"):
+            with locks.database_lock(postgres_database, "backup"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_an_unreachable_server_refuses_the_lock_instead_of_assuming_it(settings):
+    from tests.conftest import register_alias, unregister_alias
+
+    register_alias("down", {"ENGINE": "django.db.backends.postgresql", "NAME": "x", "HOST": "127.0.0.1",
+                            "PORT": closed_port(), "USER": "postgres", "PASSWORD": "hunter2"})
+    try:
+        with pytest.raises(LockUnavailable, match="Could not take the lock of database 'down'") as refused:
+            with locks.database_lock("down", "backup"):
+                pytest.fail("the lock must not be assumed")
+        assert "hunter2" not in str(refused.value)
+    finally:
+        unregister_alias("down")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_two_workers_on_two_hosts_never_overlap(server_alias):
+    """benchmarks/lock_overlap.py: two processes reporting different hosts, sharing only the server."""
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    try:
+        import lock_overlap
+    finally:
+        sys.path.pop(0)
+    results = lock_overlap.run(settings_json(server_alias), attempts=150)
+    assert [result["overlaps"] for result in results] == [0, 0]
+    assert all(result["acquired"] > 0 for result in results)
+    assert sum(result["refused"] for result in results) > 0  # they did contend

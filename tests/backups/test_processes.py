@@ -86,10 +86,20 @@ def test_restore_killed_mid_way_is_failed_and_names_its_safety_backup(manage):
             connection.close()
 
     assert restore_row()[0] == "running"
-    # The next operation on that database finds it.
-    assert manage.run("backup_now", "--database", "fake").returncode == 0
+    # The next operation on that database finds it. The database is half-restored (dirty): the next
+    # scheduled backup must not store that as a good backup; it is recorded as failed instead.
+    scheduled = manage.run("backup_now", "--database", "fake", "--scheduled")
+    assert scheduled.returncode != 0
+    assert "database is dirty after an interrupted restore" in scheduled.stderr
     status, message, safety = restore_row()
     assert status == "failed" and safety in message and "partly restored" in message
+    newest = manage.records()[-1]
+    assert newest[2:] == ("failed", "database is dirty after an interrupted restore")
+    assert [row[2] for row in manage.records()].count("success") == 2  # the backup and the safety one
+
+    # Until a restore completes: then backups are good again.
+    assert manage.run("restore_backup", safety, "--noinput", "--no-safety-backup").returncode == 0
+    assert manage.run("backup_now", "--database", "fake", "--scheduled").returncode == 0
 
 
 def test_sync_backups_marks_a_killed_backup_interrupted_too(manage):

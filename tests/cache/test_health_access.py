@@ -20,7 +20,7 @@ from tests.conftest import REDIS_HOST, REDIS_PORT, require_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BOOLEANS = {"status", "database", "redis", "storage", "broker", "worker", "scheduler"}
+BOOLEANS = {"status", "database", "redis", "storage", "broker", "worker", "scheduler", "databases"}
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,15 @@
-"""Mail ADMINS about databases without a recent good backup (for cron when no beat runs)."""
+"""Mail ADMINS about databases without a recent good backup, or still dirty after an interrupted
+restore (for cron when no beat runs)."""
 from django.core.management.base import BaseCommand
 
-from backups_app.alerts import backup_alerts_check
+from backups_app.alerts import backup_alerts_check, dirty_alerts_check
 
 
 class Command(BaseCommand):
     help = "E-mail ADMINS about every database whose newest good backup is older than BACKUP_ALERT_AFTER_HOURS."
 
     def handle(self, *args, **options):
-        reported = backup_alerts_check()
+        reported = backup_alerts_check() + dirty_alerts_check()
         if reported:
             self.stdout.write(f"Alerted ADMINS about: {', '.join(reported)}")
         else:
