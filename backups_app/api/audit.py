@@ -1,4 +1,4 @@
-"""One audit entry for every API call, whatever its outcome (RELIABILITY 28: downloads audited)."""
+"""One audit entry for every API call, whatever its outcome (docs/FAULTS.md: private-downloads)."""
 from __future__ import annotations
 
 from django.utils.cache import patch_cache_control

@@ -76,7 +76,7 @@ def _backup_by_name(name: str) -> BackupRecord:
 
 
 def _require_restorable(backup: BackupRecord, verb: str) -> None:
-    """Failed, running or interrupted backups are never offered (RELIABILITY 7)."""
+    """Failed, running or interrupted backups are never offered (docs/FAULTS.md: killed-backup)."""
     if backup.status != BackupRecord.Status.SUCCESS:
         raise Conflict(
             _("Backup %(name)s is %(status)s; only successful backups can be %(verb)s.")

@@ -209,7 +209,8 @@ class SQLiteDumpEngine(DumpEngine):
     @staticmethod
     def _authorize(action: int, *args) -> int:
         # A dump is SQL for one database: ATTACH/DETACH would read or create other files, so a
-        # crafted dump could not use them even if it got past the checksum (RELIABILITY 21).
+        # crafted dump could not use them even if it got past the checksum
+        # (docs/FAULTS.md: client-commands-in-dump).
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK

@@ -4,7 +4,7 @@ A token is `ops_` followed by `secrets.token_urlsafe(32)` (256 random bits). Bec
 random, a plain fast SHA-256 is the right hash: a slow password hash (PBKDF2, Argon2) exists to make
 guessing *low-entropy* secrets expensive, and nobody can enumerate 2**256 candidates, so it would
 only add latency to every API call. The database holds the hash and a short display prefix, so a
-leaked copy of it contains no usable token (RELIABILITY 27).
+leaked copy of it contains no usable token (docs/FAULTS.md: leaked-database).
 
 The check is the indexed lookup of the presented token's hash; the comparison an attacker could time
 is between hashes of their own guesses, which tells them nothing about any real token, so no

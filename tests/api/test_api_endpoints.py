@@ -75,7 +75,8 @@ def test_download_streams_the_file_and_is_audited(api, stored_backup):
 
 
 def test_download_of_a_corrupted_file_is_cut_short(api, stored_backup):
-    # RELIABILITY 8: one flipped byte; the client must not receive a complete-looking file.
+    # docs/FAULTS.md corrupted-file: one flipped byte; the client must not receive a
+    # complete-looking file.
     content = b"x" * (3 * 1024 * 1024)
     backup = stored_backup(content=content)
     with storages["backups"].open(backup.storage_name, "r+b") as stored:

@@ -36,7 +36,8 @@ def test_token_is_random_prefixed_and_stored_only_as_its_hash(make_user):
     assert token.token_hash == token_hash(raw) and len(token.token_hash) == 64
     assert raw.startswith(token.prefix) and len(token.prefix) == 12
     assert raw not in repr(issued)
-    # RELIABILITY 27: a leaked copy of the database holds no usable token, nor its random part.
+    # docs/FAULTS.md leaked-database: a leaked copy of the database holds no usable token, nor its
+    # random part.
     dump = database_dump()
     assert raw not in dump
     assert raw[len(token.prefix):] not in dump
