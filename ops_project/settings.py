@@ -247,6 +247,9 @@ BACKUP_DUMP_TIMEOUT = env.int("BACKUP_DUMP_TIMEOUT", default=6 * 3600)
 # means PATH. Pin them when several versions are installed: pg_dump must not be older than the server.
 BACKUP_MYSQL_BIN_DIR = env.str("BACKUP_MYSQL_BIN_DIR", default="")
 BACKUP_POSTGRESQL_BIN_DIR = env.str("BACKUP_POSTGRESQL_BIN_DIR", default="")
+# A backup restores only into its own alias, or into a target listed here as SOURCE:TARGET
+# (chat:chat_staging,chat:chat_dev). `default` is never a target of another alias' backup.
+BACKUP_RESTORE_TARGETS = env.list("BACKUP_RESTORE_TARGETS", default=[])
 
 STORAGES = {
     "default": {

@@ -46,9 +46,15 @@ class AuditedApiViewMixin:
         except exceptions.APIException:
             # Authentication had not run yet (e.g. a malformed request refused earlier) and fails now.
             user, token = None, None
+        if (
+            getattr(self, "audit_user_may_be_gone", False) and user is not None
+            and not type(user).objects.filter(pk=user.pk).exists()
+        ):
+            # The call restored the ops database to before this user existed: the actor text keeps the name.
+            user = None
         rejection = getattr(request._request, "api_token_rejection", None)
         if isinstance(token, ApiToken):
-            actor = f"{user.get_username()} (token {token.prefix})"
+            actor = f"{request.user.get_username()} (token {token.prefix})"
         elif rejection is not None and rejection.prefix:
             actor = f"anonymous (token {rejection.prefix})"
         else:
@@ -64,7 +70,7 @@ class AuditedApiViewMixin:
             action=self.audit_action,
             source=AuditEntry.Source.API,
             outcome=_outcome(response.status_code),
-            user=user if isinstance(token, ApiToken) else None,
+            user=user if isinstance(token, ApiToken) and user is not None else None,
             actor=actor,
             target=_printable(getattr(self, "audit_target", "") or self.kwargs.get("name", "")),
             request=request._request,

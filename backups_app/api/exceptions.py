@@ -15,11 +15,13 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from backups_app.exceptions import (
+    AccessRefused,
     BackupError,
     BackupLocked,
     BackupNotFound,
     ChecksumMismatch,
     RestoreRefused,
+    RestoreTargetRefused,
 )
 
 logger = logging.getLogger("backups_app.api")
@@ -47,6 +49,10 @@ def _as_api_exception(exc: Exception) -> Exception:
         return exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied()
+    if isinstance(exc, AccessRefused):
+        return exceptions.PermissionDenied(str(exc), code="superuser_required")
+    if isinstance(exc, RestoreTargetRefused):
+        return exceptions.PermissionDenied(str(exc), code="restore_target_not_allowed")
     if isinstance(exc, BackupNotFound):
         return exceptions.NotFound(str(exc) or None)
     if isinstance(exc, BackupLocked):

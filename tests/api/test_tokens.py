@@ -105,6 +105,9 @@ def test_expiry_must_be_in_the_future(make_user, days):
 def test_create_and_revoke_are_audited_without_the_token(make_user):
     owner = make_user("owner")
     admin_user = make_user("boss")
+    # Only a superuser issues tokens for someone else (backups_app/access.py).
+    admin_user.is_superuser = True
+    admin_user.save()
     issued = api_token_create(user=owner, source="admin", created_by=admin_user)
     assert api_token_revoke(token=issued.token, source="admin", user=admin_user) is True
     assert api_token_revoke(token=issued.token, source="admin", user=admin_user) is False
