@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
@@ -35,6 +36,14 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class RequestTooLarge(exceptions.APIException):
+    """The body is over DATA_UPLOAD_MAX_MEMORY_SIZE (docs/FAULTS.md: oversized-request)."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = _("The request body is too large.")
+    default_code = "request_too_large"
+
+
 class BackupOperationFailed(exceptions.APIException):
     """A backup or restore started and failed; its message is the service's (never a secret)."""
 
@@ -47,6 +56,8 @@ def _as_api_exception(exc: Exception) -> Exception:
     """Translate backups_app's exceptions; their messages are written to be shown (no secrets)."""
     if isinstance(exc, Http404):
         return exceptions.NotFound()
+    if isinstance(exc, RequestDataTooBig):
+        return RequestTooLarge()
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied()
     if isinstance(exc, AccessRefused):
