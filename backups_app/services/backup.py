@@ -593,6 +593,8 @@ def backup_restore(
         )
     clock = time.monotonic()
     engine: DumpEngine | None = None
+    # Named now: a restore of the ops database may erase the user, and the entry must still say who.
+    actor = _actor(trigger, user) or (user.get_username() if user is not None else "")
 
     def finish(status: str, message: str = "", outcome: str = "success") -> None:
         restore.status = status
@@ -601,8 +603,7 @@ def backup_restore(
         restore.duration_seconds = round(time.monotonic() - clock, 3)
         restore.save()
         detail = message or (f"safety backup {restore.safety_backup.name}" if restore.safety_backup_id else "")
-        audit_log(action="restore", source=source, outcome=outcome, user=restore.user,
-                  actor=_actor(trigger, restore.user),
+        audit_log(action="restore", source=source, outcome=outcome, user=restore.user, actor=actor,
                   target=f"{backup.name} -> {database}", detail=detail)
         restore_finished.send(sender=RestoreRecord, restore=restore)
 

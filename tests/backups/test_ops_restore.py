@@ -65,3 +65,36 @@ def test_restoring_the_ops_database_through_the_api_answers_202_and_keeps_the_au
     assert pks == sorted(set(pks))  # no entry twice
     api_call = [entry for entry in outcome["audit"] if entry[4].startswith("root-after (token ")]
     assert api_call, "the API call's own entry names the caller even though the user is gone"
+
+
+RESTORE_IN_THE_ADMIN = '''
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+from backups_app.models import AuditEntry, RestoreRecord, Trigger
+from backups_app.services.backup import backup_create
+
+backup = backup_create(database="default", trigger=Trigger.CLI)
+root = get_user_model().objects.create_superuser("root-after", password="unused-password-1234")
+client = Client(SERVER_NAME="localhost")
+client.force_login(root)
+page = client.get(f"/admin/backups_app/backuprecord/{backup.pk}/restore/").content.decode()
+response = client.post(f"/admin/backups_app/backuprecord/{backup.pk}/restore/", {"confirm_database": "default"})
+print(json.dumps({
+    "warned": "What goes back in time" in page,
+    "status_code": response.status_code,
+    "location": response.get("Location"),
+    "restores": list(RestoreRecord.objects.values_list("pk", "status")),
+    "audit": list(AuditEntry.objects.order_by("pk").values_list("action", "outcome", "actor")),
+}))
+'''
+
+
+def test_restoring_the_ops_database_in_the_admin_warns_then_keeps_the_audit_log(manage):
+    outcome = run_json(manage, RESTORE_IN_THE_ADMIN)
+    assert outcome["warned"]
+    assert outcome["status_code"] == 302
+    (pk, status), = outcome["restores"]
+    assert status == "success" and outcome["location"] == f"/admin/backups_app/restorerecord/{pk}/change/"
+    assert ["restore", "started", "root-after"] in outcome["audit"]
+    assert ["restore", "success", "root-after"] in outcome["audit"]
