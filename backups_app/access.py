@@ -35,7 +35,7 @@ def backup_access_allowed(*, database: str, user) -> bool:
 
 
 def backup_access_check(*, database: str, user, action: str) -> None:
-    """Raise AccessRefused unless `user` may `action` ("download", "restore", "verify") a backup of `database`."""
+    """Raise AccessRefused unless `user` may `action` (download, restore, verify) a backup of `database`."""
     if not backup_access_allowed(database=database, user=user):
         raise AccessRefused(
             _("Only a superuser may %(action)s a backup of %(database)s: it holds opsdesk's users, "

@@ -80,7 +80,8 @@ class AuditedApiViewMixin:
         else:
             actor = "anonymous"
 
-        detail = f"{_capped(request.method, 16)} {_capped(_printable(request.path), MAX_AUDITED_PATH)} -> {response.status_code}"
+        path = _capped(_printable(request.path), MAX_AUDITED_PATH)
+        detail = f"{_capped(request.method, 16)} {path} -> {response.status_code}"
         data = getattr(response, "data", None)
         if response.status_code >= 400 and isinstance(data, dict) and data.get("error"):
             detail += f" {data['error']}"
@@ -94,7 +95,7 @@ class AuditedApiViewMixin:
             outcome=_outcome(response.status_code),
             user=user if isinstance(token, ApiToken) and user is not None else None,
             actor=actor,
-            target=_capped(_printable(getattr(self, "audit_target", "") or self.kwargs.get("name", "")), MAX_AUDITED_PATH),
+            target=_capped(_printable(getattr(self, "audit_target", "") or self.kwargs.get("name", "")), 255),
             request=request._request,
             detail=detail,
         )

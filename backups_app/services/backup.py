@@ -525,7 +525,8 @@ def _audit_entries_put_back(entries: list[AuditEntry]) -> int:
     present = set(AuditEntry.objects.filter(pk__in=[entry.pk for entry in entries]).values_list("pk", flat=True))
     missing = [entry for entry in entries if entry.pk not in present]
     user_model = AuditEntry._meta.get_field("user").related_model
-    users = set(user_model.objects.filter(pk__in={e.user_id for e in missing if e.user_id}).values_list("pk", flat=True))
+    user_ids = {entry.user_id for entry in missing if entry.user_id}
+    users = set(user_model.objects.filter(pk__in=user_ids).values_list("pk", flat=True))
     with transaction.atomic():
         for entry in missing:
             if entry.user_id not in users:
