@@ -507,6 +507,7 @@ def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> N
 # --- Restore --------------------------------------------------------------------------------------
 # Entries this long before the backup started are surely inside its dump; later ones may not be.
 AUDIT_OVERLAP = timedelta(minutes=5)
+AUDIT_BATCH = 1000
 
 
 def _audit_entries_since(backup: BackupRecord) -> list[AuditEntry]:
@@ -522,17 +523,26 @@ def _audit_entries_put_back(entries: list[AuditEntry]) -> int:
     reused, because the sequences are moved past every re-inserted id. A user the restored database
     no longer has is dropped from the entry; its `actor` text still names them.
     """
-    present = set(AuditEntry.objects.filter(pk__in=[entry.pk for entry in entries]).values_list("pk", flat=True))
+    if not entries:
+        return 0
+    ids = [entry.pk for entry in entries]
+    present = set(
+        AuditEntry.objects.filter(pk__gte=min(ids), pk__lte=max(ids)).values_list("pk", flat=True)
+    )
     missing = [entry for entry in entries if entry.pk not in present]
     user_model = AuditEntry._meta.get_field("user").related_model
     user_ids = {entry.user_id for entry in missing if entry.user_id}
     users = set(user_model.objects.filter(pk__in=user_ids).values_list("pk", flat=True))
+    times = {entry.pk: entry.created_at for entry in missing}
+    for entry in missing:
+        if entry.user_id not in users:
+            entry.user_id = None
     with transaction.atomic():
+        # bulk_create stamps auto_now_add's "now" on created_at; bulk_update puts the times back.
+        AuditEntry.objects.bulk_create(missing, batch_size=AUDIT_BATCH)
         for entry in missing:
-            if entry.user_id not in users:
-                entry.user_id = None
-            # raw=True, as loaddata does: keeps created_at instead of auto_now_add's "now".
-            entry.save_base(raw=True, force_insert=True)
+            entry.created_at = times[entry.pk]
+        AuditEntry.objects.bulk_update(missing, ["created_at"], batch_size=AUDIT_BATCH)
     return len(missing)
 
 

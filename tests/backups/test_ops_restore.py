@@ -26,7 +26,9 @@ backup = backup_create(database="default", trigger=Trigger.CLI)
 # Everything below happens after the backup: the restore rewinds it, except the audit log.
 root = get_user_model().objects.create_superuser("root-after", password="unused-password-1234")
 raw = api_token_create(user=root, source="cli", created_by=root).raw_token
-audit_log(action="marker", source="system", outcome="success", target="written after the backup")
+marker = audit_log(action="marker", source="system", outcome="success", target="written after the backup")
+AuditEntry.objects.filter(pk=marker.pk).update(created_at=marker.created_at.replace(microsecond=123456))
+marker.refresh_from_db()
 client = APIClient(SERVER_NAME="localhost")
 client.credentials(HTTP_AUTHORIZATION="Bearer " + raw)
 response = client.post("/api/v1/backup/restore", {"backup_name": backup.name}, format="json")
@@ -36,6 +38,7 @@ print(json.dumps({
     "users": list(get_user_model().objects.values_list("username", flat=True)),
     "restores": list(RestoreRecord.objects.values_list("pk", "status")),
     "audit": list(AuditEntry.objects.order_by("pk").values_list("pk", "action", "outcome", "target", "actor")),
+    "marker_time_kept": AuditEntry.objects.get(pk=marker.pk).created_at == marker.created_at,
 }))
 '''
 
@@ -58,6 +61,7 @@ def test_restoring_the_ops_database_through_the_api_answers_202_and_keeps_the_au
     actions = [(action, outcome_, target) for _pk, action, outcome_, target, _actor in outcome["audit"]]
     assert ("token_create", "success") in {(a, o) for a, o, _t in actions}
     assert ("marker", "success", "written after the backup") in actions
+    assert outcome["marker_time_kept"]  # put back with its own time, not the restore's
     restore_entries = [(o, t) for a, o, t in actions if a == "restore"]
     assert restore_entries[0][0] == "started" and restore_entries[-1][0] == "started"  # queued, then the API call
     assert any(o == "success" and "-> default" in t for o, t in restore_entries)
