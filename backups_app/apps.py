@@ -24,6 +24,13 @@ class BackupsConfig(AppConfig):
         from backups_app.services import offsite  # noqa: F401
         from backups_app.services.schedule import backup_schedule_install_if_absent
 
+        # BACKUP_RESTORE_TARGETS: a malformed entry, or one aimed at `default`, stops `manage.py check`.
+        from django.core import checks
+
+        from backups_app.access import check_restore_targets
+
+        checks.register(check_restore_targets)
+
         # A fresh installation gets the default backup schedule from `migrate` itself.
         post_migrate.connect(
             backup_schedule_install_if_absent, sender=self, dispatch_uid="backups_app.default_schedule"

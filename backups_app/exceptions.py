@@ -17,6 +17,10 @@ class RestoreRefused(BackupError):
     """The restore was refused before the database was touched."""
 
 
+class RestoreTargetRefused(RestoreRefused):
+    """The backup may not be restored into that alias (BACKUP_RESTORE_TARGETS, never `default`)."""
+
+
 class ChecksumMismatch(RestoreRefused):
     """The stored file does not match the SHA-256 recorded when it was written."""
 
@@ -47,3 +51,7 @@ class ApiTokenRejected(BackupError):
         super().__init__(reason)
         self.reason = reason
         self.prefix = prefix
+
+
+class AccessRefused(BackupError):
+    """The acting user may not do this (a superuser-only backup, a token for someone else)."""

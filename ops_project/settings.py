@@ -13,10 +13,13 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
+from ops_project.environment import SettingsEnv
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
-env = environ.Env()
+# SettingsEnv: a malformed value stops start-up with one line naming the setting (manage.py).
+env = SettingsEnv()
 # Secrets: the names the operator really exported, captured before .env is copied into os.environ,
 # so that the local secret provider can tell them from .env lines (which rotate_secret rewrites).
 _PROCESS_ENVIRONMENT_NAMES = frozenset(os.environ)
@@ -247,6 +250,9 @@ BACKUP_DUMP_TIMEOUT = env.int("BACKUP_DUMP_TIMEOUT", default=6 * 3600)
 # means PATH. Pin them when several versions are installed: pg_dump must not be older than the server.
 BACKUP_MYSQL_BIN_DIR = env.str("BACKUP_MYSQL_BIN_DIR", default="")
 BACKUP_POSTGRESQL_BIN_DIR = env.str("BACKUP_POSTGRESQL_BIN_DIR", default="")
+# A backup restores only into its own alias, or into a target listed here as SOURCE:TARGET
+# (chat:chat_staging,chat:chat_dev). `default` is never a target of another alias' backup.
+BACKUP_RESTORE_TARGETS = env.list("BACKUP_RESTORE_TARGETS", default=[])
 
 STORAGES = {
     "default": {
@@ -275,6 +281,9 @@ STORAGES = {
 # Calls allowed per token in each period; over it the API answers 429 with Retry-After.
 BACKUP_API_RATE_LIMIT = env.int("BACKUP_API_RATE_LIMIT", default=60)
 BACKUP_API_RATE_LIMIT_PERIOD = env.int("BACKUP_API_RATE_LIMIT_PERIOD", default=60)
+# Failed authentications (no token, a bad one) allowed per client address per period; then 429.
+BACKUP_API_AUTH_FAILURE_LIMIT = env.int("BACKUP_API_AUTH_FAILURE_LIMIT", default=20)
+BACKUP_API_AUTH_FAILURE_PERIOD = env.int("BACKUP_API_AUTH_FAILURE_PERIOD", default=60)
 # Records per page of /api/v1/backup/list (a client may ask for up to BACKUP_API_MAX_PAGE_SIZE).
 BACKUP_API_PAGE_SIZE = env.int("BACKUP_API_PAGE_SIZE", default=50)
 BACKUP_API_MAX_PAGE_SIZE = env.int("BACKUP_API_MAX_PAGE_SIZE", default=500)
@@ -484,6 +493,8 @@ BACKUP_DASHBOARD_CACHE_SECONDS = env.int("BACKUP_DASHBOARD_CACHE_SECONDS", defau
 
 # --- Security -------------------------------------------------------------------------------------
 X_FRAME_OPTIONS = "DENY"
+# The development 500 page and the 500 e-mail hide connection URLs and the passwords inside them.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "ops_project.error_reports.OpsExceptionReporterFilter"
 SESSION_COOKIE_HTTPONLY = True
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -34,6 +34,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from backups_app import liveness
+from backups_app.access import backup_access_allowed, backup_needs_superuser
 from backups_app.admin.base import AppendOnlyAdmin, ServiceWrittenAdmin
 from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
@@ -304,6 +305,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         record = self.get_object(request, object_id)
         if record is not None:
             good = record.status == BackupRecord.Status.SUCCESS and bool(record.storage_name)
+            # Backups of opsdesk's own database: superusers only (backups_app/access.py).
+            good = good and backup_access_allowed(database=record.database, user=request.user)
             extra_context.update(
                 can_download=good and self.has_download_permission(request),
                 can_restore=good and self.has_restore_permission(request),
@@ -333,6 +336,13 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         if record.status != BackupRecord.Status.SUCCESS or not record.storage_name:
             raise Http404(gettext("Only successful backups can be downloaded, restored or verified."))
         return record
+
+    def _require_access(self, request: HttpRequest, record: BackupRecord, action: str) -> None:
+        """403 (audited) unless the user may touch this backup at all: see backups_app/access.py."""
+        if not backup_access_allowed(database=record.database, user=request.user):
+            audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
+                      request=request, target=record.name, detail="superuser only: backup of the ops database")
+            raise PermissionDenied
 
     # --- Back up now ------------------------------------------------------------------------------
     def backup_now_view(self, request: HttpRequest) -> HttpResponse:
@@ -366,6 +376,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         if not self.has_download_permission(request):
             raise PermissionDenied
         record = self._good_record(pk)
+        self._require_access(request, record, "download")
         try:
             stream = backup_open(backup=record)
         except (BackupNotFound, FileNotFoundError) as error:
@@ -390,6 +401,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         if not self.has_restore_permission(request):
             raise PermissionDenied
         record = self._good_record(pk)
+        self._require_access(request, record, "restore")
         database = record.database
         if database not in connections.settings:
             self.message_user(
@@ -416,6 +428,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             "target_engine": settings_dict.get("ENGINE", "").rsplit(".", 1)[-1],
             "target_name": str(settings_dict.get("NAME", "")),
             "target_host": settings_dict.get("HOST", "") or "",
+            # Restoring opsdesk's own database rewinds its users, tokens and schedules too.
+            "rewinds_ops_database": backup_needs_superuser(database),
             "newer_backups": BackupRecord.objects.filter(
                 database=database, status=BackupRecord.Status.SUCCESS, created_at__gt=record.created_at,
             ).count(),
@@ -473,6 +487,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         if not self.has_verify_permission(request):
             raise PermissionDenied
         record = self._good_record(pk)
+        self._require_access(request, record, "verify")
         self._verify(request, [record])
         return redirect(reverse("admin:backups_app_backuprecord_change", args=[record.pk]))
 

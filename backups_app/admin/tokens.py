@@ -3,15 +3,18 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from backups_app.access import token_issue_check
 from backups_app.admin.backups import badge
 from backups_app.admin.base import ServiceWrittenAdmin
 from backups_app.admin.display import moment
+from backups_app.exceptions import AccessRefused
 from backups_app.models import ApiToken, AuditEntry
 from backups_app.services.tokens import api_token_create, api_token_revoke
 
@@ -24,6 +27,24 @@ class ApiTokenAddForm(forms.ModelForm):
             "user": _("The API acts as this user: it must be staff and hold the permissions each endpoint needs."),
             "expires_at": _("Leave empty for a token that does not expire."),
         }
+
+    def __init__(self, *args, issued_by=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.issued_by = issued_by
+        if issued_by is not None and not issued_by.is_superuser:
+            # Tokens for oneself only: the list offers nobody else, and a forged id fails validation.
+            user_field = self.fields["user"]
+            user_field.queryset = user_field.queryset.filter(pk=issued_by.pk)
+            user_field.initial = issued_by.pk
+            user_field.help_text = _("Only a superuser may create a token for someone else.")
+
+    def clean_user(self):
+        user = self.cleaned_data["user"]
+        try:
+            token_issue_check(owner=user, issued_by=self.issued_by)
+        except AccessRefused as error:
+            raise forms.ValidationError(str(error), code="not_yours") from None
+        return user
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data.get("expires_at")
@@ -65,7 +86,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
-            kwargs["form"] = ApiTokenAddForm
+            form_class = super().get_form(request, obj, form=ApiTokenAddForm, **kwargs)
+
+            class IssuedByRequestUserForm(form_class):
+                def __init__(self, *args, **form_kwargs):
+                    super().__init__(*args, issued_by=request.user, **form_kwargs)
+
+            return IssuedByRequestUserForm
         return super().get_form(request, obj, **kwargs)
 
     def get_fields(self, request, obj=None):
@@ -99,6 +126,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
+        # The form refused it already; this is the wall behind it (see backups_app/access.py).
+        try:
+            token_issue_check(owner=obj.user, issued_by=request.user)
+        except AccessRefused:
+            raise PermissionDenied from None
         issued = api_token_create(
             user=obj.user,
             name=obj.name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
@@ -15,11 +16,13 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from backups_app.exceptions import (
+    AccessRefused,
     BackupError,
     BackupLocked,
     BackupNotFound,
     ChecksumMismatch,
     RestoreRefused,
+    RestoreTargetRefused,
 )
 
 logger = logging.getLogger("backups_app.api")
@@ -31,6 +34,14 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("The backup's current state does not allow this.")
     default_code = "conflict"
+
+
+class RequestTooLarge(exceptions.APIException):
+    """The body is over DATA_UPLOAD_MAX_MEMORY_SIZE (docs/FAULTS.md: oversized-request)."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = _("The request body is too large.")
+    default_code = "request_too_large"
 
 
 class BackupOperationFailed(exceptions.APIException):
@@ -45,8 +56,14 @@ def _as_api_exception(exc: Exception) -> Exception:
     """Translate backups_app's exceptions; their messages are written to be shown (no secrets)."""
     if isinstance(exc, Http404):
         return exceptions.NotFound()
+    if isinstance(exc, RequestDataTooBig):
+        return RequestTooLarge()
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied()
+    if isinstance(exc, AccessRefused):
+        return exceptions.PermissionDenied(str(exc), code="superuser_required")
+    if isinstance(exc, RestoreTargetRefused):
+        return exceptions.PermissionDenied(str(exc), code="restore_target_not_allowed")
     if isinstance(exc, BackupNotFound):
         return exceptions.NotFound(str(exc) or None)
     if isinstance(exc, BackupLocked):

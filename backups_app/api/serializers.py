@@ -13,7 +13,9 @@ _ABSOLUTE_PATH = re.compile(r"^(?:[A-Za-z]:|\\\\)")
 
 
 def validate_backup_name(name: str) -> str:
-    """Refuse anything that looks like a path rather than a backup name (RELIABILITY 23).
+    """Refuse anything that looks like a path rather than a backup name.
+
+    docs/FAULTS.md: path-in-name.
 
     Backups are always looked up by record, never by joining a name onto a folder, so this is a
     second wall: a name with a separator, a parent reference, a NUL or control character, an

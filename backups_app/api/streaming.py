@@ -19,7 +19,8 @@ def verified_chunks(*, backup: BackupRecord, stream: BinaryIO, actor: str) -> It
     """Yield the file's bytes, holding the last chunk back until the whole file hashed right.
 
     Verifying before sending would read a multi-gigabyte file twice and keep the client waiting; so
-    the hash is computed on the way, and on a mismatch (a flipped byte, a lost tail: RELIABILITY 8)
+    the hash is computed on the way, and on a mismatch (a flipped byte, a lost tail: docs/FAULTS.md
+    corrupted-file)
     the final chunk is never sent and the connection is cut. The client then has fewer bytes than
     Content-Length promised, which every HTTP client reports as an error, instead of a corrupt file
     that looks complete.

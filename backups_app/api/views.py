@@ -20,6 +20,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backups_app.access import CONTROL_DATABASE, backup_access_check, restore_target_check
 from backups_app.api import permissions
 from backups_app.api.audit import AuditedApiViewMixin
 from backups_app.api.exceptions import Conflict
@@ -77,7 +78,7 @@ def _backup_by_name(name: str) -> BackupRecord:
 
 
 def _require_restorable(backup: BackupRecord, verb: str) -> None:
-    """Failed, running or interrupted backups are never offered (RELIABILITY 7)."""
+    """Failed, running or interrupted backups are never offered (docs/FAULTS.md: killed-backup)."""
     if backup.status != BackupRecord.Status.SUCCESS:
         raise Conflict(
             _("Backup %(name)s is %(status)s; only successful backups can be %(verb)s.")
@@ -186,6 +187,7 @@ class BackupDownloadView(ApiView):
     )
     def get(self, request, name: str):
         backup = _backup_by_name(name)
+        backup_access_check(database=backup.database, user=request.user, action=_("download"))
         _require_restorable(backup, _("downloaded"))
         stream = backup_open(backup=backup)  # BackupNotFound (404) when the file is gone
         actor = f"{request.user.get_username()} (token {request.auth.prefix})"
@@ -216,8 +218,10 @@ class BackupRestoreView(ApiView):
         serializer.is_valid(raise_exception=True)
         backup = _backup_by_name(serializer.validated_data["backup_name"])
         self.audit_target = backup.name
+        backup_access_check(database=backup.database, user=request.user, action=_("restore"))
         _require_restorable(backup, _("restored"))
         database = _configured_database(serializer.validated_data.get("database") or backup.database)
+        restore_target_check(source=backup.database, target=database)
         # The service refuses this too, but only once the task runs; with a broker the client would
         # get a 202 for a restore that can never happen.
         vendor = get_engine(database).vendor
@@ -230,6 +234,8 @@ class BackupRestoreView(ApiView):
         restore = restore_queue(
             backup=backup, database=database, trigger=Trigger.API, user=request.user, safety_backup=True
         )
+        # Restored inline (no broker), the ops database may predate the caller's user and token.
+        self.audit_user_may_be_gone = database == CONTROL_DATABASE
         restore.refresh_from_db()
         return Response(
             {

@@ -33,7 +33,7 @@ from typing import IO, ClassVar
 
 from django.utils.translation import gettext as _
 
-from ..exceptions import RestoreFailed
+from ..exceptions import DumpFailed, RestoreFailed
 from . import mysql_staging as staging
 from .mysql_staging import quote_identifier
 from .client import (
@@ -165,8 +165,23 @@ class MySQLDumpEngine(ClientToolEngine):
             # Oracle's mysqldump 8 would otherwise write GTID_PURGED (fails on restore without
             # SUPER) and query COLUMN_STATISTICS (missing on MariaDB servers).
             argv += ["--set-gtid-purged=OFF", "--column-statistics=0"]
+        argv += self.table_data_arguments(flavor)
         # "--" ends the options: a database named "-x" or "--help" is a name, nothing else.
         return [*argv, "--", self.database_name]
+
+    def table_data_arguments(self, flavor: str) -> list[str]:
+        """Leave the rows of `tables_without_data` out, keeping their CREATE TABLE."""
+        if not self.tables_without_data:
+            return []
+        if flavor != "mariadb":
+            # Oracle's mysqldump has no --ignore-table-data: better no backup than one holding
+            # live sessions.
+            raise DumpFailed(
+                _("Backing up %(alias)s needs MariaDB's mariadb-dump (--ignore-table-data), so that "
+                  "the rows of %(tables)s stay out of the backup; set BACKUP_MYSQL_BIN_DIR.")
+                % {"alias": self.alias, "tables": ", ".join(self.tables_without_data)}
+            )
+        return [f"--ignore-table-data={self.database_name}.{table}" for table in self.tables_without_data]
 
     def restore_argv(self, tool: str, credentials: str | None) -> list[str]:
         argv = [tool, f"--defaults-extra-file={credentials}", *self.connection_arguments(tool)]

@@ -222,6 +222,8 @@ class PostgreSQLDumpEngine(ClientToolEngine):
         if snapshot_id:
             # The snapshot the row counts are taken in: the counts describe exactly this dump.
             argv.append(f"--snapshot={snapshot_id}")
+        # Structure kept, rows left out; "*." because pg_dump runs with an empty search_path.
+        argv += [f"--exclude-table-data=*.{table}" for table in self.tables_without_data]
         return argv
 
     def restore_argv(self, tool: str, credentials: str | None) -> list[str]:

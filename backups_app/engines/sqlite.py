@@ -132,7 +132,7 @@ class SQLiteDumpEngine(DumpEngine):
 
             def parts() -> Iterator[bytes]:
                 yield f"-- opsdesk SQLite dump of database alias {self.alias}\n".encode()
-                yield from _batched(connection.iterdump())
+                yield from _batched(self._statements(connection))
                 yield COMPLETION_MARKER + b"\n"
 
             if timer:
@@ -147,6 +147,13 @@ class SQLiteDumpEngine(DumpEngine):
             if timer:
                 timer.cancel()
             connection.close()
+
+    def _statements(self, connection: sqlite3.Connection) -> Iterator[str]:
+        """iterdump()'s statements without the rows of `tables_without_data` (one item per statement)."""
+        skipped = tuple('INSERT INTO "{}" '.format(table.replace('"', '""')) for table in self.tables_without_data)
+        for statement in connection.iterdump():
+            if not (skipped and statement.startswith(skipped)):
+                yield statement
 
     def table_row_counts(self) -> dict[str, int]:
         """Counts taken inside the last dump's snapshot (exact for that dump), else counted now."""
@@ -210,7 +217,8 @@ class SQLiteDumpEngine(DumpEngine):
     @staticmethod
     def _authorize(action: int, *args) -> int:
         # A dump is SQL for one database: ATTACH/DETACH would read or create other files, so a
-        # crafted dump could not use them even if it got past the checksum (RELIABILITY 21).
+        # crafted dump could not use them even if it got past the checksum
+        # (docs/FAULTS.md: client-commands-in-dump).
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK

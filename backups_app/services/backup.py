@@ -22,15 +22,18 @@ from typing import BinaryIO
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage, storages
+from django.core.management.color import no_style
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app import locks
+from backups_app.access import backup_access_check, restore_target_check
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
 from backups_app.engines.process import redact
 from backups_app.exceptions import (
+    AccessRefused,
     BackupError,
     BackupLocked,
     BackupNotFound,
@@ -47,7 +50,7 @@ from backups_app.manifest import (
     manifest_write,
     record_fields_from_manifest,
 )
-from backups_app.models import BackupRecord, Compression, DirtyDatabase, RestoreRecord, Trigger
+from backups_app.models import AuditEntry, BackupRecord, Compression, DirtyDatabase, RestoreRecord, Trigger
 from backups_app.pipeline import (
     EXTENSIONS,
     DecompressingReader,
@@ -317,7 +320,8 @@ def _backup_run(
             )
         # Every stage exited 0 (leaving engine.dump() checked the tool); now make it final.
         try:
-            record.table_row_counts = engine.table_row_counts()
+            # Tables dumped without rows restore empty; verification compares against that.
+            record.table_row_counts = engine.counts_as_dumped(engine.table_row_counts())
         except Exception as error:  # noqa: BLE001 - counts help verification, never fail a backup
             logger.warning("Could not count rows of %s: %s", engine.alias, _error_text(error, engine))
             record.table_row_counts = {}
@@ -540,10 +544,64 @@ def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> N
 
 
 # --- Restore --------------------------------------------------------------------------------------
-def _reattach_after_ops_restore(restore: RestoreRecord) -> RestoreRecord:
-    """The ops database was replaced: rebuild backup records from the manifests and put the restore's
-    own record back (the restored tables predate it)."""
+# Entries this long before the backup started are surely inside its dump; later ones may not be.
+AUDIT_OVERLAP = timedelta(minutes=5)
+AUDIT_BATCH = 1000
+
+
+def _audit_entries_since(backup: BackupRecord) -> list[AuditEntry]:
+    """The audit entries a restore of `backup` into the ops database would erase (and a margin)."""
+    since = (backup.started_at or backup.created_at) - AUDIT_OVERLAP
+    return list(AuditEntry.objects.filter(created_at__gte=since).order_by("pk"))
+
+
+def _audit_entries_put_back(entries: list[AuditEntry]) -> int:
+    """Re-insert, under their own ids and times, the `entries` the restored ops database lacks.
+
+    An id the restored table already has is the same entry (the backup holds it): ids are never
+    reused, because the sequences are moved past every re-inserted id. A user the restored database
+    no longer has is dropped from the entry; its `actor` text still names them.
+    """
+    if not entries:
+        return 0
+    ids = [entry.pk for entry in entries]
+    present = set(
+        AuditEntry.objects.filter(pk__gte=min(ids), pk__lte=max(ids)).values_list("pk", flat=True)
+    )
+    missing = [entry for entry in entries if entry.pk not in present]
+    user_model = AuditEntry._meta.get_field("user").related_model
+    user_ids = {entry.user_id for entry in missing if entry.user_id}
+    users = set(user_model.objects.filter(pk__in=user_ids).values_list("pk", flat=True))
+    times = {entry.pk: entry.created_at for entry in missing}
+    for entry in missing:
+        if entry.user_id not in users:
+            entry.user_id = None
+    with transaction.atomic():
+        # bulk_create stamps auto_now_add's "now" on created_at; bulk_update puts the times back.
+        AuditEntry.objects.bulk_create(missing, batch_size=AUDIT_BATCH)
+        for entry in missing:
+            entry.created_at = times[entry.pk]
+        AuditEntry.objects.bulk_update(missing, ["created_at"], batch_size=AUDIT_BATCH)
+    return len(missing)
+
+
+def _sequences_reset(*models) -> None:
+    """Move the id sequences past rows inserted with explicit ids (PostgreSQL needs it; others no-op)."""
+    connection = connections["default"]
+    statements = connection.ops.sequence_reset_sql(no_style(), list(models))
+    if statements:
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+
+
+def _reattach_after_ops_restore(restore: RestoreRecord, audit_entries: list[AuditEntry]) -> RestoreRecord:
+    """The ops database was replaced: rebuild backup records from the manifests, put back the audit
+    entries written since the backup, and the restore's own record (the restored tables predate it)."""
     connections["default"].close()
+    put_back = _audit_entries_put_back(audit_entries)
+    if put_back:
+        logger.info("Put back %d audit entries written since the restored backup.", put_back)
     backups_sync()
     restore.backup = BackupRecord.objects.get(name=restore.backup_name)
     if restore.safety_backup_id is not None:
@@ -553,8 +611,9 @@ def _reattach_after_ops_restore(restore: RestoreRecord) -> RestoreRecord:
 
         if not get_user_model().objects.filter(pk=restore.user_id).exists():
             restore.user = None
-    if not RestoreRecord.objects.filter(pk=restore.pk).exists():
-        restore.pk = None
+    # The restore's record keeps its id (saved again by the caller): whoever queued it (the API's
+    # answer, the admin's redirect) still finds it.
+    _sequences_reset(AuditEntry, RestoreRecord)
     return restore
 
 
@@ -585,6 +644,8 @@ def backup_restore(
     clock = time.monotonic()
     engine: DumpEngine | None = None
     touched: list[bool] = []  # whether the engine began a change to the target it could not undo
+    # Named now: a restore of the ops database may erase the user, and the entry must still say who.
+    actor = _actor(trigger, user) or (user.get_username() if user is not None else "")
 
     def finish(status: str, message: str = "", outcome: str = "success") -> None:
         restore.status = status
@@ -593,12 +654,13 @@ def backup_restore(
         restore.duration_seconds = round(time.monotonic() - clock, 3)
         restore.save()
         detail = message or (f"safety backup {restore.safety_backup.name}" if restore.safety_backup_id else "")
-        audit_log(action="restore", source=source, outcome=outcome, user=restore.user,
-                  actor=_actor(trigger, restore.user),
+        audit_log(action="restore", source=source, outcome=outcome, user=restore.user, actor=actor,
                   target=f"{backup.name} -> {database}", detail=detail)
         restore_finished.send(sender=RestoreRecord, restore=restore)
 
     try:
+        backup_access_check(database=backup.database, user=user, action=_("restore"))
+        restore_target_check(source=backup.database, target=database)
         try:
             engine = get_engine(database)
         except ImproperlyConfigured as error:
@@ -630,16 +692,19 @@ def backup_restore(
                     ) from None
                 restore.safety_backup = safety
                 restore.save(update_fields=["safety_backup"])
+
             def before_target_change() -> None:
                 dirty_mark(database=database, restore=restore)
                 touched.append(True)
 
+            # Restoring the ops database rewinds its audit log too: keep what was written since.
+            audit_entries = _audit_entries_since(backup) if database == "default" else []
             try:
                 with DecompressingReader(backup_open(backup=backup), compression=backup.compression) as plain:
                     engine.restore(plain, before_target_change=before_target_change)
             except Exception as error:  # noqa: BLE001 - reported with the way back
                 if database == "default":
-                    restore = _reattach_after_ops_restore(restore)
+                    restore = _reattach_after_ops_restore(restore, audit_entries)
                 message = _error_text(error, engine)
                 if not touched:
                     # PostgreSQL rolled back, or MySQL failed while loading its staging database.
@@ -658,13 +723,13 @@ def backup_restore(
                     message = _("%(error)s. The database may be partly restored (no safety backup was taken).") % {"error": message}
                 raise RestoreFailed(message) from None
             if database == "default":
-                restore = _reattach_after_ops_restore(restore)
+                restore = _reattach_after_ops_restore(restore, audit_entries)
             # The database is the backup's now, whatever an earlier interrupted restore left.
             dirty_clear(database=database)
     except RestoreFailed as error:
         finish(RestoreRecord.Status.FAILED, str(error), "failure")
         raise
-    except (RestoreRefused, BackupLocked) as error:
+    except (RestoreRefused, AccessRefused, BackupLocked) as error:
         finish(RestoreRecord.Status.REFUSED, _error_text(error, engine), "refused")
         raise
     except BackupError as error:
@@ -688,7 +753,19 @@ def backup_restore(
 def restore_queue(
     *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True
 ) -> RestoreRecord:
-    """Create a queued RestoreRecord and run it through Celery (`restore_run`) after commit."""
+    """Create a queued RestoreRecord and run it through Celery (`restore_run`) after commit.
+
+    Raises AccessRefused or RestoreRefused at once (and audits the refusal) when `user` may not
+    restore this backup or `database` is not an allowed target; the task would refuse it anyway.
+    """
+    try:
+        backup_access_check(database=backup.database, user=user, action=_("restore"))
+        restore_target_check(source=backup.database, target=database or backup.database)
+    except (AccessRefused, RestoreRefused) as error:
+        audit_log(action="restore", source=_source(trigger), outcome="refused", user=user,
+                  actor=_actor(trigger, user), target=f"{backup.name} -> {database or backup.database}",
+                  detail=str(error))
+        raise
     restore = RestoreRecord.objects.create(
         backup=backup, backup_name=backup.name, database=database or backup.database,
         trigger=trigger, user=user,

@@ -4,7 +4,7 @@ A token is `ops_` followed by `secrets.token_urlsafe(32)` (256 random bits). Bec
 random, a plain fast SHA-256 is the right hash: a slow password hash (PBKDF2, Argon2) exists to make
 guessing *low-entropy* secrets expensive, and nobody can enumerate 2**256 candidates, so it would
 only add latency to every API call. The database holds the hash and a short display prefix, so a
-leaked copy of it contains no usable token (RELIABILITY 27).
+leaked copy of it contains no usable token (docs/FAULTS.md: leaked-database).
 
 The check is the indexed lookup of the presented token's hash; the comparison an attacker could time
 is between hashes of their own guesses, which tells them nothing about any real token, so no
@@ -21,7 +21,8 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from backups_app.exceptions import ApiTokenRejected
+from backups_app.access import token_issue_check
+from backups_app.exceptions import AccessRefused, ApiTokenRejected
 from backups_app.models import ApiToken, AuditEntry
 from backups_app.services.audit import audit_log
 
@@ -63,7 +64,17 @@ def api_token_create(
     Give either `expires_in_days` (at least 1) or `expires_at`, or neither for a token that does not
     expire. Raises ValueError for an expiry that is not in the future. `created_by` (an opsdesk user)
     or `actor` (e.g. "cli:deploy", the OS account) names who issued it in the audit log.
+
+    Raises AccessRefused (audited) when `created_by` is not a superuser and `user` is someone else:
+    nobody mints credentials for another account unless they are a superuser.
     """
+    if created_by is not None:
+        try:
+            token_issue_check(owner=user, issued_by=created_by)
+        except AccessRefused as error:
+            audit_log(action="token_create", source=source, outcome=AuditEntry.Outcome.REFUSED, user=created_by,
+                      actor=actor, target=user.get_username(), request=request, detail=str(error))
+            raise
     if expires_in_days is not None:
         if expires_at is not None:
             raise ValueError("Give expires_in_days or expires_at, not both.")

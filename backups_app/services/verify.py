@@ -20,9 +20,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from backups_app.access import backup_access_check
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
-from backups_app.exceptions import BackupError
+from backups_app.exceptions import AccessRefused, BackupError
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
@@ -83,6 +84,12 @@ def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupReco
     cannot make a scratch database) unverified with the reason. Raises `BackupError` for a backup
     that is not successful, which has nothing to verify.
     """
+    try:
+        backup_access_check(database=backup.database, user=user, action=_("verify"))
+    except AccessRefused as error:
+        audit_log(action="verify", source=source, user=user, target=backup.name, detail=str(error),
+                  outcome=AuditEntry.Outcome.REFUSED)
+        raise
     if not backup.is_good:
         raise BackupError(
             _("%(name)s is %(status)s; only successful backups can be verified.")

@@ -7,7 +7,7 @@ django-redis' own IGNORE_EXCEPTIONS:
   that hangs costs one socket timeout per process and interval, not one per request;
 - errors are logged once per CACHE_ERROR_LOG_INTERVAL, not once per call;
 - `add()` answers False while Redis is down, so a lock taken with `cache.add()` is never believed
-  acquired (RELIABILITY.md 38);
+  acquired (docs/FAULTS.md: lock-while-redis-down);
 - `clear()` deletes the keys under this cache's KEY_PREFIX with SCAN + UNLINK instead of FLUSHDB, so
   a Redis shared with other applications keeps their keys;
 - when writes or deletes were dropped during an outage, the first success afterwards clears the

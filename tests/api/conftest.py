@@ -16,7 +16,9 @@ from rest_framework.test import APIClient
 
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.tokens import api_token_create
+from tests.conftest import register_alias, unregister_alias
 
+PRODUCT_ALIAS = "app"
 ALL_PERMISSIONS = ("view_backuprecord", "create_backup", "download_backup", "restore_backup", "delete_backuprecord")
 
 
@@ -68,14 +70,27 @@ def api(api_client, staff_token) -> APIClient:
 
 
 @pytest.fixture
-def stored_backup(backup_dir) -> Callable:
-    """Make a BackupRecord and its file in the backups storage, as the engine would leave them."""
+def product_alias(settings, tmp_path):
+    """The alias `app`, a SQLite product database: backups of `default` are for superusers only."""
+    settings_dict = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "product.sqlite3")}
+    register_alias(PRODUCT_ALIAS, settings_dict)
+    settings.DATABASES = {**settings.DATABASES, PRODUCT_ALIAS: settings_dict}
+    yield PRODUCT_ALIAS
+    unregister_alias(PRODUCT_ALIAS)
+
+
+@pytest.fixture
+def stored_backup(backup_dir, product_alias) -> Callable:
+    """Make a BackupRecord and its file in the backups storage, as the engine would leave them.
+
+    Of the product database `app` by default; `database="default"` for opsdesk's own.
+    """
 
     def make(
         name: str = "default-20261129-010000.sqlite3.gz",
         *,
         content: bytes = b"backup bytes " * 1000,
-        database: str = "default",
+        database: str = PRODUCT_ALIAS,
         status: str = BackupRecord.Status.SUCCESS,
         age: timedelta = timedelta(0),
         write_file: bool = True,

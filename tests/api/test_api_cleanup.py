@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def old_backups(stored_backup):
     """Nine good backups, all older than BACKUP_RETENTION_DAYS: the default policy keeps the last 7."""
-    return [stored_backup(f"backup_202601{day:02d}_020000.sql.gz", age=timedelta(days=100 - day)) for day in range(1, 10)]
+    return [stored_backup(f"backup_202601{day:02d}_020000.sql.gz", database="default", age=timedelta(days=100 - day)) for day in range(1, 10)]
 
 
 def test_dry_run_reports_and_deletes_nothing(api, old_backups):

@@ -31,7 +31,7 @@ def test_list_is_newest_first_with_the_documented_fields(api, stored_backup):
 
 def test_list_filters_and_paginates(settings, api, stored_backup):
     for number in range(5):
-        stored_backup(f"default-{number}.gz", age=timedelta(minutes=number))
+        stored_backup(f"default-{number}.gz", database="default", age=timedelta(minutes=number))
     stored_backup("chat-1.gz", database="chat")
     stored_backup("default-failed.gz", status=BackupRecord.Status.FAILED, write_file=False)
 
@@ -75,7 +75,8 @@ def test_download_streams_the_file_and_is_audited(api, stored_backup):
 
 
 def test_download_of_a_corrupted_file_is_cut_short(api, stored_backup):
-    # RELIABILITY 8: one flipped byte; the client must not receive a complete-looking file.
+    # docs/FAULTS.md corrupted-file: one flipped byte; the client must not receive a
+    # complete-looking file.
     content = b"x" * (3 * 1024 * 1024)
     backup = stored_backup(content=content)
     with storages["backups"].open(backup.storage_name, "r+b") as stored:
@@ -143,8 +144,8 @@ def test_restore_answers_202_and_defaults_to_the_backups_database(api, stored_ba
     assert response.status_code == 202, response.content
     body = response.json()
     restore = RestoreRecord.objects.get(pk=body["id"])
-    assert restore.backup == backup and restore.database == "default" and restore.trigger == "api"
-    assert body["backup_name"] == backup.name and body["database"] == "default"
+    assert restore.backup == backup and restore.database == "app" and restore.trigger == "api"
+    assert body["backup_name"] == backup.name and body["database"] == "app"
 
 
 def test_restore_refusals(api, stored_backup):

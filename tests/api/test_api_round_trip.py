@@ -71,7 +71,7 @@ def test_create_download_restore(api, app_database, django_capture_on_commit_cal
 def test_restoring_a_dump_into_another_engine_is_409(api, stored_backup):
     backup = stored_backup()
     BackupRecord.objects.filter(pk=backup.pk).update(engine="postgresql")
-    response = api.post("/api/v1/backup/restore", {"backup_name": backup.name, "database": "default"}, format="json")
+    response = api.post("/api/v1/backup/restore", {"backup_name": backup.name, "database": "app"}, format="json")
     assert_error(response, 409, "engine_mismatch")
     assert not RestoreRecord.objects.exists()
 
@@ -108,6 +108,8 @@ def test_mariadb_backup_through_the_api_cannot_be_restored_into_postgresql(
     backup = BackupRecord.objects.get(pk=response.json()["id"])
     assert backup.engine == "mysql" and backup.table_row_counts == {"note": 1}
 
+    # Allowed as a target, so that the engine check is what refuses it.
+    settings.BACKUP_RESTORE_TARGETS = [f"{mariadb_database}:{postgres_database}"]
     response = api.post(
         "/api/v1/backup/restore", {"backup_name": backup.name, "database": postgres_database}, format="json"
     )

@@ -1,4 +1,4 @@
-"""RELIABILITY 23: names that look like paths never reach the file system (400 or 404)."""
+"""docs/FAULTS.md path-in-name: names that look like paths never reach the file system (400 or 404)."""
 from __future__ import annotations
 
 import os

@@ -105,5 +105,6 @@ def store_backup(*, database: str = "default", age: timedelta = timedelta(hours=
 
 
 @pytest.fixture
-def stored_backup(db) -> BackupRecord:
-    return store_backup()
+def stored_backup(db, app_database) -> BackupRecord:
+    """A good backup of the product database `app` (backups of `default` are for superusers only)."""
+    return store_backup(database=APP_ALIAS)

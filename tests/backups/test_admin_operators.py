@@ -5,18 +5,18 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from .admin_fixtures import *  # noqa: F401,F403
-from .admin_fixtures import store_backup
+from .admin_fixtures import APP_ALIAS, store_backup
 
 pytestmark = pytest.mark.django_db
 
 
-def test_group_member_can_download_and_restore_but_not_delete(capsys):
+def test_group_member_can_download_and_restore_but_not_delete(capsys, app_database):
     user = User.objects.create_user("maria", password="x")
     call_command("ensure_backup_operators", "maria")
     assert "Added maria" in capsys.readouterr().out
     user.refresh_from_db()
     assert user.is_staff
-    record = store_backup()
+    record = store_backup(database=APP_ALIAS)
     client = Client()
     client.force_login(user)
     assert client.get(f"/admin/backups_app/backuprecord/{record.pk}/download/").status_code == 200

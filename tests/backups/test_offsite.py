@@ -1,4 +1,7 @@
-"""Offsite copies against moto's S3 server over real HTTP (RELIABILITY 12, 15, 28)."""
+"""Offsite copies against moto's S3 server over real HTTP.
+
+docs/FAULTS.md: offsite-upload-fails, empty-listing, private-downloads.
+"""
 from __future__ import annotations
 
 import hashlib

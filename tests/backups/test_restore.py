@@ -130,8 +130,9 @@ def test_restore_while_a_backup_runs_is_refused(sqlite_alias, backup_dir):
     assert_refused_and_nothing_changed(sqlite_alias, changed, 1)
 
 
-def test_a_backup_of_another_engine_is_refused(sqlite_alias, fake_alias, backup_dir):
+def test_a_backup_of_another_engine_is_refused(sqlite_alias, fake_alias, backup_dir, settings):
     fake_alias()
+    settings.BACKUP_RESTORE_TARGETS = ["fake:app"]  # allowed, so that the engine is what refuses it
     record = backup_create(database="fake", trigger=Trigger.CLI)
     changed = change(sqlite_alias)
     with pytest.raises(RestoreRefused, match="fake dump"):

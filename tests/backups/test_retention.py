@@ -1,4 +1,7 @@
-"""Retention: what cleanup keeps and deletes, and what it never touches (RELIABILITY 14-17)."""
+"""Retention: what cleanup keeps and deletes, and what it never touches.
+
+docs/FAULTS.md: retention-after-failures, empty-listing, clock-jump, cleanup-bystanders.
+"""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,7 @@
-"""Verification by test restore: corrupted files fail before any database is touched (RELIABILITY 8)."""
+"""Verification by test restore: corrupted files fail before any database is touched.
+
+docs/FAULTS.md: corrupted-file.
+"""
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,4 @@
-"""/health: JSON shape, required components, deadline, Redis outage and recovery (RELIABILITY 36)."""
+"""/health: JSON shape, required components, deadline, Redis outage and recovery (docs/FAULTS.md: redis-down)."""
 import time
 from datetime import timedelta
 

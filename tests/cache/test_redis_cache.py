@@ -1,4 +1,7 @@
-"""The default cache on Redis: prefix, compression, clear by prefix, and Redis down (RELIABILITY 36-38)."""
+"""The default cache on Redis: prefix, compression, clear by prefix, and Redis down.
+
+docs/FAULTS.md: redis-down, redis-down-sessions, lock-while-redis-down.
+"""
 import logging
 import os
 import subprocess
@@ -59,7 +62,8 @@ def test_redis_down_reads_miss_writes_drop_quickly_and_logs_once(settings, own_r
         assert cache.get("k", "default") == "default"
         assert cache.set("k", "v2") is False
         assert cache.get_many(["a", "b"]) == {}
-        # RELIABILITY 38: a lock through cache.add() is never believed taken while Redis is down.
+        # docs/FAULTS.md lock-while-redis-down: a lock through cache.add() is never believed taken
+        # while Redis is down.
         assert cache.add("lock", "me") is False
         with pytest.raises(ValueError):
             cache.incr("counter")
@@ -107,7 +111,8 @@ def test_pages_and_sessions_survive_redis_going_down(settings, own_redis, unique
         started = time.monotonic()
         response = client.get(path)
         assert response.status_code in (200, 302) and time.monotonic() - started < 1.5, path
-    # RELIABILITY 37: nobody is logged out (cached_db reads the session from the database).
+    # docs/FAULTS.md redis-down-sessions: nobody is logged out (cached_db reads the session from
+    # the database).
     assert client.get("/admin/").status_code == 200
     # And a new login during the outage does not hang.
     other = Client()

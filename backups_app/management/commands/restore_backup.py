@@ -1,9 +1,15 @@
-"""Restore a backup: `python manage.py restore_backup NAME [--database ALIAS] [--noinput]`."""
+"""Restore a backup: `python manage.py restore_backup NAME [--database ALIAS] [--noinput] [--as-user NAME]`.
+
+Without --as-user the host operator restores (the disaster-recovery path: it must work when the ops
+database has no usable user left); with it, the named user's permissions apply, and a backup of
+`default` needs a superuser (backups_app/access.py).
+"""
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
 from backups_app.exceptions import BackupError
+from backups_app.management.acting import acting_user, add_as_user_argument
 from backups_app.management.base import BackupCommand
 from backups_app.models import Trigger
 from backups_app.selectors import backup_get
@@ -25,8 +31,10 @@ class Command(BackupCommand):
                             help=_("Do not ask for confirmation."))
         parser.add_argument("--no-safety-backup", action="store_false", dest="safety_backup",
                             help=_("Skip the safety backup of the current state."))
+        add_as_user_argument(parser)
 
-    def handle(self, *args, name, database, interactive, safety_backup, **options):
+    def handle(self, *args, name, database, interactive, safety_backup, as_user, **options):
+        user = acting_user(as_user, permission="backups_app.restore_backup")
         try:
             backup = backup_get(name=name)
         except BackupError as error:
@@ -47,7 +55,7 @@ class Command(BackupCommand):
         try:
             with terminate_cleanly():
                 restore = backup_restore(
-                    backup=backup, database=target, trigger=Trigger.CLI, safety_backup=safety_backup,
+                    backup=backup, database=target, trigger=Trigger.CLI, user=user, safety_backup=safety_backup,
                 )
         except (BackupError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from None

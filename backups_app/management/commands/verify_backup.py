@@ -1,7 +1,12 @@
-"""Verify a backup by test restore: `manage.py verify_backup NAME | --latest [--database ALIAS]`."""
+"""Verify a backup by test restore: `manage.py verify_backup NAME | --latest [--database ALIAS] [--as-user NAME]`.
+
+--as-user holds the command to that user's permissions (a backup of `default` needs a superuser);
+without it the host operator verifies (backups_app/management/acting.py).
+"""
 from django.core.management.base import CommandError
 
 from backups_app.exceptions import BackupError
+from backups_app.management.acting import acting_user, add_as_user_argument
 from backups_app.management.base import BackupCommand
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.verify import backup_to_verify, backup_verify
@@ -17,15 +22,17 @@ class Command(BackupCommand):
         parser.add_argument("name", nargs="?", help="The backup's name.")
         parser.add_argument("--latest", action="store_true", help="The newest good backup of --database.")
         parser.add_argument("--database", default="default", help="Database alias for --latest (default: default).")
+        add_as_user_argument(parser)
 
-    def handle(self, *args, name, latest, database, **options):
+    def handle(self, *args, name, latest, database, as_user, **options):
         if bool(name) == bool(latest):
             raise CommandError("Give a backup NAME or --latest (not both).")
+        user = acting_user(as_user, permission="backups_app.verify_backup")
         try:
             backup = backup_to_verify(database=database, name=name)
             if backup is None:
                 raise CommandError(f"No good backup of {database!r} to verify.")
-            backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
+            backup = backup_verify(backup=backup, user=user, source=AuditEntry.Source.CLI)
         except BackupError as error:
             raise CommandError(str(error)) from error
         message = f"{backup.name}: {backup.get_verification_status_display()}: {backup.verification_message}"

@@ -30,7 +30,10 @@ def test_password_file_is_private_and_removed(tmp_path):
 
 
 def test_password_file_leaves_nothing_on_disk_after_kill_9(tmp_path):
-    """RELIABILITY 7 and 30 together: no finally runs after SIGKILL, yet no secret stays behind."""
+    """docs/FAULTS.md killed-backup and password-in-ps together.
+
+    No finally runs after SIGKILL, yet no secret stays behind.
+    """
     secret = f"kill-nine-{uuid.uuid4().hex}"
     environment = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT)}
     child = subprocess.Popen(

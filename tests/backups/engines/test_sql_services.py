@@ -67,7 +67,8 @@ def test_backup_now_command_against_mariadb(mariadb_database, backup_dir):
 
 
 def test_wrong_password_fails_the_backup_and_keeps_no_file(mariadb_database, backup_dir):
-    """RELIABILITY 1: exit 1, record failed with the tool's message, password redacted, no file."""
+    """docs/FAULTS.md wrong-password: exit 1, record failed with the tool's message, password
+    redacted, no file."""
     engine = get_engine(mariadb_database)
     user, password = f"opsdesk_pw_{uuid.uuid4().hex[:8]}", test_mysql.HARD_PASSWORD + uuid.uuid4().hex[:4]
     test_mysql.run_sql(engine, ("CREATE USER %s@'127.0.0.1' IDENTIFIED BY %s", [user, password]))
