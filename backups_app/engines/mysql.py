@@ -75,6 +75,8 @@ class MySQLDumpEngine(ClientToolEngine):
     bin_dir_setting = "BACKUP_MYSQL_BIN_DIR"
     dump_tools: ClassVar[tuple[str, ...]] = ("mariadb-dump", "mysqldump")
     restore_tools: ClassVar[tuple[str, ...]] = ("mariadb", "mysql")
+    #: Where the client looks for its option files, when the deployment moves them.
+    environment_passthrough: ClassVar[tuple[str, ...]] = ("MYSQL_HOME", "MARIADB_HOME")
 
     def secrets(self) -> tuple[str, ...]:
         return (self.password, option_file_value(self.password)[1:-1])

@@ -167,6 +167,11 @@ class PostgreSQLDumpEngine(ClientToolEngine):
     bin_dir_setting = "BACKUP_POSTGRESQL_BIN_DIR"
     dump_tools: ClassVar[tuple[str, ...]] = ("pg_dump",)
     restore_tools: ClassVar[tuple[str, ...]] = ("psql",)
+    #: libpq's TLS and service-file settings, when the deployment sets them in the environment.
+    environment_passthrough: ClassVar[tuple[str, ...]] = (
+        "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL", "PGGSSENCMODE",
+        "PGSERVICEFILE", "PGSYSCONFDIR",
+    )
 
     def secrets(self) -> tuple[str, ...]:
         escaped = self.password.replace("\\", "\\\\").replace(":", "\\:")
@@ -179,8 +184,8 @@ class PostgreSQLDumpEngine(ClientToolEngine):
         """Connection settings as libpq environment variables.
 
         The environment rather than arguments: a database name holding "=" would be read as a
-        connection string on the command line, never from PGDATABASE. PGPASSWORD is removed so
-        that only our passfile speaks for the password.
+        connection string on the command line, never from PGDATABASE. Of our own environment only
+        the allow-list passes (PGPASSWORD never does): only our passfile speaks for the password.
         """
         settings_dict = self.settings_dict
         options = self.options
@@ -202,7 +207,8 @@ class PostgreSQLDumpEngine(ClientToolEngine):
         if credentials:
             values["PGPASSFILE"] = credentials
         return child_environment(
-            remove=("PGPASSWORD",), set_={name: value for name, value in values.items() if value}
+            passthrough=self.environment_passthrough,
+            set_={name: value for name, value in values.items() if value},
         )
 
     def dump_argv(self, tool: str, credentials: str | None, snapshot_id: str | None = None) -> list[str]:
