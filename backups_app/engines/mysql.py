@@ -31,6 +31,7 @@ from typing import ClassVar
 from django.utils.translation import gettext as _
 
 from ..exceptions import RestoreFailed
+from .base import final_lines
 from .client import (
     ClientToolEngine,
     database_errors,
@@ -77,6 +78,13 @@ class MySQLDumpEngine(ClientToolEngine):
     restore_tools: ClassVar[tuple[str, ...]] = ("mariadb", "mysql")
     #: Where the client looks for its option files, when the deployment moves them.
     environment_passthrough: ClassVar[tuple[str, ...]] = ("MYSQL_HOME", "MARIADB_HOME")
+    #: The whole last line of a complete dump (`--skip-dump-date` drops the date).
+    completion_line = re.compile(rb"-- Dump completed( on \d{4}-\d\d-\d\d +\d{1,2}:\d\d:\d\d)?")
+
+    def is_complete(self, tail: bytes) -> bool:
+        """The dump's last non-empty line is exactly mysqldump's `-- Dump completed on <date>`."""
+        lines = final_lines(tail, 1)
+        return bool(lines) and self.completion_line.fullmatch(lines[-1].strip()) is not None
 
     def secrets(self) -> tuple[str, ...]:
         return (self.password, option_file_value(self.password)[1:-1])

@@ -32,6 +32,7 @@ from typing import IO, ClassVar
 from django.utils.translation import gettext as _
 
 from ..exceptions import RestoreFailed
+from .base import final_lines
 from .client import (
     CHUNK_BYTES,
     ClientToolEngine,
@@ -172,6 +173,17 @@ class PostgreSQLDumpEngine(ClientToolEngine):
         "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL", "PGGSSENCMODE",
         "PGSERVICEFILE", "PGSYSCONFDIR",
     )
+
+    def is_complete(self, tail: bytes) -> bool:
+        """The dump ends with pg_dump's closing comment block, then at most `\\unrestrict <key>`.
+
+        Newer pg_dump releases (17.6, 16.10, 15.14...) close a plain dump with `\\unrestrict`; older
+        ones end with the comment block itself.
+        """
+        lines = final_lines(tail, 4)
+        if lines and lines[-1].startswith(b"\\unrestrict "):
+            lines = lines[:-1]
+        return [line.strip() for line in lines[-3:]] == [b"--", b"-- " + self.completion_marker, b"--"]
 
     def secrets(self) -> tuple[str, ...]:
         escaped = self.password.replace("\\", "\\\\").replace(":", "\\:")

@@ -28,7 +28,7 @@ from django.utils.translation import gettext as _
 
 from backups_app.exceptions import DumpFailed, RestoreFailed
 
-from .base import DumpEngine
+from .base import DumpEngine, final_lines
 
 COMPLETION_MARKER = b"-- opsdesk SQLite dump completed"
 
@@ -147,6 +147,10 @@ class SQLiteDumpEngine(DumpEngine):
             if timer:
                 timer.cancel()
             connection.close()
+
+    def is_complete(self, tail: bytes) -> bool:
+        """The dump's transaction is closed (`COMMIT;`) and the marker is the very last line."""
+        return final_lines(tail, 2) == [b"COMMIT;", COMPLETION_MARKER]
 
     def table_row_counts(self) -> dict[str, int]:
         """Counts taken inside the last dump's snapshot (exact for that dump), else counted now."""
