@@ -18,7 +18,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.http import (
-    FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
@@ -37,12 +36,12 @@ from backups_app import liveness
 from backups_app.admin.base import AppendOnlyAdmin, ServiceWrittenAdmin
 from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
-from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.api.streaming import download_response
+from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request
 from backups_app.services.backup import (
     backup_delete,
-    backup_open,
     backup_queue,
     restore_queue,
 )
@@ -366,21 +365,23 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         if not self.has_download_permission(request):
             raise PermissionDenied
         record = self._good_record(pk)
+        filename = posixpath.basename(record.storage_name) or record.name
         try:
-            stream = backup_open(backup=record)
+            # The same streamed, checked download as the API's: a damaged or truncated file cuts
+            # the response instead of ending it cleanly.
+            response = download_response(backup=record, source=ADMIN, user=request.user, request=request,
+                                         filename=filename)
         except (BackupNotFound, FileNotFoundError) as error:
             audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
                       request=request, target=record.name, detail=str(error))
             raise Http404(gettext("The file of this backup is gone.")) from None
+        except RestoreRefused as error:
+            audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
+                      request=request, target=record.name, detail=str(error))
+            self.message_user(request, str(error), messages.ERROR)
+            return redirect(self._changelist_url())
         audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.SUCCESS, user=request.user,
                   request=request, target=record.name)
-        filename = posixpath.basename(record.storage_name) or record.name
-        # FileResponse streams the file in blocks: a backup of many gigabytes never sits in memory.
-        response = FileResponse(stream, as_attachment=True, filename=filename,
-                                content_type="application/octet-stream")
-        if record.size_bytes is not None:
-            response.headers["Content-Length"] = str(record.size_bytes)
-        response.headers["X-Backup-SHA256"] = record.sha256
         return response
 
     # --- Restore ----------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import re
 import socket
 import time
 from datetime import UTC, timedelta
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,9 +49,13 @@ from backups_app.manifest import (
 )
 from backups_app.models import BackupRecord, Compression, RestoreRecord, Trigger
 from backups_app.pipeline import (
+    CHUNK_SIZE,
     EXTENSIONS,
     DecompressingReader,
+    HashingReader,
     PendingFile,
+    UnsafeStoredFile,
+    open_regular_file,
     partial_path,
     stream_check,
     stream_to_storage,
@@ -449,17 +454,30 @@ def backup_queue(
 
 
 # --- Reading stored backups -----------------------------------------------------------------------
+def _open_local(storage: Storage, name: str) -> BinaryIO:
+    """One descriptor on the stored file, never through a symbolic link (storage.open follows them)."""
+    try:
+        path = storage.path(name)
+    except NotImplementedError:
+        return storage.open(name, "rb")
+    return open_regular_file(path)
+
+
 def backup_open(*, backup: BackupRecord) -> BinaryIO:
     """Open the stored file of `backup` for streaming (binary, read-only).
 
-    When the local file is gone, the offsite copy (S3) is read instead, if there is one.
+    When the local file is gone, the offsite copy (S3) is read instead, if there is one. A local name
+    that is a symbolic link or not a regular file raises `RestoreRefused`: it is never followed.
+    Callers that hand the bytes on read them through `backup_read` or `backup_chunks`, which check them.
     """
     if not backup.storage_name:
         raise BackupNotFound(_("Backup %(name)s has no stored file.") % {"name": backup.name})
     try:
-        return backup_storage().open(backup.storage_name, "rb")
+        return _open_local(backup_storage(), backup.storage_name)
     except FileNotFoundError:
         pass
+    except UnsafeStoredFile as error:
+        raise RestoreRefused(str(error)) from None
     # Retention area: fall back to the offsite copy (imported here: only then is boto3 loaded).
     from backups_app.services.offsite import offsite_open
 
@@ -467,6 +485,64 @@ def backup_open(*, backup: BackupRecord) -> BinaryIO:
         return offsite_open(backup=backup)
     except BackupNotFound:
         raise BackupNotFound(_("The file of backup %(name)s is missing from storage.") % {"name": backup.name}) from None
+
+
+def _refuse_unchecked(backup: BackupRecord) -> None:
+    if not backup.sha256:
+        raise RestoreRefused(
+            _("Backup %(name)s has no recorded SHA-256; its bytes cannot be checked, so it is not used.")
+            % {"name": backup.name}
+        )
+
+
+def backup_open_checked(*, backup: BackupRecord) -> HashingReader:
+    """The stored file as a `HashingReader`: the end of the file raises `ChecksumMismatch` unless its
+    bytes are exactly the recorded ones. A backup without a recorded SHA-256 is refused."""
+    _refuse_unchecked(backup)
+    return HashingReader(backup_open(backup=backup), sha256=backup.sha256, size_bytes=backup.size_bytes,
+                         name=backup.name)
+
+
+@contextmanager
+def backup_read(*, backup: BackupRecord, engine: DumpEngine) -> Iterator[DecompressingReader]:
+    """The plain dump of `backup`, checked while it is read: what a restore feeds its engine.
+
+    One descriptor, read once: the compressed bytes are hashed as they are decompressed and handed
+    on. The read that reaches the end raises `ChecksumMismatch` instead of returning b"" when the
+    SHA-256, size, compressed stream end, decompressed size or completion marker is wrong; an engine
+    that commits only after a clean end of input therefore never commits other bytes than those
+    recorded. After the engine returns, `reader.verified` says whether it read that clean end.
+    """
+    checked = backup_open_checked(backup=backup)
+    with DecompressingReader(
+        checked, compression=backup.compression, is_complete=engine.is_complete,
+        raw_size_bytes=backup.raw_size_bytes, name=backup.name,
+    ) as plain:
+        yield plain
+
+
+def backup_chunks(*, backup: BackupRecord) -> Iterator[bytes]:
+    """The stored file's bytes for a download, each chunk sent only once the next one was read.
+
+    The last chunk is held back until the whole file matched its SHA-256 and size: a damaged,
+    swapped or truncated file raises `ChecksumMismatch` instead of ending cleanly, so the response
+    is cut and the client sees an error (fewer bytes than Content-Length), never a short body that
+    looks complete. Opening errors (`BackupNotFound`, `RestoreRefused`) are raised before the first
+    chunk, so callers can answer them with a status code.
+    """
+    checked = backup_open_checked(backup=backup)
+
+    def chunks() -> Iterator[bytes]:
+        with checked:
+            pending = b""
+            while chunk := checked.read(CHUNK_SIZE):
+                if pending:
+                    yield pending
+                pending = chunk
+            if pending:
+                yield pending
+
+    return chunks()
 
 
 def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> None:
@@ -477,6 +553,7 @@ def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> N
             _("Backup %(name)s is %(status)s, not a successful backup; it cannot be restored.")
             % {"name": backup.name, "status": backup.get_status_display()}
         )
+    _refuse_unchecked(backup)
     try:
         with backup_open(backup=backup) as stored:
             try:
@@ -502,6 +579,15 @@ def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> N
 
 
 # --- Restore --------------------------------------------------------------------------------------
+def _require_read_to_the_end(plain: DecompressingReader, backup: BackupRecord) -> None:
+    """An engine that returned without reading the checked end did not restore checked bytes."""
+    if not plain.verified:
+        raise ChecksumMismatch(
+            _("The restore stopped reading backup %(name)s before its end, so its bytes were not all "
+              "checked.") % {"name": backup.name}
+        )
+
+
 def _reattach_after_ops_restore(restore: RestoreRecord) -> RestoreRecord:
     """The ops database was replaced: rebuild backup records from the manifests and put the restore's
     own record back (the restored tables predate it)."""
@@ -588,13 +674,18 @@ def backup_restore(
                     ) from None
                 restore.safety_backup = safety
                 restore.save(update_fields=["safety_backup"])
+            plain: DecompressingReader | None = None
             try:
-                with DecompressingReader(backup_open(backup=backup), compression=backup.compression) as plain:
+                # The final gate: the very bytes fed to the engine are checked as it reads them.
+                with backup_read(backup=backup, engine=engine) as plain:
                     engine.restore(plain)
+                    _require_read_to_the_end(plain, backup)
             except Exception as error:  # noqa: BLE001 - reported with the way back
                 if database == "default":
                     restore = _reattach_after_ops_restore(restore)
-                message = _error_text(error, engine)
+                # The engine may report its stopped tool; the reader knows the real cause.
+                cause = plain.error if plain is not None and isinstance(plain.error, ChecksumMismatch) else error
+                message = _error_text(cause, engine)
                 if restore.safety_backup_id:
                     message = _(
                         "%(error)s. The database may be partly restored: restore the safety backup "
@@ -716,6 +807,7 @@ def backups_sync() -> dict[str, int]:
 
 
 __all__ = [
-    "backup_check", "backup_create", "backup_delete", "backup_open", "backup_queue",
+    "backup_check", "backup_chunks", "backup_create", "backup_delete", "backup_open",
+    "backup_open_checked", "backup_queue", "backup_read",
     "backup_restore", "backups_mark_interrupted", "backups_sync", "restore_queue",
 ]
