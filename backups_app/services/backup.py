@@ -764,15 +764,65 @@ def backup_delete(*, backup: BackupRecord, user=None, source: str) -> None:
     audit_log(action="delete", source=source, outcome="success", user=user, target=name)
 
 
+def _compression_of(name: str) -> str:
+    """The compression a stored file's name says; checked by decompressing it before any use."""
+    for compression, extension in EXTENSIONS.items():
+        if extension and name.endswith(extension):
+            return compression
+    return Compression.NONE
+
+
+def _untrusted_record_fields(data: dict) -> dict:
+    """A record for a manifest without our signature: its claims are shown, never used.
+
+    No SHA-256, sizes or user are taken over; the status keeps it from being restored, verified,
+    downloaded or counted as good until a superuser adopts it, which re-reads the file itself.
+    """
+    def claim(field: str, length: int) -> str:
+        value = data.get(field)
+        return str(value)[:length] if isinstance(value, (str, int)) else ""
+
+    created = data.get("created_at") if hasattr(data.get("created_at"), "tzinfo") else None
+    if created is not None and created.tzinfo is None:
+        created = None
+    trigger = data.get("trigger") if data.get("trigger") in Trigger.values else Trigger.CLI
+    return {
+        "database": claim("database", 100), "engine": claim("engine", 50), "trigger": trigger,
+        "kind": BackupRecord.Kind.REGULAR, "status": BackupRecord.Status.UNTRUSTED,
+        "compression": _compression_of(data["name"]), "created_at": created or timezone.now(),
+        "storage_name": data["name"], "sha256": "",
+        "error_message": _(
+            "Found in storage with a manifest that opsdesk did not sign (or whose signature does not "
+            "match). Its claims (database %(database)s, engine %(engine)s, SHA-256 %(sha256)s) are not "
+            "trusted: it cannot be restored, verified or downloaded until a superuser adopts it."
+        ) % {"database": claim("database", 100) or "?", "engine": claim("engine", 50) or "?",
+             "sha256": claim("sha256", 64) or "?"},
+    }
+
+
+def _trusted_record_fields(data: dict, users) -> dict:
+    fields = record_fields_from_manifest(data)
+    fields["storage_name"] = data["name"]
+    fields["user"] = users.filter(**{users.model.USERNAME_FIELD: data["user"]}).first() if data.get("user") else None
+    fields["error_message"] = ""
+    return fields
+
+
+#: Records a signed manifest may complete: the ops database was saved while that backup ran.
+SYNC_UPGRADABLE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING, BackupRecord.Status.UNTRUSTED)
+
+
 def backups_sync() -> dict[str, int]:
     """Rebuild backup records from the manifests in the backup storage.
 
-    A manifest whose file is missing is skipped (its backup never completed or was deleted). A record
-    that exists but is not `success` (running/interrupted in a restored ops database) takes the
-    manifest's values; good records are left alone. Returns counts: created, updated, skipped.
+    Only a manifest signed by opsdesk (manifest.py) is believed: it creates a `success` record, or
+    completes one that was `queued`, `running` or `untrusted`. A failed, interrupted or good record
+    is never changed. A manifest without a valid signature creates an `untrusted` record (when no
+    record has that name) and changes nothing else. A manifest whose file is missing is skipped.
+    Returns counts: created, updated, skipped, untrusted.
     """
     storage = backup_storage()
-    counts = {"created": 0, "updated": 0, "skipped": 0}
+    counts = {"created": 0, "updated": 0, "skipped": 0, "untrusted": 0}
     try:
         _directories, files = storage.listdir("")
     except FileNotFoundError:
@@ -783,31 +833,83 @@ def backups_sync() -> dict[str, int]:
     for manifest_file in sorted(f for f in files if f.endswith(MANIFEST_SUFFIX) and not f.startswith(".")):
         try:
             data = manifest_read(storage=storage, name=manifest_file)
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, BackupError) as error:
             logger.warning("Skipping %s: %s", manifest_file, error)
             counts["skipped"] += 1
             continue
-        if not storage.exists(data["name"]):
+        name = data["name"]
+        if not storage.exists(name) or (data["signed"] and data.get("status") != BackupRecord.Status.SUCCESS):
             counts["skipped"] += 1
             continue
-        fields = record_fields_from_manifest(data)
-        fields["storage_name"] = data["name"]
-        fields["user"] = users.filter(**{users.model.USERNAME_FIELD: data["user"]}).first() if data.get("user") else None
-        fields["error_message"] = ""
-        existing = BackupRecord.objects.filter(name=data["name"]).first()
+        existing = BackupRecord.objects.filter(name=name).first()
+        if not data["signed"]:
+            counts["untrusted"] += 1
+            logger.warning("Manifest %s is not signed by opsdesk; its backup is listed as untrusted.", manifest_file)
+            if existing is None:
+                BackupRecord.objects.create(name=name, **_untrusted_record_fields(data))
+                counts["created"] += 1
+            continue
+        fields = _trusted_record_fields(data, users)
         if existing is None:
-            BackupRecord.objects.create(name=data["name"], **fields)
+            BackupRecord.objects.create(name=name, **fields)
             counts["created"] += 1
-        elif existing.status != BackupRecord.Status.SUCCESS:
-            for field, value in fields.items():
-                setattr(existing, field, value)
-            existing.save()
+        elif BackupRecord.objects.filter(pk=existing.pk, status__in=SYNC_UPGRADABLE).update(**fields):
             counts["updated"] += 1
     return counts
 
 
+def backup_adopt(*, backup: BackupRecord, source: str, user=None, database: str | None = None) -> BackupRecord:
+    """Trust an `untrusted` backup after a superuser looked at it; audited.
+
+    Nothing its manifest claimed is kept: the file is read (never through a symlink) and must
+    decompress to its end and carry `database`'s engine completion marker; its SHA-256, sizes and
+    engine come from that read and from the configured alias (default: the claimed one). A new
+    signed manifest replaces the unsigned one. `user` None is the command line (an operating-system
+    account on the server); any other user must be a superuser.
+    """
+    target = f"{backup.name} -> {database or backup.database}"
+
+    def refuse(message: str) -> BackupError:
+        audit_log(action="adopt", source=source, outcome="refused", user=user, actor=_actor(source, user),
+                  target=target, detail=message)
+        return RestoreRefused(message)
+
+    if user is not None and not user.is_superuser:
+        raise refuse(_("Only a superuser can adopt an untrusted backup."))
+    if backup.status != BackupRecord.Status.UNTRUSTED:
+        raise refuse(_("Backup %(name)s is %(status)s, not untrusted; there is nothing to adopt.")
+                     % {"name": backup.name, "status": backup.get_status_display()})
+    database = database or backup.database
+    try:
+        engine = get_engine(database)
+    except ImproperlyConfigured as error:
+        raise refuse(str(error)) from None
+    compression = _compression_of(backup.storage_name or backup.name)
+    try:
+        with backup_open(backup=backup) as stored:
+            check = stream_check(stored, compression=compression)
+    except BackupError as error:
+        raise refuse(_("Backup %(name)s cannot be adopted: %(error)s.") % {"name": backup.name, "error": error}) from None
+    if not check.stream_complete or not engine.is_complete(check.tail):
+        raise refuse(_("Backup %(name)s is not a complete %(engine)s dump (its stream end or completion "
+                       "marker is missing); it cannot be adopted.") % {"name": backup.name, "engine": engine.vendor})
+    backup.database, backup.engine, backup.compression = database, engine.vendor, compression
+    backup.sha256, backup.size_bytes, backup.raw_size_bytes = check.sha256, check.size_bytes, check.raw_size_bytes
+    backup.status = BackupRecord.Status.SUCCESS
+    backup.verification_status = BackupRecord.VerificationStatus.UNVERIFIED
+    backup.table_row_counts, backup.tool_versions = {}, {}
+    backup.error_message = ""
+    storage = backup_storage()
+    _delete_quietly(storage, manifest_name(backup.name))
+    manifest_write(storage=storage, record=backup)
+    backup.save()
+    audit_log(action="adopt", source=source, outcome="success", user=user, actor=_actor(source, user),
+              target=target, detail=f"{check.size_bytes} bytes, sha256 {check.sha256}")
+    return backup
+
+
 __all__ = [
-    "backup_check", "backup_chunks", "backup_create", "backup_delete", "backup_open",
+    "backup_adopt", "backup_check", "backup_chunks", "backup_create", "backup_delete", "backup_open",
     "backup_open_checked", "backup_queue", "backup_read",
     "backup_restore", "backups_mark_interrupted", "backups_sync", "restore_queue",
 ]
