@@ -23,7 +23,7 @@ from django.core.files.storage import Storage
 from django.utils.crypto import salted_hmac
 
 from backups_app.models import BackupRecord
-from backups_app.pipeline import open_regular_file, write_small_file
+from backups_app.pipeline import open_stored, write_small_file
 
 MANIFEST_FORMAT = 1
 MANIFEST_SUFFIX = ".json"
@@ -91,20 +91,12 @@ def manifest_write(*, storage: Storage, record: BackupRecord, file_name: str | N
     write_small_file(storage, manifest_name(file_name or record.name), content)
 
 
-def _open(storage: Storage, name: str):
-    try:
-        path = storage.path(name)
-    except NotImplementedError:
-        return storage.open(name, "rb")
-    return open_regular_file(path)  # never through a symlink planted in the folder
-
-
 def manifest_read(*, storage: Storage, name: str) -> dict[str, Any]:
     """Parse one manifest; ValueError when it is not a manifest (signed or not) of this format.
 
     `data["signed"]` says whether its signature is ours; only then are its claims to be believed.
     """
-    with _open(storage, name) as handle:
+    with open_stored(storage, name) as handle:  # never through a planted symlink
         data = json.loads(handle.read(1 << 20))
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("name"), str):
         raise ValueError(f"{name} is not an opsdesk backup manifest")

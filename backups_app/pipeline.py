@@ -210,6 +210,15 @@ def open_regular_file(path: Path | str) -> BinaryIO:
         raise
 
 
+def open_stored(storage: Storage, name: str) -> BinaryIO:
+    """Open `name` of a storage for reading; a local one never through a symbolic link."""
+    try:
+        path = storage.path(name)
+    except NotImplementedError:
+        return storage.open(name, "rb")
+    return open_regular_file(path)
+
+
 class LocalStorageTarget(StorageTarget):
     """Temporary file beside the final one, fsync, then an atomic link to the final name.
 

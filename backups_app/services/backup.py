@@ -55,7 +55,7 @@ from backups_app.pipeline import (
     HashingReader,
     PendingFile,
     UnsafeStoredFile,
-    open_regular_file,
+    open_stored,
     partial_path,
     stream_check,
     stream_to_storage,
@@ -454,15 +454,6 @@ def backup_queue(
 
 
 # --- Reading stored backups -----------------------------------------------------------------------
-def _open_local(storage: Storage, name: str) -> BinaryIO:
-    """One descriptor on the stored file, never through a symbolic link (storage.open follows them)."""
-    try:
-        path = storage.path(name)
-    except NotImplementedError:
-        return storage.open(name, "rb")
-    return open_regular_file(path)
-
-
 def backup_open(*, backup: BackupRecord) -> BinaryIO:
     """Open the stored file of `backup` for streaming (binary, read-only).
 
@@ -473,7 +464,7 @@ def backup_open(*, backup: BackupRecord) -> BinaryIO:
     if not backup.storage_name:
         raise BackupNotFound(_("Backup %(name)s has no stored file.") % {"name": backup.name})
     try:
-        return _open_local(backup_storage(), backup.storage_name)
+        return open_stored(backup_storage(), backup.storage_name)
     except FileNotFoundError:
         pass
     except UnsafeStoredFile as error:
