@@ -11,7 +11,6 @@ before the first byte.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils.http import content_disposition_header
@@ -24,21 +23,6 @@ from backups_app.services.backup import backup_chunks
 logger = logging.getLogger("backups_app.api")
 
 
-def _audited_on_mismatch(
-    chunks: Iterator[bytes], *, backup: BackupRecord, source: str, user, actor: str, request: HttpRequest | None
-) -> Iterator[bytes]:
-    try:
-        yield from chunks
-    except ChecksumMismatch as error:
-        audit_log(action="download", source=source, outcome=AuditEntry.Outcome.FAILURE, user=user,
-                  actor=actor, request=request, target=backup.name,
-                  detail=f"{error}; download cut short")
-        logger.error("Backup %s does not match its recorded SHA-256; download aborted", backup.name)
-        raise
-    finally:
-        chunks.close()
-
-
 def download_response(
     *, backup: BackupRecord, source: str, user=None, actor: str = "", request: HttpRequest | None = None,
     filename: str | None = None,
@@ -48,10 +32,14 @@ def download_response(
     Raises `BackupNotFound` (file gone) or `RestoreRefused` (no checksum, a symbolic link or
     another non-regular file in its place) before anything is sent.
     """
-    chunks = backup_chunks(backup=backup)
+    def audit_mismatch(error: ChecksumMismatch) -> None:
+        audit_log(action="download", source=source, outcome=AuditEntry.Outcome.FAILURE, user=user,
+                  actor=actor, request=request, target=backup.name, detail=f"{error}; download cut short")
+        logger.error("Backup %s does not match its recorded SHA-256; download aborted", backup.name)
+
+    # The iterator's close() (called by the server when the response ends) closes the file.
     response = StreamingHttpResponse(
-        _audited_on_mismatch(chunks, backup=backup, source=source, user=user, actor=actor, request=request),
-        content_type="application/octet-stream",
+        backup_chunks(backup=backup, on_mismatch=audit_mismatch), content_type="application/octet-stream",
     )
     response["Content-Disposition"] = content_disposition_header(True, filename or backup.name)
     if backup.size_bytes is not None:

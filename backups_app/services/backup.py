@@ -512,28 +512,55 @@ def backup_read(*, backup: BackupRecord, engine: DumpEngine) -> Iterator[Decompr
         yield plain
 
 
-def backup_chunks(*, backup: BackupRecord) -> Iterator[bytes]:
-    """The stored file's bytes for a download, each chunk sent only once the next one was read.
+class CheckedChunks:
+    """An iterator over a stored file's chunks that closes the file even if never iterated.
 
-    The last chunk is held back until the whole file matched its SHA-256 and size: a damaged,
-    swapped or truncated file raises `ChecksumMismatch` instead of ending cleanly, so the response
-    is cut and the client sees an error (fewer bytes than Content-Length), never a short body that
-    looks complete. Opening errors (`BackupNotFound`, `RestoreRefused`) are raised before the first
-    chunk, so callers can answer them with a status code.
+    Each chunk is handed out only once the next one was read, so the last one is held back until
+    the end matched (HashingReader raises there). `on_mismatch(error)` runs before the error
+    propagates (the download audits it).
     """
-    checked = backup_open_checked(backup=backup)
 
-    def chunks() -> Iterator[bytes]:
-        with checked:
-            pending = b""
-            while chunk := checked.read(CHUNK_SIZE):
+    def __init__(self, checked: HashingReader, on_mismatch: Callable[[ChecksumMismatch], None] | None = None) -> None:
+        self.checked = checked
+        self.on_mismatch = on_mismatch
+        self._chunks = self._generate()
+
+    def _generate(self) -> Iterator[bytes]:
+        pending = b""
+        try:
+            while chunk := self.checked.read(CHUNK_SIZE):
                 if pending:
                     yield pending
                 pending = chunk
-            if pending:
-                yield pending
+        except ChecksumMismatch as error:
+            if self.on_mismatch is not None:
+                self.on_mismatch(error)
+            raise
+        if pending:
+            yield pending
 
-    return chunks()
+    def __iter__(self) -> CheckedChunks:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+        self.checked.close()
+
+
+def backup_chunks(
+    *, backup: BackupRecord, on_mismatch: Callable[[ChecksumMismatch], None] | None = None
+) -> CheckedChunks:
+    """The stored file's bytes for a download, checked on the way (see `CheckedChunks`).
+
+    A damaged, swapped or truncated file raises `ChecksumMismatch` instead of ending cleanly, so the
+    response is cut and the client sees an error (fewer bytes than Content-Length), never a short
+    body that looks complete. Opening errors (`BackupNotFound`, `RestoreRefused`) are raised before
+    the first chunk, so callers can answer them with a status code.
+    """
+    return CheckedChunks(backup_open_checked(backup=backup), on_mismatch)
 
 
 def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> None:

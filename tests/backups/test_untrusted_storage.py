@@ -278,3 +278,20 @@ def test_backup_dir_empty_or_served_is_a_system_check_error(settings, where):
 def test_a_separate_backup_dir_passes_the_system_check(backup_dir):
     assert not [message for message in checks.run_checks(tags=[checks.Tags.security])
                 if message.id.startswith("backups_app.")]
+
+
+def test_a_fifo_or_a_symlink_at_the_backup_name_is_refused_without_hanging(sqlite_alias, tmp_path):
+    record = backup_create(database="app", trigger=Trigger.CLI)
+    before = snapshot(sqlite_alias)
+    stored = Path(storages["backups"].path(record.storage_name))
+    real = tmp_path / "moved-away.sql.gz"
+    os.replace(stored, real)
+    os.mkfifo(stored)  # opening it for reading would block forever
+    with pytest.raises(RestoreRefused, match="not a regular file"):
+        backup_restore(backup=record, trigger=Trigger.CLI, safety_backup=False)
+    stored.unlink()
+    stored.symlink_to(real)  # the right bytes, but through a link: still refused
+    RestoreRecord.objects.all().delete()
+    with pytest.raises(RestoreRefused, match="symbolic link"):
+        backup_restore(backup=record, trigger=Trigger.CLI, safety_backup=False)
+    assert snapshot(sqlite_alias) == before
