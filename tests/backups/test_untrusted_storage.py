@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import sqlite3
 import stat
@@ -29,7 +28,8 @@ from backups_app.services import verify as verify_service
 from backups_app.services.backup import backup_create, backup_restore
 from backups_app.services.verify import backup_verify
 
-from .admin_fixtures import operator, store_backup  # noqa: F401 - a fixture
+from .admin_fixtures import *  # noqa: F401,F403 - the operator fixture
+from .admin_fixtures import store_backup
 from .conftest import PROJECT_ROOT, snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
