@@ -55,6 +55,35 @@ class _GeneratorReader(io.RawIOBase):
         return size
 
 
+_ROW_INSERT = 'INSERT INTO "'
+
+
+def _identifier_end(statement: str, start: int) -> int:
+    """Index just past the double-quoted identifier that starts at `start` ("" is an escaped ")."""
+    position = start
+    while True:
+        position = statement.index('"', position)
+        if statement.startswith('""', position):
+            position += 2
+            continue
+        return position + 1
+
+
+def _on_one_line(statement: str) -> str:
+    """A row's INSERT with the line breaks of its text values spelled char(10) / char(13).
+
+    iterdump() writes text values as they are, line breaks included, so a row could carry lines
+    that look like the dump's own ending (`COMMIT;`, the marker); on one line, only the real ending
+    can be the dump's last lines (the sqlite3 shell's .dump does the same). After the quoted table
+    name a row's INSERT holds nothing but quote()d literals, so every line break is inside a string.
+    """
+    if not statement.startswith(_ROW_INSERT) or ("\n" not in statement and "\r" not in statement):
+        return statement
+    end = _identifier_end(statement, len(_ROW_INSERT))
+    values = statement[end:].replace("\r", "'||char(13)||'").replace("\n", "'||char(10)||'")
+    return statement[:end] + values
+
+
 def _batched(lines: Iterator[str], batch_bytes: int = 1 << 20) -> Iterator[bytes]:
     """Join dump lines into ~1 MiB blocks: one Python call per line would dominate the cost."""
     parts: list[str] = []
@@ -132,7 +161,7 @@ class SQLiteDumpEngine(DumpEngine):
 
             def parts() -> Iterator[bytes]:
                 yield f"-- opsdesk SQLite dump of database alias {self.alias}\n".encode()
-                yield from _batched(connection.iterdump())
+                yield from _batched(map(_on_one_line, connection.iterdump()))
                 yield COMPLETION_MARKER + b"\n"
 
             if timer:
@@ -149,7 +178,10 @@ class SQLiteDumpEngine(DumpEngine):
             connection.close()
 
     def is_complete(self, tail: bytes) -> bool:
-        """The dump's transaction is closed (`COMMIT;`) and the marker is the very last line."""
+        """The dump's transaction is closed (`COMMIT;`) and the marker is the very last line.
+
+        Rows never span lines (`_on_one_line`), so no row's text can end the dump this way.
+        """
         return final_lines(tail, 2) == [b"COMMIT;", COMPLETION_MARKER]
 
     def table_row_counts(self) -> dict[str, int]:

@@ -5,6 +5,7 @@ search in the last 8 KiB. Each engine's real dump is cut right after such a row'
 """
 from __future__ import annotations
 
+import io
 import sqlite3
 
 import pytest
@@ -64,20 +65,28 @@ def test_postgresql_dump_cut_inside_a_row_holding_the_marker_is_incomplete(postg
 
 
 def test_sqlite_dump_cut_inside_a_row_holding_the_marker_is_refused(sqlite_alias):
+    forged = "x\nCOMMIT;\n-- opsdesk SQLite dump completed\n"
     connection = sqlite3.connect(sqlite_alias)
     connection.execute("CREATE TABLE notes (id integer primary key, body text)")
-    connection.execute("INSERT INTO notes VALUES (1, ?)", ["evil"])
-    connection.execute("INSERT INTO notes VALUES (2, ?)", ["x\nCOMMIT;\n-- opsdesk SQLite dump completed"])
+    connection.execute("INSERT INTO notes VALUES (1, ?)", [forged])
+    connection.execute("INSERT INTO notes VALUES (2, ?)", ["after\r\nit's"])
     connection.commit()
     connection.close()
     engine = get_engine("app")
     with engine.dump() as stream:
         dump = stream.read()
     assert engine.is_complete(dump[-8192:])
+    # Rows stay on one line: the forged ending is not a line of its own anywhere in the dump.
+    assert dump.count(b"\n-- opsdesk SQLite dump completed\n") == 1
     index = dump.index(b"-- opsdesk SQLite dump completed")
-    # SQLite keeps the row's newlines: the cut ends with the very lines of a real ending, only the
-    # closing quote and parenthesis are missing.
-    assert not engine.is_complete(dump[: index + len(b"-- opsdesk SQLite dump completed")][-8192:])
+    for cut in (index + len(b"-- opsdesk SQLite dump completed"), index + len(b"-- opsdesk SQLite dump completed") + 1):
+        assert not engine.is_complete(dump[:cut][-8192:])
+    # And the values come back exactly, line breaks included.
+    with engine.scratch_engine() as scratch:
+        scratch.restore(io.BytesIO(dump))
+        restored = sqlite3.connect(scratch.database_name)
+        assert restored.execute("SELECT body FROM notes ORDER BY id").fetchall() == [(forged,), ("after\r\nit's",)]
+        restored.close()
 
 
 def test_a_dump_that_dies_inside_a_row_holding_the_marker_is_a_failed_backup(fake_alias):
