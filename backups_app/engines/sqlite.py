@@ -77,7 +77,7 @@ def _on_one_line(statement: str) -> str:
     can be the dump's last lines (the sqlite3 shell's .dump does the same). After the quoted table
     name a row's INSERT holds nothing but quote()d literals, so every line break is inside a string.
     """
-    if not statement.startswith(_ROW_INSERT) or ("\n" not in statement and "\r" not in statement):
+    if not statement.startswith(_ROW_INSERT) or "\n" not in statement:
         return statement
     end = _identifier_end(statement, len(_ROW_INSERT))
     values = statement[end:].replace("\r", "'||char(13)||'").replace("\n", "'||char(10)||'")
@@ -85,10 +85,15 @@ def _on_one_line(statement: str) -> str:
 
 
 def _batched(lines: Iterator[str], batch_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """Join dump lines into ~1 MiB blocks: one Python call per line would dominate the cost."""
+    """Join dump lines into ~1 MiB blocks: one Python call per line would dominate the cost.
+
+    Row INSERTs holding line breaks are put on one line (`_on_one_line`) on the way.
+    """
     parts: list[str] = []
     size = 0
     for line in lines:
+        if "\n" in line:  # rare: the call is made only for rows that span lines
+            line = _on_one_line(line)
         parts.append(line)
         parts.append("\n")
         size += len(line) + 1
@@ -161,7 +166,7 @@ class SQLiteDumpEngine(DumpEngine):
 
             def parts() -> Iterator[bytes]:
                 yield f"-- opsdesk SQLite dump of database alias {self.alias}\n".encode()
-                yield from _batched(map(_on_one_line, connection.iterdump()))
+                yield from _batched(connection.iterdump())
                 yield COMPLETION_MARKER + b"\n"
 
             if timer:
