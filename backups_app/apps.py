@@ -8,6 +8,12 @@ class BackupsConfig(AppConfig):
     verbose_name = _("Backups")
 
     def ready(self) -> None:
+        from django.core import checks as django_checks
+
+        from .checks import check_backup_dir
+
+        django_checks.register(check_backup_dir, django_checks.Tags.security)
+
         # Admin area: dashboard cache invalidation and failure alerts react to finished backups.
         from django.db.models.signals import post_delete
 

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -123,11 +124,24 @@ def _write_holder(fd: int, holder: dict | None) -> None:
         os.write(fd, json.dumps(holder).encode())
 
 
+def _open_lock_file(path, flags: int) -> int:
+    """Open a lock file without following a symlink planted in its place; 0600 whatever the umask."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextmanager
 def _file_lock(alias: str, operation: str) -> Iterator[None]:
     path = lock_path(alias)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
     try:
         if not _try_lock(fd):
             raise _refusal(alias, _read_holder(fd))
@@ -146,7 +160,7 @@ def _file_is_locked(alias: str) -> bool:
     path = lock_path(alias)
     if not path.exists():
         return False
-    fd = os.open(path, os.O_RDWR)
+    fd = _open_lock_file(path, os.O_RDWR)
     try:
         return not _try_lock(fd)
     finally:

@@ -31,6 +31,9 @@ class BackupRecord(models.Model):
         INTERRUPTED = "interrupted", _("interrupted")
         # Cancelled by staff while it waited in the queue: it never ran.
         CANCELLED = "cancelled", _("cancelled")
+        # Found in storage by sync_backups without a valid signature: never restored, verified or
+        # downloaded until a superuser adopts it (backup_adopt).
+        UNTRUSTED = "untrusted", _("untrusted (unsigned manifest)")
 
     class Kind(models.TextChoices):
         REGULAR = "regular", _("regular")

@@ -12,12 +12,21 @@ written to disk and read back: the file is written once, already compressed.
 A file only ever appears under its final name after it was completely written and fsynced; a failed
 or killed run leaves at most a hidden `.<name>.partial` temporary, which the failure path deletes
 (and `backups_mark_interrupted` deletes after a kill -9).
+
+The backup folder is writable by others too (docs/FAULTS.md: storage written by someone else):
+nothing here follows a symbolic link. Temporary files are created with O_EXCL|O_NOFOLLOW, the final
+name must end up being our own inode, and stored files are read through one descriptor opened with
+O_NOFOLLOW that must be a regular file. Reading back, `HashingReader` and `DecompressingReader` check
+the very bytes handed on: at the end of the file they raise `ChecksumMismatch` *instead of* returning
+the final empty read, so a consumer that acts only on a clean end of input never acts on bad bytes.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
+import stat
 import tempfile
 import threading
 import time
@@ -31,7 +40,7 @@ from django.core.files import File
 from django.core.files.storage import Storage
 from django.utils.translation import gettext as _
 
-from backups_app.exceptions import BackupError, DumpFailed
+from backups_app.exceptions import BackupError, ChecksumMismatch, DumpFailed
 
 CHUNK_SIZE = 1 << 20
 # Chunks waiting between the reader and the writer: bounds memory at about this many MiB.
@@ -144,18 +153,87 @@ def partial_path(final_path: Path) -> Path:
     return final_path.with_name(f".{final_path.name}.partial")
 
 
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIRECTORY_MODE = 0o700
+
+
+def private_directory(path: Path) -> None:
+    """Create `path` (and parents) owner-only whatever the umask; an existing one is left as it is."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIRECTORY_MODE)
+        os.chmod(path, PRIVATE_DIRECTORY_MODE)
+
+
+def create_private_file(path: Path) -> int:
+    """A new, empty file only we can read, created without following a link; its descriptor.
+
+    Whatever stands at `path` beforehand (a stale temporary of a killed run, or a symlink or file
+    planted by whoever else can write into the folder) is unlinked, never written through; if
+    something is put there again in between, creating fails (O_EXCL) rather than share the name.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        os.unlink(path)  # removes a symlink itself, not its target
+        descriptor = os.open(path, flags, PRIVATE_FILE_MODE)
+    os.fchmod(descriptor, PRIVATE_FILE_MODE)  # umask-independent
+    return descriptor
+
+
+class UnsafeStoredFile(BackupError):
+    """A stored name is a symbolic link, a device, a FIFO or a directory instead of a regular file."""
+
+
+def open_regular_file(path: Path | str) -> BinaryIO:
+    """Open a stored file for reading through one descriptor, never following a symbolic link.
+
+    O_NONBLOCK keeps a planted FIFO from hanging the open; fstat then proves that this very
+    descriptor is a regular file. Raises FileNotFoundError or UnsafeStoredFile.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink
+            raise UnsafeStoredFile(
+                _("%(name)s is a symbolic link; stored files are never followed") % {"name": Path(path).name}
+            ) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UnsafeStoredFile(_("%(name)s is not a regular file") % {"name": Path(path).name})
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def open_stored(storage: Storage, name: str) -> BinaryIO:
+    """Open `name` of a storage for reading; a local one never through a symbolic link."""
+    try:
+        path = storage.path(name)
+    except NotImplementedError:
+        return storage.open(name, "rb")
+    return open_regular_file(path)
+
+
 class LocalStorageTarget(StorageTarget):
     """Temporary file beside the final one, fsync, then an atomic link to the final name.
 
     os.link (then unlink of the temporary) rather than os.replace: it fails instead of silently
-    overwriting when a file already has the final name.
+    overwriting when a file already has the final name. The temporary is created O_EXCL|O_NOFOLLOW,
+    0600, and after the link the final name must be our own inode: a temporary swapped for a
+    symlink between our write and the link is caught there.
     """
 
     def __init__(self, storage: Storage, name: str) -> None:
         self.final_path = Path(storage.path(name))
         self.temporary_path = partial_path(self.final_path)
-        self.final_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._fd = os.open(self.temporary_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        private_directory(self.final_path.parent)
+        self._fd = create_private_file(self.temporary_path)
+        self._identity = _identity(os.fstat(self._fd))
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -165,10 +243,18 @@ class LocalStorageTarget(StorageTarget):
 
     def commit(self) -> None:
         os.fsync(self._fd)
+        os.link(self.temporary_path, self.final_path, follow_symlinks=False)
+        try:
+            if _identity(os.lstat(self.final_path)) != self._identity:
+                raise DumpFailed(
+                    _("%(name)s was replaced while it was being written") % {"name": self.final_path.name}
+                )
+        except BaseException:
+            self.final_path.unlink(missing_ok=True)
+            raise
         os.close(self._fd)
         self._fd = None
-        os.link(self.temporary_path, self.final_path)
-        os.unlink(self.temporary_path)
+        self.temporary_path.unlink(missing_ok=True)
         directory = os.open(self.final_path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)  # makes the new directory entry itself durable
@@ -183,6 +269,10 @@ class LocalStorageTarget(StorageTarget):
                 pass
             self._fd = None
         self.temporary_path.unlink(missing_ok=True)
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
 
 
 class SpooledStorageTarget(StorageTarget):
@@ -387,6 +477,67 @@ def stream_check(stored: BinaryIO, *, compression: str) -> CheckResult:
     )
 
 
+class HashingReader:
+    """A stored file read once, its bytes hashed and counted on the way to whoever reads them.
+
+    At the end of the file it compares the SHA-256 and size with those recorded when the backup was
+    written and raises `ChecksumMismatch` *instead of* returning the final empty read; it raises as
+    soon as more bytes than recorded arrive. So a consumer that acts only after a clean end of
+    input (PostgreSQL's COMMIT, MariaDB's RENAME, SQLite's copy, a download's last chunk) never acts
+    on bytes other than the ones recorded. `verified` is True once the end was reached and matched.
+    An empty recorded checksum never matches: such a file is not trusted.
+    """
+
+    def __init__(self, stored: BinaryIO, *, sha256: str, size_bytes: int | None, name: str = "") -> None:
+        self.stored = stored
+        self.expected_sha256 = sha256
+        self.expected_size = size_bytes
+        self.name = name
+        self.digest = hashlib.sha256()
+        self.size_bytes = 0
+        self.verified = False
+
+    def _mismatch(self, reason: str) -> ChecksumMismatch:
+        return ChecksumMismatch(
+            _("Backup %(name)s does not match what was recorded when it was written (%(reason)s); "
+              "the stored file changed or is damaged") % {"name": self.name, "reason": reason}
+        )
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stored.read(size)
+        if data:
+            self.digest.update(data)
+            self.size_bytes += len(data)
+            if self.expected_size is not None and self.size_bytes > self.expected_size:
+                raise self._mismatch(_("longer than recorded"))
+            return data
+        if self.verified:
+            return b""
+        if self.expected_size is not None and self.size_bytes != self.expected_size:
+            raise self._mismatch(_("%(actual)d bytes instead of %(expected)d") % {
+                "actual": self.size_bytes, "expected": self.expected_size})
+        if not self.expected_sha256 or self.digest.hexdigest() != self.expected_sha256:
+            raise self._mismatch(_("SHA-256"))
+        self.verified = True
+        return b""
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return getattr(self.stored, "closed", False)
+
+    def close(self) -> None:
+        self.stored.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 class DecompressingReader:
     """A read()-able plain stream over a stored compressed file (what `engine.restore()` reads).
 
@@ -394,13 +545,32 @@ class DecompressingReader:
     decompression overlaps with the restore tool consuming the stream, as in `zcat file | mysql`.
     Memory stays bounded: small compressed reads and a short queue of decompressed pieces. A stream
     that ends before its compressed end (or is corrupt) raises BackupError from read().
+
+    With `is_complete` (the engine's completion-marker check) and `raw_size_bytes`, the end of the
+    plain stream is checked too: a stream that does not end properly, decompresses to another size
+    or lacks its marker raises `ChecksumMismatch` from the read that would have returned the end.
+    Whatever `stored` raises at its end (a `HashingReader`'s mismatch) is raised the same way.
+    `verified` is True once the consumer has read the end of a stream that passed every check.
     """
 
     READ_SIZE = 64 * 1024
     QUEUE_DEPTH = 8
 
-    def __init__(self, stored: BinaryIO, *, compression: str) -> None:
+    def __init__(
+        self,
+        stored: BinaryIO,
+        *,
+        compression: str,
+        is_complete: Callable[[bytes], bool] | None = None,
+        raw_size_bytes: int | None = None,
+        name: str = "",
+    ) -> None:
         self.stored = stored
+        self.is_complete = is_complete
+        self.expected_raw_size = raw_size_bytes
+        self.name = name
+        self.verified = False
+        self.error: BaseException | None = None
         self.decompressor = Decompressor(compression)
         self._pieces: queue.Queue = queue.Queue(maxsize=self.QUEUE_DEPTH)
         self._stop = threading.Event()
@@ -425,19 +595,36 @@ class DecompressingReader:
         return False
 
     def _produce(self) -> None:
+        raw_size = 0
+        tail = b""
         try:
             while not self._abandoned():
                 chunk = self.stored.read(self.READ_SIZE)
                 if not chunk:
                     if not self.decompressor.complete:
-                        raise BackupError(_("the compressed stream ended early"))
+                        raise ChecksumMismatch(_("the compressed stream ended early"))
+                    self._check_end(raw_size, tail)
                     break
                 plain = self.decompressor.decompress(chunk)
-                if plain and not self._put(plain):
-                    return
+                if plain:
+                    raw_size += len(plain)
+                    tail = (tail + plain[-TAIL_SIZE:])[-TAIL_SIZE:]
+                    if not self._put(plain):
+                        return
             self._put(_END)
         except BaseException as error:  # noqa: BLE001 - handed to the consumer
             self._put(error)
+
+    def _check_end(self, raw_size: int, tail: bytes) -> None:
+        if self.expected_raw_size is not None and raw_size != self.expected_raw_size:
+            raise ChecksumMismatch(
+                _("Backup %(name)s decompresses to %(actual)d bytes instead of %(expected)d")
+                % {"name": self.name, "actual": raw_size, "expected": self.expected_raw_size}
+            )
+        if self.is_complete is not None and not self.is_complete(tail):
+            raise ChecksumMismatch(
+                _("Backup %(name)s lacks the dump's completion marker on its last line") % {"name": self.name}
+            )
 
     def _advance(self) -> bool:
         """Make the next piece current; False at the end of the stream."""
@@ -446,9 +633,11 @@ class DecompressingReader:
         item = self._pieces.get()
         if item is _END:
             self._finished = True
+            self.verified = bool(getattr(self.stored, "verified", True))
             return False
         if isinstance(item, BaseException):
             self._finished = True
+            self.error = item  # kept: an engine may report the stopped tool instead of this
             raise item
         self._current, self._position = item, 0
         return True

@@ -18,6 +18,18 @@ from ops_project.environment import SettingsEnv
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
+
+def _owner_only(path: Path, mode: int) -> None:
+    """chmod `path` to `mode` when it is ours: the umask must not decide who reads opsdesk's state."""
+    status = path.lstat()
+    if status.st_uid == os.getuid() and (status.st_mode & 0o777) != mode:
+        path.chmod(mode)
+
+
+# opsdesk's own state (SQLite database, development key, locks): owner-only whatever the umask.
+VAR_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+_owner_only(VAR_DIR, 0o700)
+
 # SettingsEnv: a malformed value stops start-up with one line naming the setting (manage.py).
 env = SettingsEnv()
 # Secrets: the names the operator really exported, captured before .env is copied into os.environ,
@@ -200,6 +212,10 @@ for _database in DATABASES.values():
         _database.setdefault("OPTIONS", {}).setdefault("init_command", "PRAGMA journal_mode=WAL;")
         _database["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
         Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        if _database["NAME"] != ":memory:" and not str(_database["NAME"]).startswith("file:"):
+            # Created 0600 here rather than by SQLite under the umask; -wal/-shm copy its mode.
+            os.close(os.open(_database["NAME"], os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            _owner_only(Path(_database["NAME"]), 0o600)
 
 DATABASE_ROUTERS = ["ops_project.routers.OpsDatabaseRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

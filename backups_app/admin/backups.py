@@ -15,10 +15,10 @@ import posixpath
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.http import (
-    FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
@@ -38,12 +38,13 @@ from backups_app.access import backup_access_allowed, backup_needs_superuser
 from backups_app.admin.base import AppendOnlyAdmin, ServiceWrittenAdmin
 from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
-from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.api.streaming import download_response
+from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request
 from backups_app.services.backup import (
+    backup_adopt,
     backup_delete,
-    backup_open,
     backup_queue,
     restore_queue,
 )
@@ -165,7 +166,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     list_per_page = 50
     # Django's "(N total)" needs a second unfiltered COUNT(*) on every filtered page.
     show_full_result_count = False
-    actions = ["verify_selected", "cancel_selected", "delete_selected"]
+    actions = ["verify_selected", "cancel_selected", "adopt_selected", "delete_selected"]
     change_list_template = "admin/backups_app/backuprecord/change_list.html"
     change_form_template = "admin/backups_app/backuprecord/change_form.html"
     readonly_fields = (
@@ -234,6 +235,10 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
 
     def has_verify_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("backups_app.verify_backup")
+
+    def has_adopt_permission(self, request: HttpRequest) -> bool:
+        # Trusting a file someone else may have written is a superuser's decision (issue 10, item 6).
+        return request.user.is_superuser
 
     # --- list columns -----------------------------------------------------------------------------
     @admin.display(description=_("status"), ordering="status")
@@ -377,21 +382,23 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             raise PermissionDenied
         record = self._good_record(pk)
         self._require_access(request, record, "download")
+        filename = posixpath.basename(record.storage_name) or record.name
         try:
-            stream = backup_open(backup=record)
+            # The same streamed, checked download as the API's: a damaged or truncated file cuts
+            # the response instead of ending it cleanly.
+            response = download_response(backup=record, source=ADMIN, user=request.user, request=request,
+                                         filename=filename)
         except (BackupNotFound, FileNotFoundError) as error:
             audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
                       request=request, target=record.name, detail=str(error))
             raise Http404(gettext("The file of this backup is gone.")) from None
+        except RestoreRefused as error:
+            audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
+                      request=request, target=record.name, detail=str(error))
+            self.message_user(request, str(error), messages.ERROR)
+            return redirect(self._changelist_url())
         audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.SUCCESS, user=request.user,
                   request=request, target=record.name)
-        filename = posixpath.basename(record.storage_name) or record.name
-        # FileResponse streams the file in blocks: a backup of many gigabytes never sits in memory.
-        response = FileResponse(stream, as_attachment=True, filename=filename,
-                                content_type="application/octet-stream")
-        if record.size_bytes is not None:
-            response.headers["Content-Length"] = str(record.size_bytes)
-        response.headers["X-Backup-SHA256"] = record.sha256
         return response
 
     # --- Restore ----------------------------------------------------------------------------------
@@ -509,6 +516,32 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     @admin.action(description=_("Cancel selected queued backups"), permissions=["create"])
     def cancel_selected(self, request: HttpRequest, queryset) -> None:
         cancel_queued(self, request, queryset, backup_cancel, "backup")
+
+    # --- Adopt: trust an untrusted backup (a manifest opsdesk did not sign) --------------------------
+    @admin.action(description=_("Adopt selected untrusted backups (superuser)"), permissions=["adopt"])
+    def adopt_selected(self, request: HttpRequest, queryset):
+        untrusted = list(queryset.filter(status=BackupRecord.Status.UNTRUSTED))
+        if not untrusted:
+            self.message_user(request, gettext("Only untrusted backups can be adopted."), messages.WARNING)
+            return None
+        if request.POST.get("confirm_adopt") != "yes":
+            return TemplateResponse(request, "admin/backups_app/backuprecord/adopt_confirmation.html", {
+                **self.admin_site.each_context(request), "opts": self.model._meta, "records": untrusted,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "title": gettext("Adopt untrusted backups"),
+            })
+        with audit_request(request):
+            for record in untrusted:
+                try:
+                    backup_adopt(backup=record, source=ADMIN, user=request.user)
+                except BackupError as error:
+                    self.message_user(request, str(error), messages.ERROR)
+                else:
+                    self.message_user(
+                        request, gettext("%(name)s adopted: its file was checked and a signed manifest "
+                                         "written.") % {"name": record.name}, messages.SUCCESS,
+                    )
+        return None
 
     # --- Delete: through the service, which removes every copy and audits --------------------------
     def delete_model(self, request: HttpRequest, obj: BackupRecord) -> None:

@@ -1,50 +1,49 @@
-"""Streaming a stored backup to the client while checking it against its recorded SHA-256."""
+"""The one download of a stored backup, for the admin and the API: streamed and checked on the way.
+
+Verifying before sending would read a multi-gigabyte file twice and keep the client waiting; so the
+service (`backup_chunks`) hashes the bytes as they go and holds the last chunk back until the whole
+file matched its recorded SHA-256 and size. On a mismatch (a flipped byte, a lost tail, a swapped
+file: docs/FAULTS.md) the generator raises, the server cuts the connection, and the client has fewer
+bytes than Content-Length promised, which every HTTP client reports as an error, instead of a file
+that looks complete or a response that never ends. A backup with no recorded checksum is refused
+before the first byte.
+"""
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterator
-from typing import BinaryIO
+
+from django.http import HttpRequest, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 
 from backups_app.exceptions import ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.audit import audit_log
+from backups_app.services.backup import backup_chunks
 
 logger = logging.getLogger("backups_app.api")
 
-CHUNK_SIZE = 1024 * 1024
 
+def download_response(
+    *, backup: BackupRecord, source: str, user=None, actor: str = "", request: HttpRequest | None = None,
+    filename: str | None = None,
+) -> StreamingHttpResponse:
+    """A streamed, checked download of `backup`'s stored file.
 
-def verified_chunks(*, backup: BackupRecord, stream: BinaryIO, actor: str) -> Iterator[bytes]:
-    """Yield the file's bytes, holding the last chunk back until the whole file hashed right.
-
-    Verifying before sending would read a multi-gigabyte file twice and keep the client waiting; so
-    the hash is computed on the way, and on a mismatch (a flipped byte, a lost tail: docs/FAULTS.md
-    corrupted-file)
-    the final chunk is never sent and the connection is cut. The client then has fewer bytes than
-    Content-Length promised, which every HTTP client reports as an error, instead of a corrupt file
-    that looks complete.
+    Raises `BackupNotFound` (file gone) or `RestoreRefused` (no checksum, a symbolic link or
+    another non-regular file in its place) before anything is sent.
     """
-    digest = hashlib.sha256()
-    pending = b""
-    try:
-        while chunk := stream.read(CHUNK_SIZE):
-            digest.update(chunk)
-            if pending:
-                yield pending
-            pending = chunk
-        if backup.sha256 and digest.hexdigest() != backup.sha256:
-            audit_log(
-                action="download",
-                source=AuditEntry.Source.API,
-                outcome=AuditEntry.Outcome.FAILURE,
-                actor=actor,
-                target=backup.name,
-                detail="SHA-256 mismatch while streaming; download cut short",
-            )
-            logger.error("Backup %s does not match its recorded SHA-256; download aborted", backup.name)
-            raise ChecksumMismatch(f"{backup.name} does not match its recorded SHA-256.")
-        if pending:
-            yield pending
-    finally:
-        stream.close()
+    def audit_mismatch(error: ChecksumMismatch) -> None:
+        audit_log(action="download", source=source, outcome=AuditEntry.Outcome.FAILURE, user=user,
+                  actor=actor, request=request, target=backup.name, detail=f"{error}; download cut short")
+        logger.error("Backup %s does not match its recorded SHA-256; download aborted", backup.name)
+
+    # The iterator's close() (called by the server when the response ends) closes the file.
+    response = StreamingHttpResponse(
+        backup_chunks(backup=backup, on_mismatch=audit_mismatch), content_type="application/octet-stream",
+    )
+    response["Content-Disposition"] = content_disposition_header(True, filename or backup.name)
+    if backup.size_bytes is not None:
+        # The recorded size: a shorter file ends the response with an error, not a clean short body.
+        response["Content-Length"] = str(backup.size_bytes)
+    response["X-Backup-SHA256"] = backup.sha256
+    return response

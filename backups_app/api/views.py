@@ -7,7 +7,6 @@ shapes the answer.
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.types import OpenApiTypes
@@ -36,12 +35,12 @@ from backups_app.api.serializers import (
     RestoreQueuedSerializer,
     validate_backup_name,
 )
-from backups_app.api.streaming import verified_chunks
+from backups_app.api.streaming import download_response
 from backups_app.engines import get_engine
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
-from backups_app.services.backup import backup_open, backup_queue, restore_queue
+from backups_app.services.backup import backup_queue, restore_queue
 from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.retention import retention_apply
 
@@ -189,17 +188,9 @@ class BackupDownloadView(ApiView):
         backup = _backup_by_name(name)
         backup_access_check(database=backup.database, user=request.user, action=_("download"))
         _require_restorable(backup, _("downloaded"))
-        stream = backup_open(backup=backup)  # BackupNotFound (404) when the file is gone
         actor = f"{request.user.get_username()} (token {request.auth.prefix})"
-        response = StreamingHttpResponse(
-            verified_chunks(backup=backup, stream=stream, actor=actor), content_type="application/octet-stream"
-        )
-        response["Content-Disposition"] = f'attachment; filename="{backup.name}"'
-        if backup.size_bytes is not None:
-            response["Content-Length"] = str(backup.size_bytes)
-        if backup.sha256:
-            response["X-Backup-SHA256"] = backup.sha256
-        return response
+        # BackupNotFound (404) when the file is gone; RestoreRefused (409) for no checksum or a symlink.
+        return download_response(backup=backup, source=AuditEntry.Source.API, actor=actor)
 
 
 class BackupRestoreView(ApiView):

@@ -107,5 +107,26 @@ class DumpEngine(abc.ABC):
         }
 
     def is_complete(self, tail: bytes) -> bool:
-        """Whether the last bytes of a dump carry the tool's completion marker."""
-        return self.completion_marker is None or self.completion_marker in tail
+        """Whether the last bytes of a dump end with the tool's completion marker line.
+
+        The marker must start the dump's last non-empty line, and that line must be complete
+        (newline-terminated): a dump that died inside a row whose text holds the marker is refused,
+        where a search anywhere in the tail would accept it (docs/FAULTS.md: truncated dump).
+        """
+        if self.completion_marker is None:
+            return True
+        lines = final_lines(tail, 1)
+        return bool(lines) and lines[-1].startswith(self.completion_marker)
+
+
+def final_lines(tail: bytes, count: int) -> list[bytes]:
+    """The last `count` non-empty, newline-terminated lines of `tail` (fewer when there are none).
+
+    Empty when `tail` does not end with a newline: the dump stopped in the middle of a line.
+    """
+    if not tail.endswith(b"\n"):
+        return []
+    lines = [line.rstrip(b"\r") for line in tail.split(b"\n")[:-1]]
+    # The first piece may be a line cut by the tail's window; never count it as a whole line.
+    lines = [line for line in lines[1:] if line.strip()]
+    return lines[-count:]

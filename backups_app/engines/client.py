@@ -28,7 +28,7 @@ from django.utils.translation import gettext as _
 
 from ..exceptions import BackupError, DumpFailed, RestoreFailed
 from .base import DumpEngine
-from .process import redact, run_tool
+from .process import redact, run_tool, tool_environment
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def tool_output(path: str, *arguments: str) -> str:
     """stdout of a quick informational call (``--version``, ``--help``), cached per tool path."""
     try:
         completed = subprocess.run(
-            [path, *arguments], stdin=subprocess.DEVNULL, capture_output=True,
+            [path, *arguments], stdin=subprocess.DEVNULL, capture_output=True, env=tool_environment(),
             timeout=PROBE_TIMEOUT_SECONDS, check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -103,13 +103,9 @@ def private_file(content: str, *, prefix: str, suffix: str = "") -> Iterator[str
         Path(path).unlink(missing_ok=True)
 
 
-def child_environment(*, remove: Iterable[str] = (), set_: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The tool's environment: ours, minus variables that would override the DATABASES entry."""
-    environment = {name: value for name, value in os.environ.items() if name not in set(remove)}
-    environment.update(set_ or {})
-    # Messages in English whatever the server's locale, so that operators can search for them.
-    environment["LC_MESSAGES"] = "C"
-    return environment
+def child_environment(*, passthrough: Iterable[str] = (), set_: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The tool's environment: an allow-list of ours (process.tool_environment) plus `set_`."""
+    return tool_environment(passthrough=passthrough, set_=set_)
 
 
 def copy_stream(source: IO[bytes] | Iterable[bytes], target: IO[bytes]) -> None:
@@ -273,8 +269,11 @@ class ClientToolEngine(DumpEngine):
     def restore_argv(self, tool: str, credentials: str | None) -> list[str]:
         raise NotImplementedError
 
+    #: Variables of our environment the tools may read besides PATH, HOME, LANG, LC_*, TZ, TMPDIR.
+    environment_passthrough: ClassVar[tuple[str, ...]] = ()
+
     def tool_environment(self, credentials: str | None) -> dict[str, str]:
-        return child_environment()
+        return child_environment(passthrough=self.environment_passthrough)
 
     def restore_input(self, stream: IO[bytes], tool: str) -> IO[bytes] | Iterable[bytes]:
         """What is fed to the restore client: the dump itself unless the engine must filter it."""

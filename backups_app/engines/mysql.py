@@ -35,6 +35,7 @@ from django.utils.translation import gettext as _
 
 from ..exceptions import DumpFailed, RestoreFailed
 from . import mysql_staging as staging
+from .base import final_lines
 from .mysql_staging import quote_identifier
 from .client import (
     ClientToolEngine,
@@ -78,6 +79,15 @@ class MySQLDumpEngine(ClientToolEngine):
     bin_dir_setting = "BACKUP_MYSQL_BIN_DIR"
     dump_tools: ClassVar[tuple[str, ...]] = ("mariadb-dump", "mysqldump")
     restore_tools: ClassVar[tuple[str, ...]] = ("mariadb", "mysql")
+    #: Where the client looks for its option files, when the deployment moves them.
+    environment_passthrough: ClassVar[tuple[str, ...]] = ("MYSQL_HOME", "MARIADB_HOME")
+    #: The whole last line of a complete dump (`--skip-dump-date` drops the date).
+    completion_line = re.compile(rb"-- Dump completed( on \d{4}-\d\d-\d\d +\d{1,2}:\d\d:\d\d)?")
+
+    def is_complete(self, tail: bytes) -> bool:
+        """The dump's last non-empty line is exactly mysqldump's `-- Dump completed on <date>`."""
+        lines = final_lines(tail, 1)
+        return bool(lines) and self.completion_line.fullmatch(lines[-1].strip()) is not None
 
     def secrets(self) -> tuple[str, ...]:
         return (self.password, option_file_value(self.password)[1:-1])

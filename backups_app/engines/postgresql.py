@@ -37,6 +37,7 @@ from typing import IO, ClassVar
 from django.utils.translation import gettext as _
 
 from ..exceptions import RestoreFailed
+from .base import final_lines
 from .client import (
     CHUNK_BYTES,
     ClientToolEngine,
@@ -179,6 +180,22 @@ class PostgreSQLDumpEngine(ClientToolEngine):
     bin_dir_setting = "BACKUP_POSTGRESQL_BIN_DIR"
     dump_tools: ClassVar[tuple[str, ...]] = ("pg_dump",)
     restore_tools: ClassVar[tuple[str, ...]] = ("psql",)
+    #: libpq's TLS and service-file settings, when the deployment sets them in the environment.
+    environment_passthrough: ClassVar[tuple[str, ...]] = (
+        "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL", "PGGSSENCMODE",
+        "PGSERVICEFILE", "PGSYSCONFDIR",
+    )
+
+    def is_complete(self, tail: bytes) -> bool:
+        """The dump ends with pg_dump's closing comment block, then at most `\\unrestrict <key>`.
+
+        Newer pg_dump releases (17.6, 16.10, 15.14...) close a plain dump with `\\unrestrict`; older
+        ones end with the comment block itself.
+        """
+        lines = final_lines(tail, 4)
+        if lines and lines[-1].startswith(b"\\unrestrict "):
+            lines = lines[:-1]
+        return [line.strip() for line in lines[-3:]] == [b"--", b"-- " + self.completion_marker, b"--"]
 
     def secrets(self) -> tuple[str, ...]:
         escaped = self.password.replace("\\", "\\\\").replace(":", "\\:")
@@ -191,8 +208,8 @@ class PostgreSQLDumpEngine(ClientToolEngine):
         """Connection settings as libpq environment variables.
 
         The environment rather than arguments: a database name holding "=" would be read as a
-        connection string on the command line, never from PGDATABASE. PGPASSWORD is removed so
-        that only our passfile speaks for the password.
+        connection string on the command line, never from PGDATABASE. Of our own environment only
+        the allow-list passes (PGPASSWORD never does): only our passfile speaks for the password.
         """
         settings_dict = self.settings_dict
         options = self.options
@@ -214,7 +231,8 @@ class PostgreSQLDumpEngine(ClientToolEngine):
         if credentials:
             values["PGPASSFILE"] = credentials
         return child_environment(
-            remove=("PGPASSWORD",), set_={name: value for name, value in values.items() if value}
+            passthrough=self.environment_passthrough,
+            set_={name: value for name, value in values.items() if value},
         )
 
     def dump_argv(self, tool: str, credentials: str | None, snapshot_id: str | None = None) -> list[str]:

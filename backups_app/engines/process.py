@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO
 
@@ -19,6 +19,29 @@ from backups_app.exceptions import BackupError, DumpFailed
 
 STDERR_TAIL_BYTES = 64 * 1024
 REDACTED = "********"
+#: What a client tool may see of our environment. Everything else (SECRET_KEY, AWS_*, VAULT_*,
+#: DATABASE_URL_* with passwords...) stays out of /proc/<pid>/environ of the child.
+ENVIRONMENT_ALLOWED = frozenset({"PATH", "HOME", "LANG", "TZ", "TMPDIR"})
+ENVIRONMENT_ALLOWED_PREFIXES = ("LC_",)
+
+
+def tool_environment(
+    *, passthrough: Iterable[str] = (), set_: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a child process: an allow-list of ours, never the whole of it.
+
+    `passthrough` names the variables a tool needs beyond the basics (PGSSLMODE...); `set_` adds the
+    values the engine computed (PGHOST, PGPASSFILE...).
+    """
+    allowed = ENVIRONMENT_ALLOWED | set(passthrough)
+    environment = {
+        name: value for name, value in os.environ.items()
+        if name in allowed or name.startswith(ENVIRONMENT_ALLOWED_PREFIXES)
+    }
+    environment.update(set_ or {})
+    # Messages in English whatever the server's locale, so that operators can search for them.
+    environment["LC_MESSAGES"] = "C"
+    return environment
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -76,12 +99,14 @@ def run_tool(
     - If the block raises, the process group is killed before the exception propagates.
     - After `timeout` seconds the process group is killed and `error_class` is raised.
     - Non-zero exit raises `error_class("<tool>: <stderr tail>")` with `secrets` redacted.
+    - `env` None gives the tool `tool_environment()`, never our whole environment.
     """
     secrets = list(secrets)
     tool = os.path.basename(argv[0])
     try:
         process = subprocess.Popen(
-            argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env,
+            argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+            env=tool_environment() if env is None else env,
             start_new_session=True, close_fds=True,
         )
     except OSError as error:

@@ -28,7 +28,7 @@ from django.utils.translation import gettext as _
 
 from backups_app.exceptions import DumpFailed, RestoreFailed
 
-from .base import DumpEngine
+from .base import DumpEngine, final_lines
 
 COMPLETION_MARKER = b"-- opsdesk SQLite dump completed"
 
@@ -55,11 +55,45 @@ class _GeneratorReader(io.RawIOBase):
         return size
 
 
+_ROW_INSERT = 'INSERT INTO "'
+
+
+def _identifier_end(statement: str, start: int) -> int:
+    """Index just past the double-quoted identifier that starts at `start` ("" is an escaped ")."""
+    position = start
+    while True:
+        position = statement.index('"', position)
+        if statement.startswith('""', position):
+            position += 2
+            continue
+        return position + 1
+
+
+def _on_one_line(statement: str) -> str:
+    """A row's INSERT with the line breaks of its text values spelled char(10) / char(13).
+
+    iterdump() writes text values as they are, line breaks included, so a row could carry lines
+    that look like the dump's own ending (`COMMIT;`, the marker); on one line, only the real ending
+    can be the dump's last lines (the sqlite3 shell's .dump does the same). After the quoted table
+    name a row's INSERT holds nothing but quote()d literals, so every line break is inside a string.
+    """
+    if not statement.startswith(_ROW_INSERT) or "\n" not in statement:
+        return statement
+    end = _identifier_end(statement, len(_ROW_INSERT))
+    values = statement[end:].replace("\r", "'||char(13)||'").replace("\n", "'||char(10)||'")
+    return statement[:end] + values
+
+
 def _batched(lines: Iterator[str], batch_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """Join dump lines into ~1 MiB blocks: one Python call per line would dominate the cost."""
+    """Join dump lines into ~1 MiB blocks: one Python call per line would dominate the cost.
+
+    Row INSERTs holding line breaks are put on one line (`_on_one_line`) on the way.
+    """
     parts: list[str] = []
     size = 0
     for line in lines:
+        if "\n" in line:  # rare: the call is made only for rows that span lines
+            line = _on_one_line(line)
         parts.append(line)
         parts.append("\n")
         size += len(line) + 1
@@ -154,6 +188,13 @@ class SQLiteDumpEngine(DumpEngine):
         for statement in connection.iterdump():
             if not (skipped and statement.startswith(skipped)):
                 yield statement
+
+    def is_complete(self, tail: bytes) -> bool:
+        """The dump's transaction is closed (`COMMIT;`) and the marker is the very last line.
+
+        Rows never span lines (`_on_one_line`), so no row's text can end the dump this way.
+        """
+        return final_lines(tail, 2) == [b"COMMIT;", COMPLETION_MARKER]
 
     def table_row_counts(self) -> dict[str, int]:
         """Counts taken inside the last dump's snapshot (exact for that dump), else counted now."""

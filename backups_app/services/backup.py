@@ -15,7 +15,8 @@ import re
 import socket
 import time
 from datetime import UTC, timedelta
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,9 +53,13 @@ from backups_app.manifest import (
 )
 from backups_app.models import AuditEntry, BackupRecord, Compression, DirtyDatabase, RestoreRecord, Trigger
 from backups_app.pipeline import (
+    CHUNK_SIZE,
     EXTENSIONS,
     DecompressingReader,
+    HashingReader,
     PendingFile,
+    UnsafeStoredFile,
+    open_stored,
     partial_path,
     stream_check,
     stream_to_storage,
@@ -494,14 +499,18 @@ def backup_queue(
 def backup_open(*, backup: BackupRecord) -> BinaryIO:
     """Open the stored file of `backup` for streaming (binary, read-only).
 
-    When the local file is gone, the offsite copy (S3) is read instead, if there is one.
+    When the local file is gone, the offsite copy (S3) is read instead, if there is one. A local name
+    that is a symbolic link or not a regular file raises `RestoreRefused`: it is never followed.
+    Callers that hand the bytes on read them through `backup_read` or `backup_chunks`, which check them.
     """
     if not backup.storage_name:
         raise BackupNotFound(_("Backup %(name)s has no stored file.") % {"name": backup.name})
     try:
-        return backup_storage().open(backup.storage_name, "rb")
+        return open_stored(backup_storage(), backup.storage_name)
     except FileNotFoundError:
         pass
+    except UnsafeStoredFile as error:
+        raise RestoreRefused(str(error)) from None
     # Retention area: fall back to the offsite copy (imported here: only then is boto3 loaded).
     from backups_app.services.offsite import offsite_open
 
@@ -509,6 +518,91 @@ def backup_open(*, backup: BackupRecord) -> BinaryIO:
         return offsite_open(backup=backup)
     except BackupNotFound:
         raise BackupNotFound(_("The file of backup %(name)s is missing from storage.") % {"name": backup.name}) from None
+
+
+def _refuse_unchecked(backup: BackupRecord) -> None:
+    if not backup.sha256:
+        raise RestoreRefused(
+            _("Backup %(name)s has no recorded SHA-256; its bytes cannot be checked, so it is not used.")
+            % {"name": backup.name}
+        )
+
+
+def backup_open_checked(*, backup: BackupRecord) -> HashingReader:
+    """The stored file as a `HashingReader`: the end of the file raises `ChecksumMismatch` unless its
+    bytes are exactly the recorded ones. A backup without a recorded SHA-256 is refused."""
+    _refuse_unchecked(backup)
+    return HashingReader(backup_open(backup=backup), sha256=backup.sha256, size_bytes=backup.size_bytes,
+                         name=backup.name)
+
+
+@contextmanager
+def backup_read(*, backup: BackupRecord, engine: DumpEngine) -> Iterator[DecompressingReader]:
+    """The plain dump of `backup`, checked while it is read: what a restore feeds its engine.
+
+    One descriptor, read once: the compressed bytes are hashed as they are decompressed and handed
+    on. The read that reaches the end raises `ChecksumMismatch` instead of returning b"" when the
+    SHA-256, size, compressed stream end, decompressed size or completion marker is wrong; an engine
+    that commits only after a clean end of input therefore never commits other bytes than those
+    recorded. After the engine returns, `reader.verified` says whether it read that clean end.
+    """
+    checked = backup_open_checked(backup=backup)
+    with DecompressingReader(
+        checked, compression=backup.compression, is_complete=engine.is_complete,
+        raw_size_bytes=backup.raw_size_bytes, name=backup.name,
+    ) as plain:
+        yield plain
+
+
+class CheckedChunks:
+    """An iterator over a stored file's chunks that closes the file even if never iterated.
+
+    Each chunk is handed out only once the next one was read, so the last one is held back until
+    the end matched (HashingReader raises there). `on_mismatch(error)` runs before the error
+    propagates (the download audits it).
+    """
+
+    def __init__(self, checked: HashingReader, on_mismatch: Callable[[ChecksumMismatch], None] | None = None) -> None:
+        self.checked = checked
+        self.on_mismatch = on_mismatch
+        self._chunks = self._generate()
+
+    def _generate(self) -> Iterator[bytes]:
+        pending = b""
+        try:
+            while chunk := self.checked.read(CHUNK_SIZE):
+                if pending:
+                    yield pending
+                pending = chunk
+        except ChecksumMismatch as error:
+            if self.on_mismatch is not None:
+                self.on_mismatch(error)
+            raise
+        if pending:
+            yield pending
+
+    def __iter__(self) -> CheckedChunks:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+        self.checked.close()
+
+
+def backup_chunks(
+    *, backup: BackupRecord, on_mismatch: Callable[[ChecksumMismatch], None] | None = None
+) -> CheckedChunks:
+    """The stored file's bytes for a download, checked on the way (see `CheckedChunks`).
+
+    A damaged, swapped or truncated file raises `ChecksumMismatch` instead of ending cleanly, so the
+    response is cut and the client sees an error (fewer bytes than Content-Length), never a short
+    body that looks complete. Opening errors (`BackupNotFound`, `RestoreRefused`) are raised before
+    the first chunk, so callers can answer them with a status code.
+    """
+    return CheckedChunks(backup_open_checked(backup=backup), on_mismatch)
 
 
 def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> None:
@@ -519,6 +613,7 @@ def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> N
             _("Backup %(name)s is %(status)s, not a successful backup; it cannot be restored.")
             % {"name": backup.name, "status": backup.get_status_display()}
         )
+    _refuse_unchecked(backup)
     try:
         with backup_open(backup=backup) as stored:
             try:
@@ -544,6 +639,15 @@ def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> N
 
 
 # --- Restore --------------------------------------------------------------------------------------
+def _require_read_to_the_end(plain: DecompressingReader, backup: BackupRecord) -> None:
+    """An engine that returned without reading the checked end did not restore checked bytes."""
+    if not plain.verified:
+        raise ChecksumMismatch(
+            _("The restore stopped reading backup %(name)s before its end, so its bytes were not all "
+              "checked.") % {"name": backup.name}
+        )
+
+
 # Entries this long before the backup started are surely inside its dump; later ones may not be.
 AUDIT_OVERLAP = timedelta(minutes=5)
 AUDIT_BATCH = 1000
@@ -699,13 +803,18 @@ def backup_restore(
 
             # Restoring the ops database rewinds its audit log too: keep what was written since.
             audit_entries = _audit_entries_since(backup) if database == "default" else []
+            plain: DecompressingReader | None = None
             try:
-                with DecompressingReader(backup_open(backup=backup), compression=backup.compression) as plain:
+                # The final gate: the very bytes fed to the engine are checked as it reads them.
+                with backup_read(backup=backup, engine=engine) as plain:
                     engine.restore(plain, before_target_change=before_target_change)
+                    _require_read_to_the_end(plain, backup)
             except Exception as error:  # noqa: BLE001 - reported with the way back
                 if database == "default":
                     restore = _reattach_after_ops_restore(restore, audit_entries)
-                message = _error_text(error, engine)
+                # The engine may report its stopped tool; the reader knows the real cause.
+                cause = plain.error if plain is not None and isinstance(plain.error, ChecksumMismatch) else error
+                message = _error_text(cause, engine)
                 if not touched:
                     # PostgreSQL rolled back, or MySQL failed while loading its staging database.
                     message = _("%(error)s. Nothing was restored: the database is as it was before.") % {
@@ -810,15 +919,65 @@ def backup_delete(*, backup: BackupRecord, user=None, source: str) -> None:
     audit_log(action="delete", source=source, outcome="success", user=user, target=name)
 
 
+def _compression_of(name: str) -> str:
+    """The compression a stored file's name says; checked by decompressing it before any use."""
+    for compression, extension in EXTENSIONS.items():
+        if extension and name.endswith(extension):
+            return compression
+    return Compression.NONE
+
+
+def _untrusted_record_fields(data: dict) -> dict:
+    """A record for a manifest without our signature: its claims are shown, never used.
+
+    No SHA-256, sizes or user are taken over; the status keeps it from being restored, verified,
+    downloaded or counted as good until a superuser adopts it, which re-reads the file itself.
+    """
+    def claim(field: str, length: int) -> str:
+        value = data.get(field)
+        return str(value)[:length] if isinstance(value, (str, int)) else ""
+
+    created = data.get("created_at") if hasattr(data.get("created_at"), "tzinfo") else None
+    if created is not None and created.tzinfo is None:
+        created = None
+    trigger = data.get("trigger") if data.get("trigger") in Trigger.values else Trigger.CLI
+    return {
+        "database": claim("database", 100), "engine": claim("engine", 50), "trigger": trigger,
+        "kind": BackupRecord.Kind.REGULAR, "status": BackupRecord.Status.UNTRUSTED,
+        "compression": _compression_of(data["name"]), "created_at": created or timezone.now(),
+        "storage_name": data["name"], "sha256": "",
+        "error_message": _(
+            "Found in storage with a manifest that opsdesk did not sign (or whose signature does not "
+            "match). Its claims (database %(database)s, engine %(engine)s, SHA-256 %(sha256)s) are not "
+            "trusted: it cannot be restored, verified or downloaded until a superuser adopts it."
+        ) % {"database": claim("database", 100) or "?", "engine": claim("engine", 50) or "?",
+             "sha256": claim("sha256", 64) or "?"},
+    }
+
+
+def _trusted_record_fields(data: dict, users) -> dict:
+    fields = record_fields_from_manifest(data)
+    fields["storage_name"] = data["name"]
+    fields["user"] = users.filter(**{users.model.USERNAME_FIELD: data["user"]}).first() if data.get("user") else None
+    fields["error_message"] = ""
+    return fields
+
+
+#: Records a signed manifest may complete: the ops database was saved while that backup ran.
+SYNC_UPGRADABLE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING, BackupRecord.Status.UNTRUSTED)
+
+
 def backups_sync() -> dict[str, int]:
     """Rebuild backup records from the manifests in the backup storage.
 
-    A manifest whose file is missing is skipped (its backup never completed or was deleted). A record
-    that exists but is not `success` (running/interrupted in a restored ops database) takes the
-    manifest's values; good records are left alone. Returns counts: created, updated, skipped.
+    Only a manifest signed by opsdesk (manifest.py) is believed: it creates a `success` record, or
+    completes one that was `queued`, `running` or `untrusted`. A failed, interrupted or good record
+    is never changed. A manifest without a valid signature creates an `untrusted` record (when no
+    record has that name) and changes nothing else. A manifest whose file is missing is skipped.
+    Returns counts: created, updated, skipped, untrusted.
     """
     storage = backup_storage()
-    counts = {"created": 0, "updated": 0, "skipped": 0}
+    counts = {"created": 0, "updated": 0, "skipped": 0, "untrusted": 0}
     try:
         _directories, files = storage.listdir("")
     except FileNotFoundError:
@@ -829,30 +988,83 @@ def backups_sync() -> dict[str, int]:
     for manifest_file in sorted(f for f in files if f.endswith(MANIFEST_SUFFIX) and not f.startswith(".")):
         try:
             data = manifest_read(storage=storage, name=manifest_file)
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, BackupError) as error:
             logger.warning("Skipping %s: %s", manifest_file, error)
             counts["skipped"] += 1
             continue
-        if not storage.exists(data["name"]):
+        name = data["name"]
+        if not storage.exists(name) or (data["signed"] and data.get("status") != BackupRecord.Status.SUCCESS):
             counts["skipped"] += 1
             continue
-        fields = record_fields_from_manifest(data)
-        fields["storage_name"] = data["name"]
-        fields["user"] = users.filter(**{users.model.USERNAME_FIELD: data["user"]}).first() if data.get("user") else None
-        fields["error_message"] = ""
-        existing = BackupRecord.objects.filter(name=data["name"]).first()
+        existing = BackupRecord.objects.filter(name=name).first()
+        if not data["signed"]:
+            counts["untrusted"] += 1
+            logger.warning("Manifest %s is not signed by opsdesk; its backup is listed as untrusted.", manifest_file)
+            if existing is None:
+                BackupRecord.objects.create(name=name, **_untrusted_record_fields(data))
+                counts["created"] += 1
+            continue
+        fields = _trusted_record_fields(data, users)
         if existing is None:
-            BackupRecord.objects.create(name=data["name"], **fields)
+            BackupRecord.objects.create(name=name, **fields)
             counts["created"] += 1
-        elif existing.status != BackupRecord.Status.SUCCESS:
-            for field, value in fields.items():
-                setattr(existing, field, value)
-            existing.save()
+        elif BackupRecord.objects.filter(pk=existing.pk, status__in=SYNC_UPGRADABLE).update(**fields):
             counts["updated"] += 1
     return counts
 
 
+def backup_adopt(*, backup: BackupRecord, source: str, user=None, database: str | None = None) -> BackupRecord:
+    """Trust an `untrusted` backup after a superuser looked at it; audited.
+
+    Nothing its manifest claimed is kept: the file is read (never through a symlink) and must
+    decompress to its end and carry `database`'s engine completion marker; its SHA-256, sizes and
+    engine come from that read and from the configured alias (default: the claimed one). A new
+    signed manifest replaces the unsigned one. `user` None is the command line (an operating-system
+    account on the server); any other user must be a superuser.
+    """
+    target = f"{backup.name} -> {database or backup.database}"
+
+    def refuse(message: str) -> BackupError:
+        audit_log(action="adopt", source=source, outcome="refused", user=user, actor=_actor(source, user),
+                  target=target, detail=message)
+        return RestoreRefused(message)
+
+    if user is not None and not user.is_superuser:
+        raise refuse(_("Only a superuser can adopt an untrusted backup."))
+    if backup.status != BackupRecord.Status.UNTRUSTED:
+        raise refuse(_("Backup %(name)s is %(status)s, not untrusted; there is nothing to adopt.")
+                     % {"name": backup.name, "status": backup.get_status_display()})
+    database = database or backup.database
+    try:
+        engine = get_engine(database)
+    except ImproperlyConfigured as error:
+        raise refuse(str(error)) from None
+    compression = _compression_of(backup.storage_name or backup.name)
+    try:
+        with backup_open(backup=backup) as stored:
+            check = stream_check(stored, compression=compression)
+    except BackupError as error:
+        raise refuse(_("Backup %(name)s cannot be adopted: %(error)s.") % {"name": backup.name, "error": error}) from None
+    if not check.stream_complete or not engine.is_complete(check.tail):
+        raise refuse(_("Backup %(name)s is not a complete %(engine)s dump (its stream end or completion "
+                       "marker is missing); it cannot be adopted.") % {"name": backup.name, "engine": engine.vendor})
+    backup.database, backup.engine, backup.compression = database, engine.vendor, compression
+    backup.sha256, backup.size_bytes, backup.raw_size_bytes = check.sha256, check.size_bytes, check.raw_size_bytes
+    backup.status = BackupRecord.Status.SUCCESS
+    backup.verification_status = BackupRecord.VerificationStatus.UNVERIFIED
+    backup.table_row_counts, backup.tool_versions = {}, {}
+    backup.error_message = ""
+    storage = backup_storage()
+    _delete_quietly(storage, manifest_name(backup.name))
+    manifest_write(storage=storage, record=backup)
+    backup.save()
+    audit_log(action="adopt", source=source, outcome="success", user=user, actor=_actor(source, user),
+              target=target, detail=f"{check.size_bytes} bytes, sha256 {check.sha256}")
+    return backup
+
+
 __all__ = [
-    "backup_check", "backup_create", "backup_delete", "backup_open", "backup_queue",
+    "backup_adopt", "backup_check", "backup_chunks", "backup_create", "backup_delete", "backup_open",
+    "backup_open_checked", "backup_queue", "backup_read",
     "backup_restore", "backups_mark_interrupted", "backups_sync", "restore_queue",
 ]

@@ -29,6 +29,7 @@ from django.utils.translation import gettext as _
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, Trigger
+from backups_app.pipeline import open_stored
 from backups_app.signals import backup_finished
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def _upload_and_check(*, backup: BackupRecord, storage) -> str:
     name = backup.storage_name
     if not name or not local.exists(name):
         raise OffsiteUploadFailed(_("the local file of %(name)s is gone") % {"name": backup.name})
-    with local.open(name, "rb") as stream:
+    with open_stored(local, name) as stream:
         saved_name = storage.save(name, File(stream, name=name))
     with _open_object(storage, saved_name) as stream:
         remote_sha256, remote_size = _sha256_and_size(stream)
@@ -124,7 +125,7 @@ def _upload_and_check(*, backup: BackupRecord, storage) -> str:
     # that rotted since is not passed off as a good offsite copy either.
     expected_sha256, expected_size = backup.sha256, backup.size_bytes
     if not expected_sha256 or expected_size is None:
-        with local.open(name, "rb") as stream:
+        with open_stored(local, name) as stream:
             expected_sha256, expected_size = _sha256_and_size(stream)
     if remote_size != expected_size or remote_sha256 != expected_sha256:
         storage.delete(saved_name)
@@ -138,7 +139,7 @@ def _upload_and_check(*, backup: BackupRecord, storage) -> str:
     # The manifest lets `backups_sync` rebuild records from the bucket alone.
     manifest = manifest_name(backup.name)
     if local.exists(manifest):
-        with local.open(manifest, "rb") as stream:
+        with open_stored(local, manifest) as stream:
             storage.save(manifest, File(stream, name=manifest))
     return saved_name
 

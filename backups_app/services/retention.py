@@ -50,6 +50,7 @@ REASON_WEEKLY = _lazy("weekly")
 REASON_MONTHLY = _lazy("monthly")
 REASON_ACTIVE = _lazy("queued or running")
 REASON_RECENT_FAILURE = _lazy("failed, record kept for keep_days")
+REASON_UNTRUSTED = _lazy("untrusted, awaiting a superuser's adoption or deletion")
 
 
 @dataclasses.dataclass
@@ -198,6 +199,9 @@ def retention_plan(
         item = PlannedBackup(record=record, keep_reasons=reasons[record.pk])
         if record.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING):
             item.keep_reasons.append(REASON_ACTIVE)
+        elif record.status == BackupRecord.Status.UNTRUSTED:
+            # It may be a good backup whose manifest lost its signature (a new key): a person decides.
+            item.keep_reasons.append(REASON_UNTRUSTED)
         elif record.status in (BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED):
             if record.created_at >= cutoff:
                 # The files of a failed backup are never worth keeping; the record is, for a while.

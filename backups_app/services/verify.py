@@ -3,9 +3,12 @@
 Three steps, each of which fails the verification on its own:
 1. the stored bytes match the SHA-256 recorded when the backup was written, and the compressed
    stream decodes to its end and carries the dump tool's completion marker;
+   (a full pass before anything else, which refuses a damaged file without creating a database);
 2. the dump restores into a scratch database (`engine.scratch_engine()`: a temporary database on
    the same MariaDB/PostgreSQL server, a temporary file for SQLite), which is dropped on exit
-   whatever happens;
+   whatever happens; the bytes restored are hashed again as the restore reads them, through one
+   descriptor, so a file swapped after step 1 fails here (docs/FAULTS.md: storage written by
+   someone else);
 3. the scratch database has every table recorded at backup time, with the same row counts.
 
 The outcome is stored on the record (`verification_status`, `verified_at`,
@@ -23,12 +26,11 @@ from django.utils.translation import gettext as _
 from backups_app.access import backup_access_check
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
-from backups_app.exceptions import AccessRefused, BackupError
+from backups_app.exceptions import AccessRefused, BackupError, ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord
-from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
 from backups_app.selectors import backup_get, last_good_backup
-from backups_app.services.backup import backup_check, backup_open
+from backups_app.services.backup import backup_check, backup_read
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +55,16 @@ def _compare_row_counts(expected: dict[str, int], actual: dict[str, int]) -> lis
 def _test_restore(backup: BackupRecord, engine: DumpEngine) -> str:
     """Restore into a scratch database and compare row counts; the summary, or VerificationFailed."""
     with engine.scratch_engine() as scratch:
-        with backup_open(backup=backup) as stored:
-            scratch.restore(DecompressingReader(stored, compression=backup.compression))
+        # The bytes restored are the bytes checked: hashed as the scratch restore reads them.
+        with backup_read(backup=backup, engine=engine) as plain:
+            try:
+                scratch.restore(plain)
+            except Exception:
+                if isinstance(plain.error, ChecksumMismatch):
+                    raise plain.error from None
+                raise
+            if not plain.verified:
+                raise VerificationFailed(_("the test restore stopped before the end of the file"))
         actual = scratch.table_row_counts()
     if backup.table_row_counts:
         problems = _compare_row_counts(backup.table_row_counts, actual)

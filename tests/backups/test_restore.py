@@ -164,11 +164,11 @@ def test_records_rebuilt_from_manifests_after_the_ops_database_is_emptied(sqlite
     BackupRecord.objects.all().delete()
 
     counts = backups_sync()
-    assert counts == {"created": 2, "updated": 0, "skipped": 2}
+    assert counts == {"created": 2, "updated": 0, "skipped": 2, "untrusted": 0}
     rebuilt = {r.name: (r.sha256, r.size_bytes, r.raw_size_bytes, r.table_row_counts, r.kind, r.created_at)
                for r in BackupRecord.objects.all()}
     assert rebuilt == expected
-    assert backups_sync() == {"created": 0, "updated": 0, "skipped": 2}
+    assert backups_sync() == {"created": 0, "updated": 0, "skipped": 2, "untrusted": 0}
     original = snapshot(sqlite_alias)
     change(sqlite_alias)
     backup_restore(backup=BackupRecord.objects.get(name=second.name), trigger=Trigger.CLI, safety_backup=False)

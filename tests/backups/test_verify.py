@@ -59,7 +59,7 @@ def test_a_flipped_byte_fails_verification_and_is_audited():
 
 
 def test_a_lost_tail_fails_verification():
-    backup = make_backup(created_at=NOW, payload=b"x" * 10000 + b"-- Dump completed\n")
+    backup = make_backup(created_at=NOW, payload=b"x" * 10000 + b"\n-- Dump completed\n")
     rewrite(backup, lambda data: data[: len(data) - 20])
 
     backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)
@@ -70,7 +70,7 @@ def test_a_lost_tail_fails_verification():
 
 def test_a_file_that_matches_its_checksum_but_does_not_decompress_fails():
     """The checksum was taken of a broken stream (a compressor killed mid-way)."""
-    whole = gzip.compress(b"x" * 10000 + b"-- Dump completed\n")
+    whole = gzip.compress(b"x" * 10000 + b"\n-- Dump completed\n")
     broken = whole[: len(whole) // 2]
     backup = make_backup(created_at=NOW)
     rewrite(backup, lambda data: broken)
@@ -208,7 +208,7 @@ def test_row_counts_that_differ_from_backup_time_fail_verification(scratch_alias
 
 def test_a_dump_that_does_not_restore_fails_and_the_scratch_database_is_dropped(scratch_alias):
     """Checksum and marker fine, SQL broken (as written by a buggy tool): only a restore finds out."""
-    payload = b"CREATE TABLE t (x int);\nINSERT INTO nowhere VALUES (1);\n" + COMPLETION_MARKER + b"\n"
+    payload = b"CREATE TABLE t (x int);\nINSERT INTO nowhere VALUES (1);\nCOMMIT;\n" + COMPLETION_MARKER + b"\n"
     backup = make_backup(created_at=NOW, database="app", payload=payload)
 
     backup = backup_verify(backup=backup, source=AuditEntry.Source.CLI)

@@ -89,3 +89,38 @@ def test_wrong_password_fails_the_backup_and_keeps_no_file(mariadb_database, bac
         assert wrong not in str(error.value)
     finally:
         test_mysql.run_sql(engine, ("DROP USER IF EXISTS %s@'127.0.0.1'", [user]))
+
+
+def test_postgresql_restore_of_a_file_swapped_after_the_check_commits_nothing(postgres_database, monkeypatch):
+    """Someone with write access to BACKUP_DIR swaps the file once the full check passed: the bytes
+    psql receives are hashed on the way, the end of input is never reached, nothing is committed."""
+    import os
+    from pathlib import Path
+
+    from django.core.files.storage import storages
+
+    from backups_app.exceptions import RestoreFailed
+    from backups_app.services import backup as backup_service
+
+    cases = test_postgresql.TestPostgreSQLDumpEngine()
+    engine = get_engine(postgres_database)
+    cases.populate(engine)
+    record = backup_create(database=postgres_database, trigger=Trigger.CLI)
+    cases.change_after_backup(engine)
+    forged = backup_create(database=postgres_database, trigger=Trigger.CLI)  # well-formed, other data
+    forged_bytes = Path(storages["backups"].path(forged.storage_name)).read_bytes()
+    test_postgresql.run_sql(engine, "CREATE TABLE written_after_both_backups (x int)")
+    state_before_restore = cases.snapshot(engine)
+    real_check = backup_service.backup_check
+    stored = Path(storages["backups"].path(record.storage_name))
+
+    def check_then_swap(**kwargs):
+        real_check(**kwargs)
+        replacement = stored.with_name("attacker.tmp")
+        replacement.write_bytes(forged_bytes)
+        os.replace(replacement, stored)
+
+    monkeypatch.setattr(backup_service, "backup_check", check_then_swap)
+    with pytest.raises(RestoreFailed, match="does not match"):
+        backup_restore(backup=record, trigger=Trigger.CLI, safety_backup=False)
+    assert cases.snapshot(engine) == state_before_restore
