@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from django.utils.translation import gettext as _
 
-from backups_app.exceptions import BackupError
+from backups_app.exceptions import BackupError, RestoreRefused
 
 #: Suffix of an encrypted backup file, after the compression's (".sql.zst.age").
 EXTENSION = ".age"
@@ -36,7 +36,7 @@ _RECIPIENT = re.compile(r"^age1[0-9a-z]{58}$")
 _IDENTITY = re.compile(r"^AGE-SECRET-KEY-1[0-9A-Z]{58}$")
 
 
-class EncryptionKeyMissing(BackupError):
+class EncryptionKeyMissing(RestoreRefused):
     """The key needed for this operation is not configured (never says more about keys)."""
 
 
@@ -245,6 +245,7 @@ class DecryptingReader(io.RawIOBase):
         self._stop = threading.Event()
         self._current = memoryview(b"")
         self._finished = False
+        self._clean_end = False
         self._thread = threading.Thread(target=self._decrypt, args=(list(identities),), daemon=True,
                                         name="backup-decrypt")
         self._thread.start()
@@ -253,6 +254,8 @@ class DecryptingReader(io.RawIOBase):
         outcome: object = _END
         try:
             _pyrage().decrypt_io(self.stored, _QueueWriter(self._pieces, self._stop), identities)
+        except BackupError as error:
+            outcome = error  # the stored bytes' own check (a HashingReader's mismatch) passes as it is
         except BaseException as error:  # noqa: BLE001 - raised to the consumer
             outcome = BackupError(_(
                 "the encrypted stream cannot be decrypted: wrong key, damaged or truncated file (%(error)s)"
@@ -267,13 +270,18 @@ class DecryptingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    @property
+    def verified(self) -> bool:
+        """Every byte was decrypted and authenticated, and the stored bytes passed their own check."""
+        return self._clean_end and bool(getattr(self.stored, "verified", True))
+
     def readinto(self, buffer) -> int:
         while not self._current:
             if self._finished:
                 return 0
             item = self._pieces.get()
             if item is _END:
-                self._finished = True
+                self._finished = self._clean_end = True
                 return 0
             if isinstance(item, BaseException):
                 self._finished = True
@@ -290,3 +298,38 @@ class DecryptingReader(io.RawIOBase):
             self._thread.join(timeout=5)
             self.stored.close()
         super().close()
+
+
+# --- Configuration --------------------------------------------------------------------------------
+def encryption_enabled() -> bool:
+    from django.conf import settings
+
+    return getattr(settings, "BACKUP_ENCRYPTION", "") == "age"
+
+
+def configured_recipients() -> list:
+    """The public keys new backups are encrypted to (``BACKUP_ENCRYPTION_RECIPIENTS``)."""
+    from secrets_app import get_secret
+
+    return parse_recipients(get_secret("BACKUP_ENCRYPTION_RECIPIENTS", default=""))
+
+
+def configured_recipient_fingerprints() -> list[str]:
+    from secrets_app import get_secret
+
+    return [recipient_fingerprint(key) for key in split_keys(get_secret("BACKUP_ENCRYPTION_RECIPIENTS", default=""))]
+
+
+def configured_identities() -> list:
+    """The private keys that decrypt (``BACKUP_ENCRYPTION_IDENTITY``), only where restores run."""
+    from secrets_app import get_secret
+
+    return parse_identities(get_secret("BACKUP_ENCRYPTION_IDENTITY", default=""))
+
+
+def decrypting(stored: BinaryIO, *, encrypted: bool) -> BinaryIO:
+    """``stored`` itself, or a DecryptingReader over it for an encrypted backup. Without the
+    private key this raises EncryptionKeyMissing before any byte is used."""
+    if not encrypted:
+        return stored
+    return DecryptingReader(stored, configured_identities())

@@ -29,7 +29,7 @@ MANIFEST_FORMAT = 1
 MANIFEST_SUFFIX = ".json"
 FIELDS = (
     "name", "database", "engine", "kind", "trigger", "compression", "raw_size_bytes", "size_bytes",
-    "sha256", "duration_seconds", "tool_versions", "table_row_counts",
+    "sha256", "duration_seconds", "tool_versions", "table_row_counts", "encrypted", "encryption_recipients",
 )
 TIME_FIELDS = ("created_at", "started_at", "finished_at")
 
@@ -118,5 +118,8 @@ def record_fields_from_manifest(data: dict[str, Any]) -> dict[str, Any]:
     fields.update({field: data.get(field) for field in TIME_FIELDS})
     fields["tool_versions"] = fields["tool_versions"] or {}
     fields["table_row_counts"] = fields["table_row_counts"] or {}
+    # Manifests written before encryption existed lack these: such a file is plain.
+    fields["encrypted"] = bool(fields["encrypted"])
+    fields["encryption_recipients"] = fields["encryption_recipients"] or []
     fields["status"] = BackupRecord.Status.SUCCESS
     return fields

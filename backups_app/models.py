@@ -76,6 +76,10 @@ class BackupRecord(models.Model):
     progress_bytes = models.BigIntegerField(_("bytes written so far"), default=0)
     compression = models.CharField(_("compression"), max_length=10, choices=Compression.choices)
     sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    # age encryption (backups_app.encryption): the file holds ciphertext, readable only by the
+    # private keys of these recipients (fingerprints of their public keys, never the keys).
+    encrypted = models.BooleanField(_("encrypted"), default=False)
+    encryption_recipients = models.JSONField(_("encrypted for"), default=list, blank=True)
     storage_name = models.CharField(
         _("file in local storage"), max_length=500, blank=True,
         help_text=_("Name of the file inside the backups storage (BACKUP_DIR)."),

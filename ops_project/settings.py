@@ -259,6 +259,11 @@ BACKUP_DIR = _project_path(env.str("BACKUP_DIR", default="backups"))
 BACKUP_COMPRESSION = env.str("BACKUP_COMPRESSION", default="gzip")
 if BACKUP_COMPRESSION not in ("gzip", "zstd", "none"):
     raise ImproperlyConfigured("BACKUP_COMPRESSION must be one of gzip, zstd, none.")
+# "age": every new backup file is encrypted (backups_app.encryption); keys come through get_secret
+# (BACKUP_ENCRYPTION_RECIPIENTS to write, BACKUP_ENCRYPTION_IDENTITY to restore and verify).
+BACKUP_ENCRYPTION = env.str("BACKUP_ENCRYPTION", default="").strip().lower()
+if BACKUP_ENCRYPTION not in ("", "none", "age"):
+    raise ImproperlyConfigured("BACKUP_ENCRYPTION must be age, or empty for none.")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
 BACKUP_LOCK_DIR = _project_path(env.str("BACKUP_LOCK_DIR", default="var/locks"))
 BACKUP_DUMP_TIMEOUT = env.int("BACKUP_DUMP_TIMEOUT", default=6 * 3600)

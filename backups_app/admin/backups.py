@@ -171,12 +171,12 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     change_form_template = "admin/backups_app/backuprecord/change_form.html"
     readonly_fields = (
         "status_column", "duration_column", "raw_size_display", "size_display", "progress_display",
-        "tool_versions_table", "row_counts_table",
+        "tool_versions_table", "row_counts_table", "encryption_display",
     )
 
     def get_fieldsets(self, request: HttpRequest, obj=None):
         running = obj is not None and obj.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
-        file_fields = ["storage_name", "compression", "raw_size_display", "size_display", "sha256"]
+        file_fields = ["storage_name", "compression", "encryption_display", "raw_size_display", "size_display", "sha256"]
         if running:
             # Only a running backup is still writing; afterwards the compressed size says it all.
             file_fields.insert(2, "progress_display")
@@ -196,6 +196,13 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         )
 
     # --- record page fields -----------------------------------------------------------------------
+    @admin.display(description=_("encryption"))
+    def encryption_display(self, record: BackupRecord) -> str:
+        if not record.encrypted:
+            return gettext("none: the file holds the compressed dump in clear")
+        fingerprints = ", ".join(record.encryption_recipients) or "?"
+        return gettext("age, for the keys %(fingerprints)s") % {"fingerprints": fingerprints}
+
     @admin.display(description=_("uncompressed size"))
     def raw_size_display(self, record: BackupRecord) -> str:
         return human_size(record.raw_size_bytes)

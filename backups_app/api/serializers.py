@@ -50,7 +50,7 @@ class BackupRecordSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "database", "engine", "kind", "status", "trigger", "compression",
             "created_at", "started_at", "finished_at", "duration_seconds",
-            "raw_size_bytes", "size_bytes", "sha256", "error_message",
+            "raw_size_bytes", "size_bytes", "sha256", "encrypted", "encryption_recipients", "error_message",
             "offsite_status", "offsite_uploaded_at",
             "verification_status", "verified_at", "verification_message",
         ]

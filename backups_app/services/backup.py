@@ -17,6 +17,7 @@ import time
 from datetime import UTC, timedelta
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +31,16 @@ from django.utils.translation import gettext as _
 
 from backups_app import locks
 from backups_app.access import backup_access_check, restore_target_check
+from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
+from backups_app.encryption import (
+    DecryptingReader,
+    EncryptingCompressor,
+    EncryptionKeyMissing,
+    configured_identities,
+    configured_recipient_fingerprints,
+    configured_recipients,
+    encryption_enabled,
+)
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
 from backups_app.engines.process import redact
@@ -55,11 +66,13 @@ from backups_app.models import AuditEntry, BackupRecord, Compression, DirtyDatab
 from backups_app.pipeline import (
     CHUNK_SIZE,
     EXTENSIONS,
+    CheckResult,
     DecompressingReader,
     HashingReader,
     PendingFile,
     UnsafeStoredFile,
     open_stored,
+    make_compressor,
     partial_path,
     stream_check,
     stream_to_storage,
@@ -140,7 +153,7 @@ def _reserve_record(*, database: str, engine: DumpEngine, compression: str, **fi
     storage = backup_storage()
     now = timezone.now()
     stem = _name_stem(database, now)
-    suffix = engine.file_extension + EXTENSIONS[compression]
+    suffix = engine.file_extension + EXTENSIONS[compression] + (ENCRYPTED_EXTENSION if encryption_enabled() else "")
     for number in range(1, 1000):
         name = f"{stem}{'' if number == 1 else f'_{number}'}{suffix}"
         if _name_taken(storage, name):
@@ -318,10 +331,11 @@ def _backup_run(
             record.tool_versions = engine.tool_versions()
         except Exception as error:  # noqa: BLE001 - the dump itself reports a missing tool
             logger.warning("Could not read tool versions for %s: %s", engine.alias, _error_text(error, engine))
+        compressor = _compressor_for(record, compression)
         with engine.dump() as stream:
             pending = stream_to_storage(
                 stream, storage=storage, name=record.name, compression=compression,
-                is_complete=engine.is_complete, progress=report,
+                is_complete=engine.is_complete, progress=report, compressor=compressor,
             )
         # Every stage exited 0 (leaving engine.dump() checked the tool); now make it final.
         try:
@@ -370,6 +384,17 @@ def _backup_run(
         raise
     backup_finished.send(sender=BackupRecord, record=record)
     return record
+
+
+def _compressor_for(record: BackupRecord, compression: str):
+    """The pipeline's compressor, encrypting to the configured recipients when encryption is on
+    (the record says so, and to whom: fingerprints only). None: the pipeline's own."""
+    if not record.name.endswith(ENCRYPTED_EXTENSION):
+        return None
+    recipients = configured_recipients()
+    record.encrypted = True
+    record.encryption_recipients = configured_recipient_fingerprints()
+    return EncryptingCompressor(make_compressor(compression), recipients)
 
 
 def _delete_quietly(storage: Storage, name: str) -> None:
@@ -528,6 +553,21 @@ def _refuse_unchecked(backup: BackupRecord) -> None:
         )
 
 
+def _decryption_check(backup: BackupRecord) -> Callable[[BinaryIO], BinaryIO]:
+    """What turns the stored bytes of `backup` into its compressed stream: nothing for a plain file,
+    a DecryptingReader for an encrypted one. Raises EncryptionKeyMissing (a refusal, one line) at
+    once when this host has no private key, so a restore stops before touching anything."""
+    if not backup.encrypted:
+        return lambda stored: stored
+    identities = configured_identities()
+    if not identities:
+        raise EncryptionKeyMissing(
+            _("Backup %(name)s is encrypted and BACKUP_ENCRYPTION_IDENTITY is not configured on this host.")
+            % {"name": backup.name}
+        )
+    return lambda stored: DecryptingReader(stored, identities)
+
+
 def backup_open_checked(*, backup: BackupRecord) -> HashingReader:
     """The stored file as a `HashingReader`: the end of the file raises `ChecksumMismatch` unless its
     bytes are exactly the recorded ones. A backup without a recorded SHA-256 is refused."""
@@ -546,7 +586,9 @@ def backup_read(*, backup: BackupRecord, engine: DumpEngine) -> Iterator[Decompr
     that commits only after a clean end of input therefore never commits other bytes than those
     recorded. After the engine returns, `reader.verified` says whether it read that clean end.
     """
-    checked = backup_open_checked(backup=backup)
+    # The private key is looked up before the file is opened: without it, nothing is read.
+    decrypt = _decryption_check(backup)
+    checked = decrypt(backup_open_checked(backup=backup))
     with DecompressingReader(
         checked, compression=backup.compression, is_complete=engine.is_complete,
         raw_size_bytes=backup.raw_size_bytes, name=backup.name,
@@ -605,6 +647,38 @@ def backup_chunks(
     return CheckedChunks(backup_open_checked(backup=backup), on_mismatch)
 
 
+def _plain_check(backup: BackupRecord) -> CheckResult:
+    try:
+        with backup_open(backup=backup) as stored:
+            try:
+                return stream_check(stored, compression=backup.compression)
+            except BackupError as error:
+                raise ChecksumMismatch(
+                    _("Backup %(name)s is damaged: %(error)s.") % {"name": backup.name, "error": error}
+                ) from None
+    except BackupNotFound as error:
+        raise RestoreRefused(str(error)) from None
+
+
+def _encrypted_check(backup: BackupRecord) -> CheckResult:
+    """The stored bytes hashed as they are read (the HashingReader raises at the end on a mismatch),
+    decrypted (age authenticates every chunk), then decompressed and checked like a plain file."""
+    decrypt = _decryption_check(backup)
+    try:
+        with decrypt(backup_open_checked(backup=backup)) as decrypted:
+            check = stream_check(decrypted, compression=backup.compression)
+    except BackupNotFound as error:
+        raise RestoreRefused(str(error)) from None
+    except ChecksumMismatch:
+        raise
+    except BackupError as error:
+        raise ChecksumMismatch(
+            _("Backup %(name)s is damaged: %(error)s.") % {"name": backup.name, "error": error}
+        ) from None
+    # The hashing reader already matched the stored bytes against the record.
+    return replace(check, sha256=backup.sha256, size_bytes=backup.size_bytes)
+
+
 def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> None:
     """Read the whole stored file: SHA-256, size, compressed stream end, decompressed size and the
     dump's completion marker. Raises `ChecksumMismatch` or `RestoreRefused`; touches no database."""
@@ -614,16 +688,10 @@ def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> N
             % {"name": backup.name, "status": backup.get_status_display()}
         )
     _refuse_unchecked(backup)
-    try:
-        with backup_open(backup=backup) as stored:
-            try:
-                check = stream_check(stored, compression=backup.compression)
-            except BackupError as error:
-                raise ChecksumMismatch(
-                    _("Backup %(name)s is damaged: %(error)s.") % {"name": backup.name, "error": error}
-                ) from None
-    except BackupNotFound as error:
-        raise RestoreRefused(str(error)) from None
+    if backup.encrypted:
+        check = _encrypted_check(backup)
+    else:
+        check = _plain_check(backup)
     if check.sha256 != backup.sha256 or (backup.size_bytes is not None and check.size_bytes != backup.size_bytes):
         raise ChecksumMismatch(
             _("Backup %(name)s does not match its SHA-256 (stored file changed or damaged); refusing it.")
@@ -927,6 +995,22 @@ def _compression_of(name: str) -> str:
     return Compression.NONE
 
 
+def _adoption_check(backup: BackupRecord, *, compression: str, encrypted: bool) -> CheckResult:
+    """Read a file nobody vouches for: its SHA-256 and size, and whether it decompresses (after
+    decryption, for an .age file: a second read, through the private key) to a complete stream."""
+    with backup_open(backup=backup) as stored:
+        check = stream_check(stored, compression=compression if not encrypted else Compression.NONE)
+    if not encrypted:
+        return check
+    identities = configured_identities()
+    if not identities:
+        raise EncryptionKeyMissing(_("Backup %(name)s is encrypted and BACKUP_ENCRYPTION_IDENTITY is not "
+                                     "configured on this host.") % {"name": backup.name})
+    with DecryptingReader(backup_open(backup=backup), identities) as decrypted:
+        plain = stream_check(decrypted, compression=compression)
+    return replace(plain, sha256=check.sha256, size_bytes=check.size_bytes)
+
+
 def _untrusted_record_fields(data: dict) -> dict:
     """A record for a manifest without our signature: its claims are shown, never used.
 
@@ -1039,16 +1123,18 @@ def backup_adopt(*, backup: BackupRecord, source: str, user=None, database: str 
         engine = get_engine(database)
     except ImproperlyConfigured as error:
         raise refuse(str(error)) from None
-    compression = _compression_of(backup.storage_name or backup.name)
+    stored_name = backup.storage_name or backup.name
+    encrypted = stored_name.endswith(ENCRYPTED_EXTENSION)
+    compression = _compression_of(stored_name.removesuffix(ENCRYPTED_EXTENSION))
     try:
-        with backup_open(backup=backup) as stored:
-            check = stream_check(stored, compression=compression)
+        check = _adoption_check(backup, compression=compression, encrypted=encrypted)
     except BackupError as error:
         raise refuse(_("Backup %(name)s cannot be adopted: %(error)s.") % {"name": backup.name, "error": error}) from None
     if not check.stream_complete or not engine.is_complete(check.tail):
         raise refuse(_("Backup %(name)s is not a complete %(engine)s dump (its stream end or completion "
                        "marker is missing); it cannot be adopted.") % {"name": backup.name, "engine": engine.vendor})
     backup.database, backup.engine, backup.compression = database, engine.vendor, compression
+    backup.encrypted = encrypted
     backup.sha256, backup.size_bytes, backup.raw_size_bytes = check.sha256, check.size_bytes, check.raw_size_bytes
     backup.status = BackupRecord.Status.SUCCESS
     backup.verification_status = BackupRecord.VerificationStatus.UNVERIFIED

@@ -25,6 +25,8 @@ def backup_as_dict(record: BackupRecord) -> dict[str, Any]:
         "size_bytes": record.size_bytes,
         "raw_size_bytes": record.raw_size_bytes,
         "sha256": record.sha256 or None,
+        "encrypted": record.encrypted,
+        "encryption_recipients": record.encryption_recipients,
         "error": record.error_message or None,
     }
 
