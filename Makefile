@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Client headers for mysqlclient, and the dump tools the backup engines run.
 SYSTEM_PACKAGES := pkg-config libmariadb-dev mariadb-client postgresql-client zstd
 
-.PHONY: setup run test system-deps migrate staff clean-venv
+.PHONY: setup run test lint system-deps migrate staff clean-venv
 
 setup: $(VENV)/.installed migrate
 
@@ -18,8 +18,13 @@ run: setup staff
 	@echo "opsdesk on http://127.0.0.1:$(PORT)/admin/"
 	$(PY) -m ops_project.run --port $(PORT)
 
-test: $(VENV)/.installed-test migrate
+test: $(VENV)/.installed-test migrate lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Lint (ruff, configured in pyproject.toml) and models without their migration: both fail the build.
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check .
+	$(PY) manage.py makemigrations --check --dry-run -v 0
 
 system-deps:
 	@if pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null; then \

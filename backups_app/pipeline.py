@@ -115,7 +115,7 @@ class Decompressor:
             return b""
         try:
             output = self._object.decompress(data)
-        except Exception as error:  # zlib.error, zstandard.ZstdError: the bytes are corrupt.
+        except Exception as error:  # noqa: BLE001 - zlib.error, zstandard.ZstdError, isal: corrupt bytes
             raise BackupError(_("the compressed stream is corrupt (%(error)s)") % {"error": error}) from None
         if self._object.eof and self._object.unused_data:
             self.trailing_garbage = True

@@ -19,3 +19,6 @@ class RedisServer(models.Model):
         ]
         verbose_name = _("Redis")
         verbose_name_plural = _("Redis")
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)

@@ -52,7 +52,7 @@ def _run_one(check: HealthCheck) -> CheckResult:
     started = time.perf_counter()
     try:
         details = check.check_status() or {}
-    except Exception as error:  # any failure of a component is a result, never a 500
+    except Exception as error:  # noqa: BLE001 - any failure of a component is a result, never a 500
         latency = round((time.perf_counter() - started) * 1000, 1)
         if log_throttle.should_log(check.component):
             logger.warning("health check %s failed: %s: %s", check.component, type(error).__name__, error)

@@ -18,6 +18,8 @@ from django.utils.translation import gettext_lazy as _
 from secrets_app.exceptions import SecretsError
 from secrets_app.models import KnownSecret, SecretAccess
 from secrets_app.selectors import obsolete_secret_names, provider_description
+from secrets_app.manager import secrets_actor
+from secrets_app.services import secrets_access_flush, secrets_check, secrets_provider_check
 
 # Plain labels of the providers' options() keys (secrets_app/providers/*.py).
 OPTION_LABELS = {
@@ -60,8 +62,6 @@ def provider_rows(provider: dict) -> list[tuple[str, str]]:
             value = human_seconds(float(value))
         rows.append((label, value or "—"))
     return rows
-from secrets_app.manager import secrets_actor
-from secrets_app.services import secrets_access_flush, secrets_check, secrets_provider_check
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

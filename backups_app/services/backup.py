@@ -698,7 +698,9 @@ def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> N
             % {"name": backup.name}
         )
     if not check.stream_complete:
-        raise RestoreRefused(_("Backup %(name)s is truncated: its compressed stream does not end properly.") % {"name": backup.name})
+        raise RestoreRefused(
+            _("Backup %(name)s is truncated: its compressed stream does not end properly.") % {"name": backup.name}
+        )
     if backup.raw_size_bytes is not None and check.raw_size_bytes != backup.raw_size_bytes:
         raise RestoreRefused(_("Backup %(name)s decompresses to an unexpected size.") % {"name": backup.name})
     engine = engine or get_engine(backup.database)
@@ -897,7 +899,8 @@ def backup_restore(
                         "%(safety)s to return to the state before this restore."
                     ) % {"error": message, "safety": restore.safety_backup.name}
                 else:
-                    message = _("%(error)s. The database may be partly restored (no safety backup was taken).") % {"error": message}
+                    message = _("%(error)s. The database may be partly restored (no safety backup was taken).") % {
+                        "error": message}
                 raise RestoreFailed(message) from None
             if database == "default":
                 restore = _reattach_after_ops_restore(restore, audit_entries)

@@ -161,7 +161,9 @@ class ResilientRedisCache(RedisCache):
 
     def clear_prefix(self) -> int:
         """Delete this cache's keys only (SCAN + UNLINK); raises CacheUnavailable on an outage."""
-        return self.call_strict(lambda cache: keys_unlink(client=cache.redis_client(), pattern=cache.prefix_pattern()), write=True)
+        return self.call_strict(
+            lambda cache: keys_unlink(client=cache.redis_client(), pattern=cache.prefix_pattern()), write=True
+        )
 
     def _clear_in_background(self) -> None:
         def run() -> None:

@@ -85,7 +85,9 @@ class AwsProvider(SecretProvider):
             raise AccessDenied(f"AWS is not configured: {type(error).__name__}.") from None
         except BotoCoreError as error:
             # Connection refused, timeouts, endpoint errors: no value can be inside these.
-            raise ProviderUnavailable(f"AWS Secrets Manager cannot be reached for {secret_name!r} ({type(error).__name__}).") from None
+            raise ProviderUnavailable(
+                f"AWS Secrets Manager cannot be reached for {secret_name!r} ({type(error).__name__})."
+            ) from None
 
     def get(self, secret_name: str) -> SecretValue:
         aws_name, _, json_key = secret_name.partition(":")

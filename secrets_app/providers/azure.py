@@ -90,7 +90,9 @@ class AzureProvider(SecretProvider):
                 raise AccessDenied(f"Azure Key Vault refused access to {secret_name!r} ({error.status_code}).") from None
             raise ProviderUnavailable(f"Azure Key Vault failed for {secret_name!r} ({error.status_code}).") from None
         except (ServiceRequestError, ServiceResponseError) as error:
-            raise ProviderUnavailable(f"Azure Key Vault cannot be reached for {secret_name!r} ({type(error).__name__}).") from None
+            raise ProviderUnavailable(
+                f"Azure Key Vault cannot be reached for {secret_name!r} ({type(error).__name__})."
+            ) from None
 
     def _vault_name(self, secret_name: str) -> str:
         vault_name = key_vault_name(secret_name)

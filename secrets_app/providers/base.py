@@ -71,7 +71,7 @@ class SecretProvider(abc.ABC):
             pass
         return f"{self.name}: reachable"
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - optional hook: most providers keep nothing to forget
         """Forget clients and connections (after a fork). The next call builds new ones."""
 
     def __repr__(self) -> str:

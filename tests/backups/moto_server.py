@@ -56,7 +56,7 @@ class MotoServer:
                 return self
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError("moto_server exited at start")
+                    raise RuntimeError("moto_server exited at start") from None
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("moto_server did not start")

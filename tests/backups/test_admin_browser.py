@@ -257,7 +257,7 @@ def console_with_history() -> dict[str, str]:
     """
     from django.contrib.auth.models import User
 
-    from backups_app.models import ApiToken, AuditEntry
+    from backups_app.models import ApiToken
     from backups_app.services.schedule import backup_schedule_ensure
     from backups_app.services.tokens import api_token_create
 

@@ -17,7 +17,6 @@ from backups_app import liveness, tasks
 from backups_app.models import AuditEntry, BackupRecord, ProcessHeartbeat, RestoreRecord, ScheduleRemoval, Trigger
 from backups_app.selectors import scheduled_backups
 from backups_app.services import schedule
-from backups_app.services.backup import backup_queue
 from tests.backups.admin_fixtures import APP_ALIAS, app_database, make_user, operator, superuser  # noqa: F401
 from tests.conftest import register_alias, unregister_alias
 

@@ -243,7 +243,7 @@ def test_make_run_starts_web_and_scheduler_and_ctrl_c_stops_the_whole_tree(tmp_p
         os.kill(runner.pid, signal.SIGINT)  # what Ctrl-C sends
         runner.wait(timeout=30)
     for pid in children:
-        wait_until(lambda: not pid_alive(pid), timeout=30, what=f"process {pid} to stop", log=log)
+        wait_until(lambda pid=pid: not pid_alive(pid), timeout=30, what=f"process {pid} to stop", log=log)
     assert "web stopped" in log.read_text() and "scheduler stopped" in log.read_text()
     # Stopped cleanly, the worker and the scheduler said so: nothing shows as alive any more.
     assert not query(ops, "SELECT component FROM backups_app_processheartbeat")

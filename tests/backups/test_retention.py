@@ -41,7 +41,7 @@ def stored(record: BackupRecord) -> bool:
 
 def test_default_policy_keeps_young_backups_and_the_last_seven(settings):
     settings.BACKUP_RETENTION_DAYS = 10
-    young = [make_backup(created_at=days_ago(day)) for day in range(0, 10)]
+    young = [make_backup(created_at=days_ago(day)) for day in range(10)]
     old = [make_backup(created_at=days_ago(day)) for day in range(20, 30)]
 
     result = retention_apply(now=NOW)

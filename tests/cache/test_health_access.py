@@ -82,7 +82,8 @@ def test_jobs_waiting_with_no_worker_make_health_503(client, settings, db):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     settings.CELERY_BROKER_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
     settings.CELERY_TASK_DEFAULT_QUEUE = "opsdesk-health-test-never-consumed"
-    assert client.get("/health").status_code == 200  # no worker, but nothing waits
+    first = client.get("/health")
+    assert first.status_code == 200, first.json()  # no worker, but nothing waits
     BackupRecord.objects.create(
         name="backup_waiting.sql.gz", database="default", engine="sqlite", trigger=Trigger.API,
         status=BackupRecord.Status.QUEUED, compression="gzip", created_at=timezone.now() - timedelta(minutes=5),

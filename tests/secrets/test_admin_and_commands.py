@@ -1,6 +1,7 @@
 """The admin's provider page and test-connection action; secrets_check; import cost."""
 from __future__ import annotations
 
+import ast
 import io
 import os
 import subprocess
@@ -122,7 +123,7 @@ def test_settings_read_secrets_through_get_secret(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "True True True"
-    assert {"SECRET_KEY", "SGP_TOKEN", "GEMINI_API_KEY", "DATABASE_PASSWORD"} <= set(eval(lines[1]))
+    assert {"SECRET_KEY", "SGP_TOKEN", "GEMINI_API_KEY", "DATABASE_PASSWORD"} <= set(ast.literal_eval(lines[1]))
 
 
 def test_misconfigured_provider_stops_start_up_with_a_clear_message(tmp_path):
