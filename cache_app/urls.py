@@ -8,4 +8,5 @@ app_name = "cache_app"
 urlpatterns = [
     path("health", views.health, name="health"),
     path("health/", views.health, name="health-slash"),
+    path("metrics", views.metrics, name="metrics"),
 ]

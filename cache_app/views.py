@@ -1,14 +1,19 @@
-"""/health: thin view over cache_app.services.health_check_run."""
+"""/health and /metrics: thin views over cache_app.services.health_check_run and cache_app.metrics."""
 from __future__ import annotations
 
 import hmac
+import logging
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from cache_app.metrics import metrics_access, metrics_render
 from cache_app.services import health_check_run
+
+logger = logging.getLogger("cache_app.metrics")
 
 
 def _bearer(request: HttpRequest) -> str:
@@ -50,3 +55,23 @@ def health(request: HttpRequest) -> JsonResponse:
     # an ERROR for every probe of the load balancer, every few seconds, for the whole outage.
     response._has_been_logged = True
     return response
+
+
+@never_cache
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition, for a METRICS_TOKEN Bearer token or an address in METRICS_ALLOWED_IPS."""
+    refusal = metrics_access(request=request)
+    if refusal is not None:
+        response = HttpResponse(status=refusal)
+        if refusal == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="opsdesk metrics"'
+        return response
+    try:
+        body, content_type = metrics_render(accept=request.headers.get("Accept", ""))
+    except DatabaseError as error:
+        # Prometheus records the failed scrape (`up` stays 1, the series go stale); one line, no
+        # traceback of a driver message that may name hosts.
+        logger.error("/metrics: opsdesk's database cannot be read (%s).", type(error).__name__)
+        return HttpResponse("opsdesk database unavailable\n", status=503, content_type="text/plain")
+    return HttpResponse(body, content_type=content_type)

@@ -5,6 +5,7 @@ and an optional ``.env`` file at the project root (the environment wins). Withou
 the project runs on embedded defaults: SQLite under ``var/``, backups in ``backups/``, an in-memory
 cache and Celery tasks run inline. README.md lists every setting with its default.
 """
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -464,6 +465,27 @@ HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
 HEALTH_TOKEN = get_secret("HEALTH_TOKEN", default="") or ""
 # Load balancers probe /health over plain HTTP on the private network.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
+
+# --- /metrics for Prometheus (cache_app.metrics) --------------------------------------------------
+# Scrapers let in without a token: direct connections from these addresses or networks (CIDR).
+# The Bearer token is the secret METRICS_TOKEN, read through get_secret at each scrape.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+for _entry in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS: {_entry!r} is not an IP address or network (e.g. 10.0.0.0/8)."
+        ) from None
+# A local Prometheus scrapes gunicorn over plain HTTP; a redirect would not protect a token anyway
+# (it has been sent by the time the redirect answers).
+SECURE_REDIRECT_EXEMPT += [r"^metrics$"]
+# Each app contributes its collectors; each computes its figures from the database at scrape time.
+METRICS_COLLECTORS = [
+    "backups_app.metrics.BackupCollector",
+    "secrets_app.metrics.SecretsCollector",
+    "cache_app.metrics.RedisCollector",
+]
 
 # --- Celery ---------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_BROKER_URL)

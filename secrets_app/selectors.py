@@ -57,3 +57,35 @@ def provider_description(*, manager: SecretManager | None = None) -> dict[str, o
         "max_stale_seconds": manager.max_stale,
         "rotation_broadcast": "redis" if manager.rotation_redis_url else "",
     }
+
+
+def provider_error_counts() -> dict[tuple[str, str], int]:
+    """Reads the secret provider could not answer, from the access log: (provider, outcome) -> count.
+
+    What the manager records when its provider fails: `denied`, `stale` (the last good value
+    served), and `fallback`/`missing` carrying the provider's error as detail. A `fallback` or
+    `missing` because the provider simply does not hold the secret (detail empty or "not in ...")
+    is not an error. Events reach the table when each process flushes its buffer
+    (SECRETS_ACCESS_LOG_FLUSH_SECONDS), so the figure lags by up to that long.
+    """
+    from django.db.models import Q, Sum
+
+    from secrets_app.models import SecretAccess
+
+    Outcome = SecretAccess.Outcome
+    degraded = (
+        Q(outcome__in=[Outcome.FALLBACK, Outcome.MISSING]) & ~Q(detail="") & ~Q(detail__startswith="not in ")
+    )
+    rows = (
+        SecretAccess.objects.filter(Q(outcome__in=[Outcome.DENIED, Outcome.STALE]) | degraded)
+        .values("provider", "outcome").annotate(total=Sum("count")).order_by()
+    )
+    return {(row["provider"], row["outcome"]): row["total"] for row in rows}
+
+
+def secret_status_counts() -> dict[tuple[str, bool], int]:
+    """Known secrets by how they last resolved in any process: (status, required) -> count."""
+    from django.db.models import Count
+
+    rows = KnownSecret.objects.values("status", "required").annotate(count=Count("id")).order_by()
+    return {(row["status"], row["required"]): row["count"] for row in rows}

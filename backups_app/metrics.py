@@ -1,0 +1,259 @@
+"""Prometheus metrics of backups and restores, computed from the database at scrape time.
+
+Every figure is read from the records when Prometheus scrapes, so any web process answers the same
+whatever it did itself: nothing is counted in process memory, nothing resets when gunicorn recycles
+a worker. The cost is a handful of grouped queries whatever the number of records (see
+tests/cache/test_metrics.py, which counts them for 10 and 10,000 records).
+
+Conventions: times are unix seconds; a database that never had a good backup reports 0 as the time
+of its last one (so `time() - opsdesk_backup_last_success_timestamp_seconds` is huge and the
+staleness alert fires for it too); every configured database gets every per-database series, with
+zero counts, so that a rule never sees a series appear out of nothing.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, Max, Min, Q
+from django.db.models.functions import Coalesce
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from backups_app.models import BackupRecord, RestoreRecord
+from backups_app.selectors import backup_databases
+from backups_app.services.offsite import offsite_enabled
+
+Status = BackupRecord.Status
+Verification = BackupRecord.VerificationStatus
+Offsite = BackupRecord.OffsiteStatus
+
+# A backup that ended badly: what the "backup failing" alert compares with the last good one.
+BAD_STATUSES = (Status.FAILED, Status.INTERRUPTED)
+
+
+def _seconds(moment: datetime | None) -> float:
+    return moment.timestamp() if moment is not None else 0.0
+
+
+@dataclass
+class DatabaseFigures:
+    """What one grouped query tells about the backups of one database."""
+
+    counts_by_status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Status.values, 0))
+    verifications: dict[str, int] = field(default_factory=lambda: {Verification.VERIFIED: 0, Verification.FAILED: 0})
+    newest_good_created_at: datetime | None = None
+    newest_uploaded_created_at: datetime | None = None
+    last_failure_at: datetime | None = None
+    # Per verification result, when a backup last got it.
+    last_verified_at: dict[str, datetime] = field(default_factory=dict)
+
+    def last_verification(self) -> tuple[str, datetime] | None:
+        """The newest verification's result and time; a tie counts as failed (the pessimistic side)."""
+        if not self.last_verified_at:
+            return None
+        moment = max(self.last_verified_at.values())
+        result = Verification.FAILED if self.last_verified_at.get(Verification.FAILED) == moment else Verification.VERIFIED
+        return result, moment
+
+
+def _later(current: datetime | None, candidate: datetime | None) -> datetime | None:
+    if candidate is None:
+        return current
+    return candidate if current is None or candidate > current else current
+
+
+def backup_figures(*, databases: list[str]) -> dict[str, DatabaseFigures]:
+    """One query grouped by database, status, verification and offsite status."""
+    figures = {alias: DatabaseFigures() for alias in databases}
+    groups = (
+        BackupRecord.objects.filter(database__in=databases)
+        .values("database", "status", "verification_status", "offsite_status")
+        .annotate(
+            count=Count("id"),
+            newest_created_at=Max("created_at"),
+            newest_ended_at=Max(Coalesce("finished_at", "created_at")),
+            newest_verified_at=Max("verified_at"),
+        )
+        .order_by()
+    )
+    for group in groups:
+        database = figures[group["database"]]
+        status, verification = group["status"], group["verification_status"]
+        database.counts_by_status[status] = database.counts_by_status.get(status, 0) + group["count"]
+        if verification in database.verifications:
+            database.verifications[verification] += group["count"]
+            database.last_verified_at[verification] = _later(
+                database.last_verified_at.get(verification), group["newest_verified_at"]
+            )
+        if status == Status.SUCCESS:
+            database.newest_good_created_at = _later(database.newest_good_created_at, group["newest_created_at"])
+            if group["offsite_status"] == Offsite.UPLOADED:
+                database.newest_uploaded_created_at = _later(
+                    database.newest_uploaded_created_at, group["newest_created_at"]
+                )
+        elif status in BAD_STATUSES:
+            database.last_failure_at = _later(database.last_failure_at, group["newest_ended_at"])
+    for database in figures.values():
+        database.last_verified_at = {key: value for key, value in database.last_verified_at.items() if value}
+    return figures
+
+
+def newest_good_backups(*, figures: dict[str, DatabaseFigures]) -> dict[str, BackupRecord]:
+    """The newest good backup of each database, in one query (found by the time the grouping gave)."""
+    wanted = Q()
+    for alias, database in figures.items():
+        if database.newest_good_created_at is not None:
+            wanted |= Q(database=alias, created_at=database.newest_good_created_at)
+    if not wanted:
+        return {}
+    newest: dict[str, BackupRecord] = {}
+    records = BackupRecord.objects.filter(wanted, status=Status.SUCCESS).only(
+        "id", "database", "created_at", "finished_at", "duration_seconds", "size_bytes"
+    )
+    for record in records:
+        # Two backups in the same microsecond: the later row wins, as in backup_list's ordering.
+        if record.database not in newest or record.id > newest[record.database].id:
+            newest[record.database] = record
+    return newest
+
+
+def offsite_behind_since(*, figures: dict[str, DatabaseFigures]) -> dict[str, datetime]:
+    """Per database, when the oldest good backup still waiting for its offsite copy ended.
+
+    Only backups newer than the newest confirmed copy count: an old upload that failed for good is
+    history once a newer backup reached the bucket. A database missing here is fully copied.
+    """
+    wanted = Q()
+    for alias, database in figures.items():
+        if database.newest_uploaded_created_at is None:
+            wanted |= Q(database=alias)
+        else:
+            wanted |= Q(database=alias, created_at__gt=database.newest_uploaded_created_at)
+    if not wanted:
+        return {}
+    rows = (
+        BackupRecord.objects.filter(wanted, status=Status.SUCCESS, offsite_status__in=[Offsite.PENDING, Offsite.FAILED])
+        .values("database")
+        .annotate(since=Min(Coalesce("finished_at", "created_at")))
+        .order_by()
+    )
+    return {row["database"]: row["since"] for row in rows}
+
+
+def restore_counts(*, databases: list[str]) -> dict[str, dict[str, int]]:
+    """Restores per target database and status (zero-filled)."""
+    counts = {alias: dict.fromkeys(RestoreRecord.Status.values, 0) for alias in databases}
+    rows = (
+        RestoreRecord.objects.filter(database__in=databases)
+        .values("database", "status").annotate(count=Count("id")).order_by()
+    )
+    for row in rows:
+        counts[row["database"]][row["status"]] = row["count"]
+    return counts
+
+
+class BackupCollector:
+    """Per-database backup, verification, offsite and restore figures (see the module docstring)."""
+
+    def describe(self) -> list[Metric]:
+        # Nothing to declare up front: registering must not run queries (the registry would call
+        # collect() otherwise).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        databases = backup_databases()
+        figures = backup_figures(databases=databases)
+        newest = newest_good_backups(figures=figures)
+        yield from self._last_good(databases, figures, newest)
+        yield from self._counts(databases, figures)
+        yield from self._verification(databases, figures)
+        if offsite_enabled():
+            yield self._offsite_lag(databases, figures)
+        yield self._restores(databases)
+
+    def _last_good(self, databases, figures, newest) -> Iterator[Metric]:
+        last_success = GaugeMetricFamily(
+            "opsdesk_backup_last_success_timestamp_seconds",
+            "When the newest good backup of the database finished (unix time); 0 when it never had one.",
+            labels=["database"],
+        )
+        duration = GaugeMetricFamily(
+            "opsdesk_backup_last_success_duration_seconds",
+            "How long the newest good backup of the database took.", labels=["database"],
+        )
+        size = GaugeMetricFamily(
+            "opsdesk_backup_last_success_size_bytes",
+            "Stored (compressed) size of the newest good backup of the database.", labels=["database"],
+        )
+        last_failure = GaugeMetricFamily(
+            "opsdesk_backup_last_failure_timestamp_seconds",
+            "When the newest failed or interrupted backup of the database ended (unix time); 0 when none.",
+            labels=["database"],
+        )
+        for alias in databases:
+            record = newest.get(alias)
+            last_success.add_metric([alias], _seconds(record and (record.finished_at or record.created_at)))
+            if record is not None and record.duration_seconds is not None:
+                duration.add_metric([alias], record.duration_seconds)
+            if record is not None and record.size_bytes is not None:
+                size.add_metric([alias], record.size_bytes)
+            last_failure.add_metric([alias], _seconds(figures[alias].last_failure_at))
+        yield from (last_success, duration, size, last_failure)
+
+    def _counts(self, databases, figures) -> Iterator[Metric]:
+        backups = GaugeMetricFamily(
+            "opsdesk_backups", "Backup records kept, by database and status.", labels=["database", "status"]
+        )
+        for alias in databases:
+            for status, count in figures[alias].counts_by_status.items():
+                backups.add_metric([alias, status], count)
+        yield backups
+
+    def _verification(self, databases, figures) -> Iterator[Metric]:
+        results = GaugeMetricFamily(
+            "opsdesk_backup_verifications", "Backup records kept, by database and verification result.",
+            labels=["database", "result"],
+        )
+        last_success = GaugeMetricFamily(
+            "opsdesk_backup_last_verification_success",
+            "1 when the newest verification (test restore) of the database passed, 0 when it failed.",
+            labels=["database"],
+        )
+        last_time = GaugeMetricFamily(
+            "opsdesk_backup_last_verification_timestamp_seconds",
+            "When the newest verification of the database ran (unix time).", labels=["database"],
+        )
+        for alias in databases:
+            for result, count in figures[alias].verifications.items():
+                results.add_metric([alias, result], count)
+            last = figures[alias].last_verification()
+            if last is not None:
+                last_success.add_metric([alias], 1.0 if last[0] == Verification.VERIFIED else 0.0)
+                last_time.add_metric([alias], _seconds(last[1]))
+        yield from (results, last_success, last_time)
+
+    def _offsite_lag(self, databases, figures) -> Metric:
+        lag = GaugeMetricFamily(
+            "opsdesk_backup_offsite_lag_seconds",
+            "Seconds since the oldest good backup newer than the newest confirmed offsite copy ended "
+            "(how far the bucket is behind); 0 when every newer good backup is copied.",
+            labels=["database"],
+        )
+        behind_since = offsite_behind_since(figures=figures)
+        now = time.time()
+        for alias in databases:
+            since = behind_since.get(alias)
+            lag.add_metric([alias], max(0.0, now - since.timestamp()) if since is not None else 0.0)
+        return lag
+
+    def _restores(self, databases) -> Metric:
+        restores = GaugeMetricFamily(
+            "opsdesk_restores", "Restore records, by target database and status.", labels=["database", "status"]
+        )
+        for alias, counts in restore_counts(databases=databases).items():
+            for status, count in counts.items():
+                restores.add_metric([alias, status], count)
+        return restores
