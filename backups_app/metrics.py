@@ -13,7 +13,6 @@ zero counts, so that a rule never sees a series appear out of nothing.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
