@@ -21,6 +21,7 @@ from django.db.models import Count, Max, Min, Q
 from django.db.models.functions import Coalesce
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from backups_app.engines.media import is_media_alias
 from backups_app.models import BackupRecord, RestoreRecord
 from backups_app.selectors import backup_databases
 from backups_app.services.offsite import offsite_enabled
@@ -64,12 +65,10 @@ def _later(current: datetime | None, candidate: datetime | None) -> datetime | N
     return candidate if current is None or candidate > current else current
 
 
-def backup_figures(*, databases: list[str]) -> dict[str, DatabaseFigures]:
+def _backup_groups():
     """One query grouped by database, status, verification and offsite status."""
-    figures = {alias: DatabaseFigures() for alias in databases}
-    groups = (
-        BackupRecord.objects.filter(database__in=databases)
-        .values("database", "status", "verification_status", "offsite_status")
+    return (
+        BackupRecord.objects.values("database", "status", "verification_status", "offsite_status")
         .annotate(
             count=Count("id"),
             newest_created_at=Max("created_at"),
@@ -78,6 +77,21 @@ def backup_figures(*, databases: list[str]) -> dict[str, DatabaseFigures]:
         )
         .order_by()
     )
+
+
+def metric_databases(*, recorded: set[str]) -> list[str]:
+    """Every configured database, and the media aliases (`media`, `media:<storage>`) that have
+    backups: they are not in DATABASES, yet their backups deserve the same alerts. Records of an
+    alias no longer configured are left out."""
+    configured = backup_databases()
+    return configured + sorted(alias for alias in recorded if is_media_alias(alias) and alias not in configured)
+
+
+def backup_figures() -> dict[str, DatabaseFigures]:
+    """Per database (see metric_databases), what the grouped query says about its backups."""
+    groups = list(_backup_groups())
+    figures = {alias: DatabaseFigures() for alias in metric_databases(recorded={group["database"] for group in groups})}
+    groups = [group for group in groups if group["database"] in figures]
     for group in groups:
         database = figures[group["database"]]
         status, verification = group["status"], group["verification_status"]
@@ -163,8 +177,8 @@ class BackupCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        databases = backup_databases()
-        figures = backup_figures(databases=databases)
+        figures = backup_figures()
+        databases = list(figures)
         newest = newest_good_backups(figures=figures)
         yield from self._last_good(databases, figures, newest)
         yield from self._counts(databases, figures)

@@ -163,8 +163,10 @@ def test_scrape_reports_the_records(client, settings, metrics_token):
     backup("chat-5", database="chat", status="running", age=timedelta(minutes=1))
     # default: only a failed backup, never a good one.
     backup("default-1", status="interrupted", age=timedelta(hours=4))
-    # Records of a database no longer configured are left out.
+    # Records of a database no longer configured are left out; uploaded files (media) are not in
+    # DATABASES but count.
     backup("gone-1", database="gone", age=timedelta(hours=1))
+    media = backup("media-1", database="media", age=timedelta(hours=6), size_bytes=4096)
     RestoreRecord.objects.create(backup_name="chat-1", database="chat", status="success", trigger="cli")
     RestoreRecord.objects.create(backup_name="chat-1", database="chat", status="failed", trigger="cli")
     RestoreRecord.objects.create(backup_name="chat-2", database="chat", status="failed", trigger="cli")
@@ -201,6 +203,10 @@ def test_scrape_reports_the_records(client, settings, metrics_token):
     assert value("opsdesk_backups", database="chat", status="queued") == 0
     assert value("opsdesk_backups", database="default", status="interrupted") == 1
     assert not any(dict(labels).get("database") == "gone" for _, labels in samples)
+    assert value("opsdesk_backups", database="media", status="success") == 1
+    assert value("opsdesk_backup_last_success_timestamp_seconds", database="media") == pytest.approx(
+        media.finished_at.timestamp())
+    assert value("opsdesk_restores", database="media", status="success") == 0
 
     assert value("opsdesk_backup_verifications", database="chat", result="verified") == 1
     assert value("opsdesk_backup_verifications", database="chat", result="failed") == 1
