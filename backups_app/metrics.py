@@ -270,3 +270,31 @@ class BackupCollector:
             for status, count in counts.items():
                 restores.add_metric([alias, status], count)
         return restores
+
+
+class ProcessCollector:
+    """Whether anything will run: worker and scheduler heartbeats, and the jobs waiting for them.
+
+    Read from backups_app.liveness (the heartbeat rows every worker and beat process writes), the
+    same answers as the admin index and /health.
+    """
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not query the database
+
+    def collect(self) -> Iterator[Metric]:
+        from backups_app.liveness import queue_depth, scheduler_alive, worker_alive
+
+        yield GaugeMetricFamily(
+            "opsdesk_worker_alive",
+            "1 when a Celery worker consuming opsdesk's queue gave a heartbeat recently (always 1 "
+            "without a broker: each job then runs in a process of its own).",
+            value=1.0 if worker_alive() else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "opsdesk_scheduler_alive", "1 when the scheduler (celery beat) ticked recently.",
+            value=1.0 if scheduler_alive() else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "opsdesk_queue_depth", "Backups and restores queued and not yet taken by a worker.", value=queue_depth(),
+        )

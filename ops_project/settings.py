@@ -483,6 +483,7 @@ SECURE_REDIRECT_EXEMPT += [r"^metrics$"]
 # Each app contributes its collectors; each computes its figures from the database at scrape time.
 METRICS_COLLECTORS = [
     "backups_app.metrics.BackupCollector",
+    "backups_app.metrics.ProcessCollector",
     "secrets_app.metrics.SecretsCollector",
     "cache_app.metrics.RedisCollector",
 ]
