@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from backups_app.engines.media import is_media_alias
 from backups_app.models import BackupRecord, RestoreRecord
-from backups_app.selectors import backup_databases
+from backups_app.selectors import backup_databases, dirty_databases
 from backups_app.services.offsite import offsite_enabled
 
 Status = BackupRecord.Status
@@ -186,6 +186,7 @@ class BackupCollector:
         if offsite_enabled():
             yield self._offsite_lag(databases, figures)
         yield self._restores(databases)
+        yield self._dirty(databases)
 
     def _last_good(self, databases, figures, newest) -> Iterator[Metric]:
         last_success = GaugeMetricFamily(
@@ -261,6 +262,18 @@ class BackupCollector:
             since = behind_since.get(alias)
             lag.add_metric([alias], max(0.0, now - since.timestamp()) if since is not None else 0.0)
         return lag
+
+    def _dirty(self, databases) -> Metric:
+        dirty = GaugeMetricFamily(
+            "opsdesk_database_dirty",
+            "1 while a restore that began changing the database did not finish: its content is neither "
+            "the old one nor the backup's, and its backups are refused until it is repaired.",
+            labels=["database"],
+        )
+        marked = dirty_databases()
+        for alias in [*databases, *sorted(marked - set(databases))]:
+            dirty.add_metric([alias], 1.0 if alias in marked else 0.0)
+        return dirty
 
     def _restores(self, databases) -> Metric:
         restores = GaugeMetricFamily(

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from backups_app.models import BackupRecord, ProcessHeartbeat, RestoreRecord
+from backups_app.models import BackupRecord, DirtyDatabase, ProcessHeartbeat, RestoreRecord
 from secrets_app import default_manager
 from secrets_app.models import KnownSecret, SecretAccess
 from secrets_app.providers.local import LocalProvider
@@ -179,6 +179,7 @@ def test_scrape_reports_the_records(client, settings, metrics_token):
             ("hit", 100, ""), ("fetched", 4, ""),
         ]
     ])
+    DirtyDatabase.objects.create(database="chat", backup_name="chat-1")
     KnownSecret.objects.create(name="SGP_TOKEN", required=True, status="stale")
     KnownSecret.objects.create(name="GEMINI_API_KEY", status="missing")
 
@@ -221,6 +222,9 @@ def test_scrape_reports_the_records(client, settings, metrics_token):
     assert value("opsdesk_restores", database="chat", status="success") == 1
     assert value("opsdesk_restores", database="chat", status="failed") == 2
     assert value("opsdesk_restores", database="default", status="refused") == 0
+
+    assert value("opsdesk_database_dirty", database="chat") == 1
+    assert value("opsdesk_database_dirty", database="default") == 0
 
     # Provider errors only: not "not in vault", not a plain miss, not hits.
     assert value("opsdesk_secret_provider_errors_total", provider="vault", outcome="stale") == 3
@@ -338,9 +342,9 @@ def test_a_scrape_costs_the_same_handful_of_queries_for_10_and_10000_records(
     with django_assert_max_num_queries(few):
         samples = scrape(client, metrics_token)
     assert samples[("opsdesk_backups", (("database", "default"), ("status", "success")))] == 6000
-    # Backups grouped, newest good rows, offsite lag, restores, heartbeats (none without a broker),
-    # queued backups and restores, secret errors, secrets by status.
-    assert few <= 10
+    # Backups grouped, newest good rows, offsite lag, restores, dirty marks, heartbeats (none
+    # without a broker), queued backups and restores, secret errors, secrets by status.
+    assert few <= 12
 
 
 # --- The shipped Prometheus and Grafana files --------------------------------------------------
