@@ -470,12 +470,13 @@ SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 # Scrapers let in without a token: direct connections from these addresses or networks (CIDR).
 # The Bearer token is the secret METRICS_TOKEN, read through get_secret at each scrape.
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
-for _entry in METRICS_ALLOWED_IPS:
+for _position, _entry in enumerate(METRICS_ALLOWED_IPS, start=1):
     try:
         ipaddress.ip_network(_entry, strict=False)
     except ValueError:
+        # The position, not the value: a malformed setting is reported without echoing it.
         raise ImproperlyConfigured(
-            f"METRICS_ALLOWED_IPS: {_entry!r} is not an IP address or network (e.g. 10.0.0.0/8)."
+            f"METRICS_ALLOWED_IPS: entry {_position} is not an IP address or network (e.g. 10.0.0.0/8)."
         ) from None
 # A local Prometheus scrapes gunicorn over plain HTTP; a redirect would not protect a token anyway
 # (it has been sent by the time the redirect answers).

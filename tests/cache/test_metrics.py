@@ -125,7 +125,9 @@ def test_a_malformed_allowed_address_stops_start_up_with_one_line(tmp_path):
     result = run_manage("check", METRICS_ALLOWED_IPS="127.0.0.1,10.0.0.0/33",
                         DATABASE_URL=f"sqlite:///{tmp_path / 'ops.sqlite3'}")
     assert result.returncode != 0
-    assert "METRICS_ALLOWED_IPS: '10.0.0.0/33' is not an IP address or network" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "opsdesk: METRICS_ALLOWED_IPS: entry 2 is not an IP address or network (e.g. 10.0.0.0/8)."
+    ]
 
 
 class BrokenCollector:
