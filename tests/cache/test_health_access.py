@@ -25,6 +25,13 @@ BOOLEANS = {"status", "database", "redis", "storage", "broker", "worker", "sched
 
 @pytest.fixture(autouse=True)
 def fresh_broker_connection():
+    """Each test starts with no kept connection and no check still waiting on a broker.
+
+    A check against a black-holed broker gives up on its deadline but its thread may still hold the
+    connection lock for a while; the next test's first /health would then report the broker busy.
+    """
+    if liveness._broker_lock.acquire(timeout=30):
+        liveness._broker_lock.release()
     liveness.broker_connection_reset()
     yield
     liveness.broker_connection_reset()
