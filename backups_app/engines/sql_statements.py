@@ -28,15 +28,18 @@ from typing import BinaryIO
 READ_SIZE = 1 << 20
 _DEFAULT_DELIMITER = b";"
 _SPACE = rb" \t\r\n\f\v"
+_LINE_SPACE = rb" \t\r\f\v"  # "--" then a newline is a comment ending on that very line
 
 # What may stand between statements without being one: blanks, comments the server ignores, and
 # the client's sandbox switch on mariadb-dump's first line.
-_GAP = re.compile(
-    rb"(?:[" + _SPACE + rb"]++|--(?:[" + _SPACE + rb"][^\n]*+)?(?:\n|\Z)|#[^\n]*+(?:\n|\Z)"
+_GAP_TOKENS = (
+    rb"[" + _SPACE + rb"]++|--(?:[" + _LINE_SPACE + rb"][^\n]*+)?(?:\n{end})|#[^\n]*+(?:\n{end})"
     rb"|/\*M?!999999\\- enable the sandbox mode \*/"
-    rb"|/\*(?![!]|M!)(?:[^*]++|\*(?!/))*+\*/)*+"
+    rb"|/\*(?![!]|M!)(?:[^*]++|\*(?!/))*+\*/"
 )
-_COMMENT_ONLY = re.compile(_GAP.pattern + rb"\Z")
+# Line comments end at a newline; only a whole statement (its end known) may end inside one.
+_GAP = re.compile(rb"(?:" + _GAP_TOKENS.replace(b"{end}", b"") + rb")*+")
+_COMMENT_ONLY = re.compile(rb"(?:" + _GAP_TOKENS.replace(b"{end}", rb"|\Z") + rb")*+\Z")
 # mariadb-dump's data statements: INSERT INTO `table` VALUES (...),(...);
 _DUMP_INSERT = re.compile(rb"INSERT INTO `(?:[^`]|``)++` VALUES[ \n]")
 _DELIMITER_COMMAND = re.compile(rb"delimiter[ \t]++([^" + _SPACE + rb"]++)[^\n]*+(?:\n|\Z)", re.IGNORECASE)
@@ -64,7 +67,7 @@ def _body(delimiter: bytes, backslash_escapes: bool) -> re.Pattern[bytes]:
         single,
         double,
         rb"`[^`]*+`",
-        rb"--[" + _SPACE + rb"][^\n]*+\n",
+        rb"--(?:[" + _LINE_SPACE + rb"][^\n]*+)?\n",
         rb"#[^\n]*+\n",
         rb"/\*(?![!]|M!)(?:[^*]++|\*(?!/))*+\*/",
         # A lone - or / that starts no comment: decided only once the next byte is known.
@@ -118,10 +121,8 @@ class StatementReader:
         while True:
             end = _GAP.match(self._buffer, self._start).end()
             self._start = end
-            if end == len(self._buffer):
-                if self._fill():
-                    continue  # a blank run or comment may go on in the next read
-                return
+            if self._gap_may_go_on(end) and self._fill():
+                continue  # a blank run or comment may go on in the next read
             if self._buffer[end : end + 9].lower() != b"delimiter":
                 return
             while self._buffer.find(b"\n", self._start) < 0 and self._fill():
@@ -134,6 +135,20 @@ class StatementReader:
                 raise DumpSyntaxError("DELIMITER cannot contain a backslash")
             self.delimiter = delimiter
             self._start = match.end()
+
+    def _gap_may_go_on(self, end: int) -> bool:
+        """Whether the bytes after `end` could still be a comment or a DELIMITER line once more
+        of the stream is read (the next read then decides)."""
+        if self._eof:
+            return False
+        if len(self._buffer) - end < 64:
+            return True
+        head = self._buffer[end : end + 2]
+        if head[:1] == b"#" or head == b"--" or head[:1].lower() == b"d":
+            return self._buffer.find(b"\n", end) < 0
+        if head == b"/*":
+            return self._buffer.find(b"*/", end) < 0
+        return False
 
     def __iter__(self) -> Iterator[bytes]:
         return self
