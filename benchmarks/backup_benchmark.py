@@ -468,7 +468,7 @@ def run_restores(arguments, database: str, environment: dict[str, str], python: 
         shutil.rmtree(copy, ignore_errors=True)
         print("mydumper copy for myloader (untimed) ...", flush=True)
         subprocess.run([mydumper, *connection, f"--database={database}", f"--outputdir={copy}", "--compress",
-                        "--threads=2", "--triggers", "--events", "--routines", "--hex-blob"], check=True)
+                        "--threads=2", "--triggers", "--events", "--routines"], check=True)
         variants["restore-myloader"] = lambda: measure("restore-myloader", [
             myloader, *connection, f"--database={database}", f"--directory={copy}", "--threads=2",
             "--overwrite-tables"])
