@@ -29,6 +29,7 @@ after every connection stopped.
 """
 from __future__ import annotations
 
+import os
 import queue
 import re
 import threading
@@ -296,6 +297,11 @@ class _Loader:
 
 def _as_bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+def default_connections() -> int:
+    """BACKUP_RESTORE_PARALLELISM when it is not set: the CPU cores, at least 2, at most 8."""
+    return max(2, min(os.cpu_count() or 1, 8))
 
 
 def load_parallel(
