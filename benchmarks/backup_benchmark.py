@@ -18,7 +18,7 @@ messages with text and emoji), then runs the variants side by side, alternating,
     restore-opsdesk manage.py restore_backup NAME --noinput --no-safety-backup (parallel loader,
                    BACKUP_RESTORE_PARALLELISM at its default)
     restore-opsdesk-1  the same with BACKUP_RESTORE_PARALLELISM=1 (one mariadb client)
-    restore-myloader   myloader -t 2 of a compressed mydumper copy of the same database (made once,
+    restore-myloader   myloader -t 2 of a compressed mydumper copy in 250k-row chunks (made once,
                    untimed, before the rounds), when mydumper is installed
 
 With --postgresql it also builds a PostgreSQL database of the same shape and times, alternating,
@@ -457,7 +457,7 @@ def run_restores(arguments, database: str, environment: dict[str, str], python: 
     connection = [f"--host={HOST}", f"--port={PORT}", f"--user={USER}"]
     variants = {
         "restore-shell": lambda: measure("restore-shell", [
-            "bash", "-c", f"set -o pipefail; zcat '{source}' | mariadb {' '.join(connection)} --database='{database}'"]),
+            "bash", "-c", f"set -o pipefail; zcat '{source}' | mariadb {' '.join(connection)} --database='{database}'"])[0],
         "restore-opsdesk": lambda: restore_with_opsdesk("restore-opsdesk", "bench", record, source, environment, python),
         "restore-opsdesk-1": lambda: restore_with_opsdesk(
             "restore-opsdesk-1", "bench", record, source, {**environment, "BACKUP_RESTORE_PARALLELISM": "1"}, python),
@@ -465,13 +465,18 @@ def run_restores(arguments, database: str, environment: dict[str, str], python: 
     mydumper, myloader = shutil.which("mydumper"), shutil.which("myloader")
     if mydumper and myloader:
         copy = WORK / "mydumper"
+
+        def myloader_run() -> Run:
+            # The copy is made (untimed) from the database as the first restores left it: the backup's state.
+            if not (copy / "metadata").exists():
+                print("mydumper copy for myloader (untimed) ...", flush=True)
+                subprocess.run([mydumper, *connection, f"--database={database}", f"--outputdir={copy}", "--compress",
+                                "--rows=250000", "--threads=2", "--triggers", "--events", "--routines"], check=True)
+            return measure("restore-myloader", [myloader, *connection, f"--database={database}",
+                                                f"--directory={copy}", "--threads=2", "--overwrite-tables"])[0]
+
         shutil.rmtree(copy, ignore_errors=True)
-        print("mydumper copy for myloader (untimed) ...", flush=True)
-        subprocess.run([mydumper, *connection, f"--database={database}", f"--outputdir={copy}", "--compress",
-                        "--threads=2", "--triggers", "--events", "--routines"], check=True)
-        variants["restore-myloader"] = lambda: measure("restore-myloader", [
-            myloader, *connection, f"--database={database}", f"--directory={copy}", "--threads=2",
-            "--overwrite-tables"])
+        variants["restore-myloader"] = myloader_run
     for round_number in range(1, (arguments.restore_rounds or arguments.rounds) + 1):
         for name, run_variant in variants.items():
             run = run_variant()
