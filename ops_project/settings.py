@@ -270,6 +270,11 @@ BACKUP_LOCK_DIR = _project_path(env.str("BACKUP_LOCK_DIR", default="var/locks"))
 BACKUP_DUMP_TIMEOUT = env.int("BACKUP_DUMP_TIMEOUT", default=6 * 3600)
 # Folders holding the client tools (mariadb-dump/mysqldump + mariadb/mysql, pg_dump + psql); empty
 # means PATH. Pin them when several versions are installed: pg_dump must not be older than the server.
+# Connections a MariaDB/MySQL restore loads the dump with (backups_app/engines/mysql_parallel.py);
+# 1 replays it through one `mariadb` client as before.
+BACKUP_RESTORE_PARALLELISM = env.int("BACKUP_RESTORE_PARALLELISM", default=max(2, min(os.cpu_count() or 1, 8)))
+if BACKUP_RESTORE_PARALLELISM < 1:
+    raise ImproperlyConfigured("BACKUP_RESTORE_PARALLELISM must be at least 1.")
 BACKUP_MYSQL_BIN_DIR = env.str("BACKUP_MYSQL_BIN_DIR", default="")
 BACKUP_POSTGRESQL_BIN_DIR = env.str("BACKUP_POSTGRESQL_BIN_DIR", default="")
 # A backup restores only into its own alias, or into a target listed here as SOURCE:TARGET

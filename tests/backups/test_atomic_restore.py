@@ -187,9 +187,9 @@ def test_mariadb_restore_killed_while_loading_changes_nothing(mariadb_database, 
     stop_at = len(dump) * 2 // 3  # inside the message rows, after the schema and the first tables
 
     process = start_halfway_restore(mariadb_database, dump_path, stop_at)
-    # Kill once the client has run everything it was sent and waits for more; then the client
-    # (its own process group) reads the end of its input and exits: wait until its session is gone.
-    kill_when(process, lambda: my_client_sessions(engine) == ["Sleep"])
+    # Kill once every session of the load (the client, or the parallel loader's connections) has
+    # run everything it was sent and waits for more; then wait until the sessions are gone.
+    kill_when(process, lambda: set(my_client_sessions(engine)) == {"Sleep"})
     wait_for(lambda: not my_client_sessions(engine), "the client's session to end")
     assert my_state(engine) == before  # the old code dropped every table first: all gone
     leftovers = work_databases(engine)

@@ -79,8 +79,10 @@ def test_psql_sees_only_the_allow_list(postgres_database, secret_environment):
     assert all(environment.get("PGDATABASE") for environment in stream.seen)
 
 
-def test_mariadb_client_sees_only_the_allow_list(mariadb_database, secret_environment):
+def test_mariadb_client_sees_only_the_allow_list(mariadb_database, secret_environment, settings):
     # The feeding step itself: a whole restore of an empty stream stops at its staging checks.
+    # The client path (the parallel loader talks through the driver and starts no child process).
+    settings.BACKUP_RESTORE_PARALLELISM = 1
     engine = get_engine(mariadb_database)
     stream = InspectingStream()
     engine.restore_into(io.BufferedReader(stream), engine.database_name)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import threading
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +15,8 @@ from django.db import connections
 from backups_app.engines import get_engine
 from backups_app.engines.client import driver_connection
 from backups_app.engines.mysql import MySQLDumpEngine, option_file_value, quote_identifier, tool_flavor
-from backups_app.exceptions import RestoreFailed
+from backups_app.engines.mysql_parallel import load_parallel
+from backups_app.exceptions import ChecksumMismatch, RestoreFailed
 
 from .sql_contract import SQLEngineContract, dump_bytes, odd_name
 
@@ -41,8 +43,15 @@ def run_sql(engine: MySQLDumpEngine, *statements: str | tuple[str, list[Any]]) -
 
 
 class TestMySQLDumpEngine(SQLEngineContract):
+    """The contract with BACKUP_RESTORE_PARALLELISM=1: one `mariadb` client replays the dump."""
+
     dump_tool_name = "mariadb-dump"
     restore_tool_name = "mariadb"
+    restore_parallelism = 1
+
+    @pytest.fixture(autouse=True)
+    def _restore_parallelism(self, settings):
+        settings.BACKUP_RESTORE_PARALLELISM = self.restore_parallelism
 
     @pytest.fixture
     def engine(self, mariadb_database) -> MySQLDumpEngine:
@@ -219,6 +228,84 @@ class TestMySQLDumpEngine(SQLEngineContract):
         engine = get_engine(mariadb_database)
         assert engine.database_name == connections[mariadb_database].settings_dict["NAME"]
         assert "PASSWORD" not in repr(engine)
+
+
+class TestMySQLParallelRestore(TestMySQLDumpEngine):
+    """The same contract, hard data included, restored by mysql_parallel over 3 connections."""
+
+    restore_parallelism = 3
+
+    def test_missing_restore_tool_leaves_the_database_untouched(self, engine, tmp_path):
+        # The parallel path talks to the server through the driver: no client tool to miss.
+        self.populate(engine)
+        empty = tmp_path / "no-tools"
+        empty.mkdir()
+        self.engine_for(engine, bin_dir=str(empty)).restore(io.BytesIO(dump_bytes(engine)))
+        assert {row[0] for row in run_sql(engine, "SHOW TABLES")} >= {"people", "legacy_log"}
+
+    def test_rows_spread_over_connections_come_back_exactly(self, engine):
+        """Several INSERT statements per table (mariadb-dump cuts them near 1 MiB), MyISAM keys
+        disabled and enabled around them, triggers and views after them."""
+        self.populate(engine)
+        self.create_bulk_rows(engine, megabytes=4)
+        rows = [(index, bytes(range(256)) * 40 + index.to_bytes(4, "big"), f"l'{index};\n\\ \"q\"\n😀")
+                for index in range(3000)]
+        with driver_connection(engine.settings_dict) as connection:
+            cursor = connection.cursor()
+            cursor.execute("CREATE TABLE blobs (id INT PRIMARY KEY, data LONGBLOB, note TEXT) ENGINE=MyISAM "
+                           "DEFAULT CHARSET=utf8mb4")
+            cursor.executemany("INSERT INTO blobs VALUES (%s, %s, %s)", rows)
+        before = self.snapshot(engine)
+        dump = dump_bytes(engine)
+        assert dump.count(b"INSERT INTO `bulk`") >= 3 and dump.count(b"INSERT INTO `blobs`") >= 3
+        self.change_after_backup(engine)
+        engine.restore(io.BytesIO(dump))
+        assert self.snapshot(engine) == before
+
+    def test_no_backslash_escapes_in_a_routine_changes_where_statements_end(self, engine):
+        run_sql(
+            engine,
+            "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
+            "CREATE PROCEDURE windows_path() BEGIN SELECT 'C:\\'; SELECT 'second;'; END",
+        )
+        before = self.snapshot(engine)
+        dump = dump_bytes(engine)
+        assert b"NO_BACKSLASH_ESCAPES" in dump
+        run_sql(engine, "DROP PROCEDURE windows_path")
+        engine.restore(io.BytesIO(dump))
+        assert self.snapshot(engine) == before
+
+    def test_an_error_of_the_stream_itself_propagates_unchanged(self, engine):
+        self.create_bulk_rows(engine, megabytes=2)
+        dump = dump_bytes(engine)
+
+        class CheckedReader(io.BytesIO):
+            def read(self, size=-1):
+                chunk = super().read(size)
+                if not chunk:
+                    raise ChecksumMismatch("the bytes read do not match the recorded SHA-256")
+                return chunk
+
+        threads_before = threading.active_count()
+        with pytest.raises(ChecksumMismatch):
+            load_parallel(CheckedReader(dump), settings_dict=engine.settings_dict,
+                          database=engine.database_name, connections=3)
+        assert threading.active_count() == threads_before
+
+    def test_first_error_stops_the_load_and_names_it(self, engine):
+        dump = (b"CREATE TABLE t (id INT PRIMARY KEY);\nINSERT INTO `t` VALUES (1),(2);\n"
+                b"INSERT INTO `t` VALUES (2);\nCREATE TABLE after_the_error (id INT);\n")
+        with pytest.raises(RestoreFailed, match="ERROR 1062: Duplicate entry '2'"):
+            load_parallel(io.BytesIO(dump), settings_dict=engine.settings_dict,
+                          database=engine.database_name, connections=2)
+        assert "after_the_error" not in {row[0] for row in run_sql(engine, "SHOW TABLES")}
+
+    def test_a_load_past_its_deadline_is_stopped(self, engine):
+        with pytest.raises(RestoreFailed, match="timed out"):
+            load_parallel(io.BytesIO(b"SELECT SLEEP(60);\nCREATE TABLE never (id INT);\n"),
+                          settings_dict=engine.settings_dict, database=engine.database_name,
+                          connections=2, timeout=1)
+        assert "never" not in {row[0] for row in run_sql(engine, "SHOW TABLES")}
 
 
 def test_option_file_values_keep_every_character():
