@@ -232,10 +232,13 @@ def _mysql_holder(connection, database_name: str) -> dict | None:
          if _mysql_scalar(connection, "SELECT IS_USED_LOCK(%s)", [mysql_lock_name(database_name, f":{name}")]) == holder_id),
         "backup or restore",
     )
+    # SHOW PROCESSLIST, not information_schema.PROCESSLIST: the latter builds an Aria temporary
+    # table per query, and MariaDB 10.11 crashed (signal 11 in ha_maria::drop_table) while such
+    # queries ran by the thousand from concurrent refusals here.
     cursor = connection.cursor()
-    cursor.execute("SELECT HOST, TIME FROM information_schema.PROCESSLIST WHERE ID = %s", [holder_id])
-    row = cursor.fetchone()
-    host, seconds = row if row else ("?", 0)
+    cursor.execute("SHOW PROCESSLIST")
+    row = next((row for row in cursor.fetchall() if row[0] == holder_id), None)
+    host, seconds = (row[2], row[5]) if row else ("?", 0)
     since = (timezone.now() - timezone.timedelta(seconds=int(seconds or 0))).isoformat(timespec="seconds")
     return {"operation": operation, "pid": f"server connection {holder_id}", "host": host, "since": since}
 
