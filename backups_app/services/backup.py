@@ -344,6 +344,11 @@ def _backup_run(
         except Exception as error:  # noqa: BLE001 - counts help verification, never fail a backup
             logger.warning("Could not count rows of %s: %s", engine.alias, _error_text(error, engine))
             record.table_row_counts = {}
+        coordinates = engine.snapshot_binlog_coordinates()
+        if coordinates:
+            record.binlog_file = str(coordinates["file"])
+            record.binlog_position = int(coordinates["position"])
+            record.binlog_gtid = str(coordinates.get("gtid") or "")
         result = pending.result
         record.status = BackupRecord.Status.SUCCESS
         record.raw_size_bytes = result.raw_size_bytes

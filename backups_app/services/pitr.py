@@ -1,0 +1,331 @@
+"""Point-in-time restore of a MariaDB/MySQL database: a base backup, then the archived binlog.
+
+Order, each step refusing before the database is touched when it can:
+1. the target (a time, a binlog position or a GTID) must lie inside a recoverable window: after a
+   usable base backup (one that recorded its binlog coordinates) and before the newest archived
+   event, with no hole of the archive in between; otherwise `RestoreRefused` with one line;
+2. every segment to replay is read and checked against its SHA-256 and rebuilt into binlog files
+   in a private temporary folder (the live file's complete events too: the local recovery point);
+3. the newest good base backup before the target is restored by the normal restore service
+   (checksums first, safety backup, lock, records, audit);
+4. only then, as a separate step, `mariadb-binlog` replays the rebuilt files from the base's
+   coordinates up to the target into the `mariadb` client.
+A failed replay marks the restore failed and names the safety backup.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
+
+from backups_app.binlog_events import binlog_sequence, events
+from backups_app.engines import get_engine
+from backups_app.engines.binlog import MySQLBinlogTools
+from backups_app.exceptions import BackupError, RestoreFailed, RestoreRefused
+from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord
+from backups_app.pipeline import DecompressingReader
+from backups_app.services.audit import audit_log
+from backups_app.services.backup import backup_check, backup_open, backup_restore
+from backups_app.services.binlogs import (
+    ArchiveRun,
+    _position_key,
+    binlog_window,
+    live_directory,
+    segment_read,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where to stop: the end of second `to_time`, before `to_position`, or after GTID `to_gtid`."""
+
+    to_time: datetime | None = None
+    to_position: tuple[str, int] | None = None
+    to_gtid: str | None = None
+
+    def __str__(self) -> str:
+        if self.to_time is not None:
+            return self.to_time.isoformat()
+        if self.to_position is not None:
+            return f"{self.to_position[0]}:{self.to_position[1]}"
+        return f"GTID {self.to_gtid}"
+
+
+def recovery_target_parse(*, to_time: str | None = None, to_position: str | None = None,
+                          to_gtid: str | None = None) -> RecoveryTarget:
+    """One target from user input; a naive time is in TIME_ZONE. RestoreRefused on bad input."""
+    given = [value for value in (to_time, to_position, to_gtid) if value]
+    if len(given) != 1:
+        raise RestoreRefused(_("Give exactly one of a time, a binlog position or a GTID to restore to."))
+    if to_time:
+        moment = parse_datetime(to_time.strip().replace("T", " ", 1) if "T" in to_time else to_time.strip())
+        if moment is None:
+            raise RestoreRefused(_("%(value)r is not a time (use \"YYYY-MM-DD HH:MM:SS\", optionally with +HH:MM).")
+                                 % {"value": to_time})
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment, timezone.get_default_timezone())
+        return RecoveryTarget(to_time=moment.replace(microsecond=0))
+    if to_position:
+        binlog_file, _colon, position = to_position.rpartition(":")
+        if not binlog_file or not position.isdigit() or binlog_sequence(binlog_file)[1] < 0:
+            raise RestoreRefused(_("%(value)r is not a binlog position (use FILE:POSITION, e.g. binlog.000012:4567).")
+                                 % {"value": to_position})
+        return RecoveryTarget(to_position=(binlog_file, int(position)))
+    parts = to_gtid.strip().split("-")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        raise RestoreRefused(_("%(value)r is not a GTID (use DOMAIN-SERVER-SEQUENCE, e.g. 0-1-4711).") % {"value": to_gtid})
+    return RecoveryTarget(to_gtid=to_gtid.strip())
+
+
+@dataclass
+class RecoveryPlan:
+    database: str
+    target: RecoveryTarget
+    base: BackupRecord
+    run: ArchiveRun
+    stop_datetime: datetime | None = None
+    stop_file: str | None = None  # the last binlog file replayed (a position target's file)
+    stop_position: int | None = None
+
+    def segments(self) -> list[BinlogSegment]:
+        first = _position_key(self.base.binlog_file, 0)
+        last = _position_key(self.stop_file, 1 << 62) if self.stop_file else (1 << 62, 0)
+        return [s for s in self.run.segments if first <= _position_key(s.binlog_file, s.start_position) <= last]
+
+    def describe(self) -> str:
+        return _("base backup %(base)s (binlog %(file)s:%(position)d), then the archived binlog up to %(target)s") % {
+            "base": self.base.name, "file": self.base.binlog_file, "position": self.base.binlog_position,
+            "target": self.target,
+        }
+
+
+def _refuse(message: str) -> RestoreRefused:
+    return RestoreRefused(message)
+
+
+def _window_text(status) -> str:
+    if not status.windows:
+        return _("nothing is recoverable yet")
+    return "; ".join(f"{w.start:%Y-%m-%d %H:%M:%S %Z} to {w.end:%Y-%m-%d %H:%M:%S %Z}" for w in status.windows)
+
+
+def _plan_for_time(database: str, target: RecoveryTarget, status) -> RecoveryPlan:
+    moment = target.to_time
+    for window in status.windows:
+        if window.start <= moment <= window.end:
+            bases = [b for b in window.bases if (b.started_at or b.created_at) <= moment]
+            return RecoveryPlan(database=database, target=target, base=bases[-1], run=window.run,
+                                stop_datetime=moment + timedelta(seconds=1))
+    if status.windows and moment > status.windows[-1].end:
+        raise _refuse(_("%(target)s is beyond the recoverable window of %(database)s (%(window)s).")
+                      % {"target": target, "database": database, "window": _window_text(status)})
+    if len(status.windows) > 1 and status.windows[0].start <= moment:
+        raise _refuse(_("%(target)s falls in a gap of the binlog archive of %(database)s (recoverable: %(window)s).")
+                      % {"target": target, "database": database, "window": _window_text(status)})
+    raise _refuse(_("%(target)s is outside the recoverable window of %(database)s (%(window)s).")
+                  % {"target": target, "database": database, "window": _window_text(status)})
+
+
+def _plan_for_position(database: str, target: RecoveryTarget, status) -> RecoveryPlan:
+    binlog_file, position = target.to_position
+    for window in status.windows:
+        if not window.run.covers(binlog_file, position):
+            continue
+        bases = [b for b in window.bases
+                 if _position_key(b.binlog_file, b.binlog_position) <= _position_key(binlog_file, position)]
+        if bases:
+            return RecoveryPlan(database=database, target=target, base=bases[-1], run=window.run,
+                                stop_file=binlog_file, stop_position=position)
+    raise _refuse(_("%(target)s is not inside a recoverable window of %(database)s (%(window)s).")
+                  % {"target": target, "database": database, "window": _window_text(status)})
+
+
+def _gtid_position(database: str, gtid: str, status) -> tuple[str, int] | None:
+    """The binlog position right after the transaction `gtid` (where the next one starts)."""
+    domain, server, sequence = (int(part) for part in gtid.split("-"))
+    for window in status.windows:
+        files = {}
+        for segment in window.run.segments:
+            files.setdefault(segment.binlog_file, []).append(segment)
+        for binlog_file, segments in files.items():
+            if not any(_gtid_may_hold(s, domain, server, sequence) for s in segments):
+                continue
+            data = b"".join(segment_read(segment=s) for s in segments)
+            found = False
+            for event in events(data):
+                if found and event.gtid:
+                    return binlog_file, event.position
+                found = found or event.gtid == gtid
+            if found:
+                return binlog_file, len(data)
+    return None
+
+
+def _gtid_may_hold(segment: BinlogSegment, domain: int, server: int, sequence: int) -> bool:
+    if not segment.first_gtid:
+        return False
+    first = [int(p) for p in segment.first_gtid.split("-")]
+    last = [int(p) for p in segment.last_gtid.split("-")]
+    return first[0] == domain and (first[2] <= sequence <= last[2] or first[1] != server or last[1] != server)
+
+
+def pitr_plan(*, database: str, target: RecoveryTarget) -> RecoveryPlan:
+    """What a restore of `database` to `target` would do; RestoreRefused (one line) when impossible."""
+    try:
+        engine = get_engine(database)
+        MySQLBinlogTools(engine)
+    except BackupError as error:
+        raise _refuse(str(error)) from None
+    status = binlog_window(database=database)
+    if not status.windows:
+        raise _refuse(_("Database %(database)s has no recoverable window: it needs a base backup taken with "
+                        "binary logging on and the binlog archived from there (archive_binlogs).")
+                      % {"database": database})
+    if target.to_time is not None:
+        return _plan_for_time(database, target, status)
+    if target.to_gtid is not None:
+        position = _gtid_position(database, target.to_gtid, status)
+        if position is None:
+            raise _refuse(_("GTID %(gtid)s is not in the binlog archive of %(database)s.")
+                          % {"gtid": target.to_gtid, "database": database})
+        plan = _plan_for_position(database, RecoveryTarget(to_position=position), status)
+        plan.target = target
+        return plan
+    return _plan_for_position(database, target, status)
+
+
+def _rebuild_files(plan: RecoveryPlan, folder: Path) -> list[Path]:
+    """Write the binlog files the replay reads, from checked segments (and the live tail)."""
+    paths: dict[str, Path] = {}
+    for segment in plan.segments():
+        path = paths.setdefault(segment.binlog_file, folder / segment.binlog_file)
+        with path.open("ab") as handle:
+            handle.write(segment_read(segment=segment))
+    live_file = plan.run.live_file
+    wanted_live = plan.run.live_end is not None and (
+        plan.stop_file is None or _position_key(plan.stop_file, 0) >= _position_key(live_file, 0))
+    if wanted_live:
+        start = 0 if plan.run.last.ends_file else plan.run.last.end_position
+        try:
+            data = (live_directory(plan.database) / live_file).read_bytes()
+        except FileNotFoundError:
+            data = b""
+        end = start
+        for event in events(data, start=max(start, 4)):
+            end = event.end_position
+        if len(data) < plan.run.live_end or end <= start:
+            raise RestoreRefused(_("The live binlog file %(file)s changed while the restore was planned; try again.")
+                                 % {"file": live_file})
+        path = paths.setdefault(live_file, folder / live_file)
+        with path.open("ab") as handle:
+            handle.write(data[start:end])
+    return sorted(paths.values(), key=lambda p: binlog_sequence(p.name)[1])
+
+
+class _ReplayFolder:
+    """A private temporary folder beside the backups (same disk, mode 0700), removed on exit."""
+
+    def __enter__(self) -> Path:
+        root = Path(settings.BACKUP_DIR) / "binlogs"
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = Path(tempfile.mkdtemp(prefix=".replay-", dir=root))
+        return self.path
+
+    def __exit__(self, *exc_info) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _prepared_files(plan: RecoveryPlan, folder: Path) -> list[Path]:
+    try:
+        return _rebuild_files(plan, folder)
+    except RestoreRefused:
+        raise
+    except BackupError as error:
+        raise RestoreRefused(_("The binlog archive cannot be replayed: %(error)s.") % {"error": error}) from None
+
+
+def _replay(plan: RecoveryPlan, files: list[Path], engine) -> None:
+    source = get_engine(plan.database).database_name
+    MySQLBinlogTools(engine).replay(
+        files=files, start_position=plan.base.binlog_position, source_database=source,
+        stop_datetime=plan.stop_datetime, stop_position=plan.stop_position,
+    )
+
+
+def pitr_restore(*, database: str, target: RecoveryTarget, trigger: str, user=None,
+                 safety_backup: bool = True) -> RestoreRecord:
+    """Restore `database` to `target`: base backup by the normal restore service, then binlog replay.
+
+    Raises RestoreRefused (nothing touched) when the target is outside the window, crosses a gap or
+    a segment fails its checksum; RestoreFailed (naming the safety backup) when the replay fails.
+    """
+    source = str(trigger)
+    try:
+        plan = pitr_plan(database=database, target=target)
+    except RestoreRefused as error:
+        audit_log(action="restore", source=source, outcome="refused", user=user,
+                  target=f"{database} @ {target}", detail=str(error))
+        raise
+    with _ReplayFolder() as folder:
+        try:
+            files = _prepared_files(plan, folder)
+        except RestoreRefused as error:
+            audit_log(action="restore", source=source, outcome="refused", user=user,
+                      target=f"{database} @ {target}", detail=str(error))
+            raise
+        restore = backup_restore(backup=plan.base, database=database, trigger=trigger, user=user,
+                                 safety_backup=safety_backup)
+        try:
+            _replay(plan, files, get_engine(database))
+        except BackupError as error:
+            message = _("The base backup %(base)s was restored, but replaying the binlog up to %(target)s failed: "
+                        "%(error)s.") % {"base": plan.base.name, "target": target, "error": error}
+            if restore.safety_backup_id:
+                message += " " + _("Restore the safety backup %(safety)s to return to the state before.") % {
+                    "safety": restore.safety_backup.name}
+            restore.status, restore.error_message = RestoreRecord.Status.FAILED, message[:4000]
+            restore.save(update_fields=["status", "error_message"])
+            audit_log(action="restore", source=source, outcome="failure", user=user,
+                      target=f"{database} @ {target}", detail=message)
+            raise RestoreFailed(message) from None
+    audit_log(action="restore", source=source, outcome="success", user=user,
+              target=f"{database} @ {target}", detail=plan.describe())
+    return restore
+
+
+def pitr_verify(*, database: str, target: RecoveryTarget, user=None, source: str = AuditEntry.Source.CLI) -> str:
+    """Prove a point-in-time restore to `target` in a scratch database; the summary, or BackupError.
+
+    The base backup is checked and restored into a scratch database, the binlog replayed into it
+    (renamed with --rewrite-db), and the scratch database's tables counted; it is dropped after.
+    """
+    plan = pitr_plan(database=database, target=target)
+    engine = get_engine(database)
+    try:
+        with _ReplayFolder() as folder:
+            files = _prepared_files(plan, folder)
+            backup_check(backup=plan.base, engine=engine)
+            with engine.scratch_engine() as scratch:
+                with backup_open(backup=plan.base) as stored:
+                    scratch.restore(DecompressingReader(stored, compression=plan.base.compression))
+                _replay(plan, files, scratch)
+                counts = scratch.table_row_counts()
+    except BackupError as error:
+        audit_log(action="verify", source=source, outcome="failure", user=user,
+                  target=f"{database} @ {target}", detail=str(error))
+        raise
+    summary = _("%(plan)s: replayed into a scratch database: %(tables)d tables, %(rows)d rows") % {
+        "plan": plan.describe(), "tables": len(counts), "rows": sum(counts.values())}
+    audit_log(action="verify", source=source, outcome="success", user=user,
+              target=f"{database} @ {target}", detail=summary)
+    return summary
