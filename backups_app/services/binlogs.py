@@ -354,11 +354,10 @@ def archiver_record_error(*, database: str, message: str) -> None:
 # --- The recoverable window -----------------------------------------------------------------------
 @dataclass
 class ArchiveRun:
-    """Contiguous archived binlog: from (first file, 0) to (last file, end), no hole in between."""
+    """Contiguous archived binlog, with no hole in between; its last segment may be the live one
+    (the complete events on disk that are not in a closed segment yet: `is_live`)."""
 
     segments: list[BinlogSegment]
-    live_end: int | None = None  # the live file's complete bytes beyond the last segment
-    live_event_at: datetime | None = None
 
     @property
     def first(self) -> BinlogSegment:
@@ -370,22 +369,41 @@ class ArchiveRun:
 
     @property
     def end_key(self) -> tuple[int, int]:
-        if self.live_end is not None:
-            return _position_key(self.live_file, self.live_end)
         return _position_key(self.last.binlog_file, self.last.end_position)
 
     @property
     def live_file(self) -> str:
+        """The file the archiver writes after this run's end."""
         return next_binlog_name(self.last.binlog_file) if self.last.ends_file else self.last.binlog_file
 
     @property
     def newest_event_at(self) -> datetime | None:
-        return self.live_event_at or self.last.last_event_at
+        times = [s.last_event_at for s in self.segments if s.last_event_at]
+        return max(times) if times else None
 
     def covers(self, binlog_file: str, position: int) -> bool:
         """Whether the run holds `binlog_file` from its start (the format event) through `position`."""
-        return _position_key(self.first.binlog_file, 0) <= _position_key(binlog_file, 0) and \
-            _position_key(binlog_file, position) <= self.end_key and self.first.start_position == 0
+        return (
+            self.first.start_position == 0
+            and _position_key(self.first.binlog_file, 0) <= _position_key(binlog_file, 0)
+            and _position_key(binlog_file, position) <= self.end_key
+        )
+
+
+def live_segment(*, database: str, archiver: BinlogArchiver | None) -> BinlogSegment | None:
+    """The live file's complete events past the archive's end, as an unsaved segment (`is_live`)."""
+    if archiver is None or not archiver.live_file or not archiver.live_position:
+        return None
+    start, _finished = _archived_end(database, archiver.live_file)
+    if archiver.live_position <= start:
+        return None
+    segment = BinlogSegment(
+        database=database, name=f"{archiver.live_file} (live)", binlog_file=archiver.live_file,
+        start_position=start, end_position=archiver.live_position, last_event_at=archiver.live_event_at,
+        status=BinlogSegment.Status.OK,
+    )
+    segment.is_live = True
+    return segment
 
 
 @dataclass
@@ -432,11 +450,15 @@ def _follows(previous: BinlogSegment, segment: BinlogSegment) -> bool:
 
 
 def archive_runs(*, database: str) -> tuple[list[ArchiveRun], list[str]]:
-    """The contiguous runs of good segments, and a sentence for each hole between them."""
+    """The contiguous runs of good segments (the live part included), and a sentence per hole."""
     runs: list[ArchiveRun] = []
     gaps: list[str] = []
     previous: BinlogSegment | None = None
-    for segment in _ordered_segments(database):
+    segments = _ordered_segments(database)
+    live = live_segment(database=database, archiver=BinlogArchiver.objects.filter(database=database).first())
+    if live is not None:
+        segments.append(live)
+    for segment in segments:
         if segment.status != BinlogSegment.Status.OK:
             gaps.append(_("segment %(name)s is %(status)s") % {"name": segment.name, "status": segment.get_status_display()})
             previous = None
@@ -451,11 +473,6 @@ def archive_runs(*, database: str) -> tuple[list[ArchiveRun], list[str]]:
                     "file": segment.binlog_file, "start": segment.start_position})
             runs.append(ArchiveRun(segments=[segment]))
         previous = segment
-    archiver = BinlogArchiver.objects.filter(database=database).first()
-    if runs and archiver and archiver.live_file == runs[-1].live_file and archiver.live_position:
-        if archiver.live_position > (runs[-1].last.end_position if not runs[-1].last.ends_file else 0):
-            runs[-1].live_end = archiver.live_position
-            runs[-1].live_event_at = archiver.live_event_at
     return runs, gaps
 
 
@@ -535,7 +552,8 @@ def segments_needed(*, database: str, bases: list[BackupRecord]) -> set[int]:
         if not run_bases:
             continue
         oldest = min(_position_key(base.binlog_file, 0) for base in run_bases)
-        needed.update(s.pk for s in run.segments if _position_key(s.binlog_file, s.start_position) >= oldest)
+        needed.update(s.pk for s in run.segments
+                      if s.pk and _position_key(s.binlog_file, s.start_position) >= oldest)
     return needed
 
 

@@ -204,31 +204,32 @@ def pitr_plan(*, database: str, target: RecoveryTarget) -> RecoveryPlan:
     return _plan_for_position(database, target, status)
 
 
+def _live_bytes(database: str, segment: BinlogSegment) -> bytes:
+    """The live segment's bytes, read from the file the archiver is writing (complete events only)."""
+    try:
+        data = (live_directory(database) / segment.binlog_file).read_bytes()
+    except FileNotFoundError:
+        data = b""
+    end = segment.start_position
+    for event in events(data, start=max(segment.start_position, 4)):
+        end = event.end_position
+    if end < segment.end_position:
+        raise RestoreRefused(_("The live binlog file %(file)s changed while the restore was planned; try again.")
+                             % {"file": segment.binlog_file})
+    return data[segment.start_position:end]
+
+
 def _rebuild_files(plan: RecoveryPlan, folder: Path) -> list[Path]:
     """Write the binlog files the replay reads, from checked segments (and the live tail)."""
     paths: dict[str, Path] = {}
     for segment in plan.segments():
         path = paths.setdefault(segment.binlog_file, folder / segment.binlog_file)
+        if getattr(segment, "is_live", False):
+            content = _live_bytes(plan.database, segment)
+        else:
+            content = segment_read(segment=segment)
         with path.open("ab") as handle:
-            handle.write(segment_read(segment=segment))
-    live_file = plan.run.live_file
-    wanted_live = plan.run.live_end is not None and (
-        plan.stop_file is None or _position_key(plan.stop_file, 0) >= _position_key(live_file, 0))
-    if wanted_live:
-        start = 0 if plan.run.last.ends_file else plan.run.last.end_position
-        try:
-            data = (live_directory(plan.database) / live_file).read_bytes()
-        except FileNotFoundError:
-            data = b""
-        end = start
-        for event in events(data, start=max(start, 4)):
-            end = event.end_position
-        if len(data) < plan.run.live_end or end <= start:
-            raise RestoreRefused(_("The live binlog file %(file)s changed while the restore was planned; try again.")
-                                 % {"file": live_file})
-        path = paths.setdefault(live_file, folder / live_file)
-        with path.open("ab") as handle:
-            handle.write(data[start:end])
+            handle.write(content)
     return sorted(paths.values(), key=lambda p: binlog_sequence(p.name)[1])
 
 

@@ -1,0 +1,260 @@
+"""Point-in-time recovery against a private mariadbd with binary logging on (never the shared 3306).
+
+Each test gets its own server (tests/backups/binlog_server.py), a database `chat` on it registered
+as the alias `chat`, and drives the archiver step by step (`poll()`), so no test waits on a clock:
+"the events arrived" is a condition polled for, never a sleep.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from backups_app.binlog_events import events
+from backups_app.exceptions import RestoreRefused
+from backups_app.models import BackupRecord, BinlogSegment, Trigger
+from backups_app.services.backup import backup_create
+from backups_app.services.binlogs import BinlogArchiverRun, binlog_window, live_directory, segments_check
+from backups_app.services.pitr import pitr_restore, recovery_target_parse
+from tests.conftest import register_alias, unregister_alias
+
+from .binlog_server import BinlogServer, tools_available
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(bool(tools_available()), reason=f"MariaDB server tools missing: {tools_available()}"),
+]
+
+
+@pytest.fixture
+def server():
+    with BinlogServer() as running:
+        running.execute("CREATE DATABASE chat CHARACTER SET utf8mb4",
+                        "CREATE TABLE chat.message (id INT PRIMARY KEY AUTO_INCREMENT, body VARCHAR(100), "
+                        "written_at DATETIME(6)) ENGINE=InnoDB")
+        register_alias("chat", running.settings_dict("chat"))
+        try:
+            yield running
+        finally:
+            unregister_alias("chat")
+
+
+def write_rows(server: BinlogServer, count: int, prefix: str = "m") -> list[int]:
+    connection = server.connect("chat")
+    ids = []
+    try:
+        cursor = connection.cursor()
+        for number in range(count):
+            cursor.execute("INSERT INTO message (body, written_at) VALUES (%s, NOW(6))", [f"{prefix}{number}"])
+            ids.append(cursor.lastrowid)
+    finally:
+        connection.close()
+    return ids
+
+
+def master_position(server: BinlogServer) -> tuple[str, int]:
+    (file_name, position, *_rest), = server.execute("SHOW MASTER STATUS")
+    return file_name, int(position)
+
+
+def wait_until_streamed(run: BinlogArchiverRun, server: BinlogServer, deadline_seconds: float = 30) -> None:
+    """Poll until the live file on disk has everything the server has written so far."""
+    file_name, position = master_position(server)
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        path = live_directory("chat") / file_name
+        if path.exists():
+            data = path.read_bytes()
+            if any(e.end_position >= position for e in events(data)):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the archiver did not receive {file_name}:{position}")
+
+
+def ids_in(server: BinlogServer) -> set[int]:
+    return {row[0] for row in server.execute("SELECT id FROM chat.message")}
+
+
+def next_second(server: BinlogServer) -> datetime:
+    """Wait for the server clock to enter a new second; return that second (UTC)."""
+    (start,), = server.execute("SELECT UTC_TIMESTAMP()")
+    while True:
+        (now,), = server.execute("SELECT UTC_TIMESTAMP()")
+        if now > start:
+            return now.replace(tzinfo=UTC)
+        time.sleep(0.02)
+
+
+def test_base_backup_records_binlog_coordinates(server):
+    write_rows(server, 3)
+    record = backup_create(database="chat", trigger=Trigger.CLI)
+    file_name, position = master_position(server)
+    assert (record.binlog_file, record.binlog_position) == (file_name, position)
+    assert record.binlog_gtid  # e.g. "0-1-3"
+
+
+def test_restore_to_the_second_before_a_drop_table(server):
+    # An hour-long segment: nothing is closed, the replay reads the live file (the local recovery point).
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=3600)
+    run.start()
+    try:
+        write_rows(server, 5, "before-base")
+        backup_create(database="chat", trigger=Trigger.CLI)
+        kept = write_rows(server, 20, "after-base")
+        boundary = next_second(server)  # every row above was committed before this second
+        second_batch = write_rows(server, 5, "in-boundary-second")
+        drop_second = next_second(server)
+        server.execute("DROP TABLE chat.message")
+        wait_until_streamed(run, server)
+        run.poll()  # the heartbeat says how far the live file goes
+        assert not BinlogSegment.objects.filter(database="chat").exists()
+        # The DROP's second is after `boundary`: restore to the second before the drop.
+        assert drop_second > boundary
+        target = recovery_target_parse(to_time=(drop_second - timedelta(seconds=1)).isoformat())
+        restore = pitr_restore(database="chat", target=target, trigger=Trigger.CLI)
+    finally:
+        run.stop()
+    assert restore.status == "success"
+    restored = ids_in(server)
+    assert set(kept) <= restored and set(second_batch) <= restored
+    assert len(restored) == 30
+
+
+def test_archiver_killed_and_restarted_leaves_no_gap_and_no_duplicate(server):
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    backup_create(database="chat", trigger=Trigger.CLI)
+    write_rows(server, 10, "first")
+    wait_until_streamed(run, server)
+    run.poll()
+    # kill -9 of the streaming client, the run object abandoned as a dead process would leave it
+    os.killpg(run.process.pid, signal.SIGKILL)
+    run.process.wait()
+    write_rows(server, 10, "while-down")
+    server.execute("FLUSH BINARY LOGS")
+    written = write_rows(server, 10, "after-rotation")
+    second = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    second.start()
+    try:
+        wait_until_streamed(second, server)
+        second.poll(force=True)
+    finally:
+        second.stop()
+    runs = binlog_window(database="chat")
+    assert not [gap for gap in runs.gaps if "missing" in gap]
+    assert len(runs.windows) == 1
+    segments = list(BinlogSegment.objects.filter(database="chat").order_by("binlog_file", "start_position"))
+    for previous, segment in zip(segments, segments[1:]):
+        if previous.binlog_file == segment.binlog_file:
+            assert segment.start_position == previous.end_position  # no overlap, no hole
+    target = recovery_target_parse(to_position=":".join(map(str, master_position(server))))
+    pitr_restore(database="chat", target=target, trigger=Trigger.CLI, safety_backup=False)
+    assert set(written) <= ids_in(server)
+    assert len(ids_in(server)) == 30
+
+
+def test_purged_binlog_shows_a_gap_and_refuses_a_restore_across_it(server):
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    backup_create(database="chat", trigger=Trigger.CLI)
+    write_rows(server, 3)
+    wait_until_streamed(run, server)
+    run.stop()
+    # While the archiver is down, the server rotates and purges the file it was still reading.
+    write_rows(server, 3, "lost")
+    server.execute("FLUSH BINARY LOGS")
+    write_rows(server, 3, "lost-too")
+    server.execute("FLUSH BINARY LOGS")
+    newest_file, _position = master_position(server)
+    server.execute(f"PURGE BINARY LOGS TO '{newest_file}'")
+    second = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    second.start()
+    try:
+        write_rows(server, 3, "after")
+        wait_until_streamed(second, server)
+        second.poll(force=True)
+    finally:
+        second.stop()
+    status = binlog_window(database="chat")
+    assert any("binlog missing between" in gap for gap in status.gaps)
+    target = recovery_target_parse(to_position=":".join(map(str, master_position(server))))
+    before = ids_in(server)
+    with pytest.raises(RestoreRefused, match="not inside a recoverable window"):
+        pitr_restore(database="chat", target=target, trigger=Trigger.CLI)
+    assert ids_in(server) == before  # refused: untouched
+
+
+def test_corrupt_segment_is_shown_and_refused(server, backup_dir):
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        backup_create(database="chat", trigger=Trigger.CLI)
+        write_rows(server, 5)
+        wait_until_streamed(run, server)
+        run.poll(force=True)
+    finally:
+        run.stop()
+    segment = BinlogSegment.objects.filter(database="chat").order_by("-end_position").first()
+    path = backup_dir / segment.storage_name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    before = ids_in(server)
+    target = recovery_target_parse(to_position=f"{segment.binlog_file}:{segment.end_position}")
+    with pytest.raises(RestoreRefused, match="does not match its SHA-256"):
+        pitr_restore(database="chat", target=target, trigger=Trigger.CLI)
+    assert ids_in(server) == before
+    assert segments_check(database="chat") == [segment]
+    assert any("corrupt" in gap for gap in binlog_window(database="chat").gaps)
+
+
+def test_target_beyond_the_window_is_refused_with_one_line(server):
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        backup_create(database="chat", trigger=Trigger.CLI)
+        write_rows(server, 2)
+        wait_until_streamed(run, server)
+        run.poll(force=True)
+    finally:
+        run.stop()
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with pytest.raises(CommandError, match="beyond the recoverable window") as raised:
+        call_command("restore_backup", database="chat", to_time=later, interactive=False)
+    assert "\n" not in str(raised.value)
+
+
+def test_verify_proves_a_point_in_time_restore_in_a_scratch_database(server, capsys):
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        backup_create(database="chat", trigger=Trigger.CLI)
+        write_rows(server, 7)
+        wait_until_streamed(run, server)
+        run.poll(force=True)
+    finally:
+        run.stop()
+    position = ":".join(map(str, master_position(server)))
+    call_command("verify_backup", database="chat", to_position=position)
+    assert "1 tables, 7 rows" in capsys.readouterr().out
+    assert {row[0] for row in server.execute("SHOW DATABASES")} >= {"chat"}
+    assert not [name for (name,) in server.execute("SHOW DATABASES") if name.startswith("opsdesk_verify_")]
+
+
+def test_without_binary_logging_the_command_says_how_to_turn_it_on(settings):
+    with BinlogServer(log_bin=False) as plain:
+        plain.execute("CREATE DATABASE chat")
+        register_alias("chat", plain.settings_dict("chat"))
+        try:
+            with pytest.raises(CommandError, match="No database to archive"):
+                call_command("archive_binlogs", databases=["chat"])
+            record = backup_create(database="chat", trigger=Trigger.CLI)
+        finally:
+            unregister_alias("chat")
+    assert record.binlog_file == "" and record.binlog_position is None
+    assert BackupRecord.objects.get(pk=record.pk).status == "success"
