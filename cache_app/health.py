@@ -20,6 +20,7 @@ from django.db import connections
 from django.utils import timezone
 
 from backups_app.selectors import last_good_backups
+from backups_app.services.binlogs import binlog_health_details
 
 logger = logging.getLogger("cache_app.health")
 
@@ -82,7 +83,7 @@ class DatabaseCheck(HealthCheck):
                 cursor.execute("SELECT 1")
                 if cursor.fetchone() != (1,):
                     raise HealthCheckFailed("unexpected answer to SELECT 1")
-            return {"backups": last_good_backup_ages()}
+            return {"backups": last_good_backup_ages(), "point_in_time": binlog_health_details()}
         finally:
             # The check runs in a pool thread: its connection must not outlive the thread.
             connection.close()

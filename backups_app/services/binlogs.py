@@ -512,6 +512,13 @@ def binlog_window(*, database: str) -> BinlogStatus:
     return status
 
 
+def binlog_health_details() -> dict[str, dict]:
+    """Per alias that archives its binlog: archiver running, recoverable windows, gaps (no server call)."""
+    archived = set(BinlogArchiver.objects.values_list("database", flat=True))
+    archived |= set(BinlogSegment.objects.values_list("database", flat=True).distinct())
+    return {database: binlog_window(database=database).as_dict() for database in sorted(archived)}
+
+
 def binlog_databases() -> list[str]:
     """Aliases on MySQL/MariaDB (candidates for archiving)."""
     from backups_app.selectors import backup_databases

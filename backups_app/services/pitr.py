@@ -263,8 +263,35 @@ def _replay(plan: RecoveryPlan, files: list[Path], engine) -> None:
     )
 
 
+def _refuse_record(restore: RestoreRecord | None, message: str) -> None:
+    if restore is not None:
+        restore.status, restore.error_message, restore.finished_at = RestoreRecord.Status.REFUSED, message, timezone.now()
+        restore.save(update_fields=["status", "error_message", "finished_at"])
+
+
+def pitr_restore_queue(*, database: str, target: RecoveryTarget, trigger: str, user=None) -> RestoreRecord:
+    """Check the target now (RestoreRefused at once), then run the restore through Celery after commit."""
+    from django.db import transaction
+
+    plan = pitr_plan(database=database, target=target)
+    restore = RestoreRecord.objects.create(backup=plan.base, backup_name=plan.base.name, database=database,
+                                           trigger=trigger, user=user)
+    audit_log(action="restore", source=str(trigger), outcome="started", user=user,
+              target=f"{database} @ {target}", detail=_("queued: %(plan)s") % {"plan": plan.describe()})
+
+    def enqueue() -> None:
+        from backups_app.tasks import pitr_restore_run
+
+        pitr_restore_run.delay(restore.pk, str(target.to_time.isoformat() if target.to_time else ""),
+                               f"{target.to_position[0]}:{target.to_position[1]}" if target.to_position else "",
+                               target.to_gtid or "")
+
+    transaction.on_commit(enqueue)
+    return restore
+
+
 def pitr_restore(*, database: str, target: RecoveryTarget, trigger: str, user=None,
-                 safety_backup: bool = True) -> RestoreRecord:
+                 safety_backup: bool = True, restore: RestoreRecord | None = None) -> RestoreRecord:
     """Restore `database` to `target`: base backup by the normal restore service, then binlog replay.
 
     Raises RestoreRefused (nothing touched) when the target is outside the window, crosses a gap or
@@ -276,6 +303,7 @@ def pitr_restore(*, database: str, target: RecoveryTarget, trigger: str, user=No
     except RestoreRefused as error:
         audit_log(action="restore", source=source, outcome="refused", user=user,
                   target=f"{database} @ {target}", detail=str(error))
+        _refuse_record(restore, str(error))
         raise
     with _ReplayFolder() as folder:
         try:
@@ -283,9 +311,13 @@ def pitr_restore(*, database: str, target: RecoveryTarget, trigger: str, user=No
         except RestoreRefused as error:
             audit_log(action="restore", source=source, outcome="refused", user=user,
                       target=f"{database} @ {target}", detail=str(error))
+            _refuse_record(restore, str(error))
             raise
+        if restore is not None and restore.backup_id != plan.base.pk:
+            restore.backup, restore.backup_name = plan.base, plan.base.name
+            restore.save(update_fields=["backup", "backup_name"])
         restore = backup_restore(backup=plan.base, database=database, trigger=trigger, user=user,
-                                 safety_backup=safety_backup)
+                                 safety_backup=safety_backup, restore=restore)
         try:
             _replay(plan, files, get_engine(database))
         except BackupError as error:
