@@ -485,6 +485,15 @@ def _usable_bases(database: str) -> list[BackupRecord]:
     )
 
 
+def base_snapshot_second(base: BackupRecord) -> datetime:
+    """The second a base backup's snapshot belongs to (binlog event times have whole seconds).
+
+    Replaying from the base's coordinates to the end of that second gives its state then: events of
+    that second before the snapshot are in the dump, the ones after are replayed.
+    """
+    return (base.started_at or base.created_at).replace(microsecond=0)
+
+
 def archiver_is_running(archiver: BinlogArchiver | None) -> bool:
     if archiver is None or archiver.heartbeat_at is None:
         return False
@@ -502,7 +511,7 @@ def binlog_window(*, database: str) -> BinlogStatus:
     for run in runs:
         run_bases = [base for base in bases if run.covers(base.binlog_file, base.binlog_position)]
         if run_bases and run.newest_event_at:
-            start = run_bases[0].started_at or run_bases[0].created_at
+            start = base_snapshot_second(run_bases[0])
             status.windows.append(RecoveryWindow(start=start, end=max(start, run.newest_event_at), bases=run_bases, run=run))
     if status.archiver is not None and not status.archiver_running:
         status.gaps.append(_("the archiver is not running (last heartbeat %(when)s)") % {

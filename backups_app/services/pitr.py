@@ -37,6 +37,7 @@ from backups_app.services.backup import backup_check, backup_open, backup_restor
 from backups_app.services.binlogs import (
     ArchiveRun,
     _position_key,
+    base_snapshot_second,
     binlog_window,
     live_directory,
     segment_read,
@@ -123,7 +124,7 @@ def _plan_for_time(database: str, target: RecoveryTarget, status) -> RecoveryPla
     moment = target.to_time
     for window in status.windows:
         if window.start <= moment <= window.end:
-            bases = [b for b in window.bases if (b.started_at or b.created_at) <= moment]
+            bases = [b for b in window.bases if base_snapshot_second(b) <= moment]
             return RecoveryPlan(database=database, target=target, base=bases[-1], run=window.run,
                                 stop_datetime=moment + timedelta(seconds=1))
     if status.windows and moment > status.windows[-1].end:

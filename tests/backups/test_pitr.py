@@ -258,3 +258,74 @@ def test_without_binary_logging_the_command_says_how_to_turn_it_on(settings):
             unregister_alias("chat")
     assert record.binlog_file == "" and record.binlog_position is None
     assert BackupRecord.objects.get(pk=record.pk).status == "success"
+
+
+def test_retention_keeps_the_segments_of_kept_bases_and_no_more(server):
+    from backups_app.services.binlogs import segments_prune
+
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        write_rows(server, 2, "old")
+        server.execute("FLUSH BINARY LOGS")
+        write_rows(server, 2, "older-base-era")
+        wait_until_streamed(run, server)
+        run.poll(force=True)
+        server.execute("FLUSH BINARY LOGS")
+        base = backup_create(database="chat", trigger=Trigger.CLI)
+        write_rows(server, 2, "new")
+        wait_until_streamed(run, server)
+        run.poll(force=True)
+    finally:
+        run.stop()
+    old_files = {s.binlog_file for s in BinlogSegment.objects.filter(database="chat")} - {base.binlog_file}
+    assert old_files
+    deleted = segments_prune(database="chat", kept_bases=[base])
+    remaining = list(BinlogSegment.objects.filter(database="chat"))
+    assert deleted and all(s.binlog_file >= base.binlog_file for s in remaining)
+    assert binlog_window(database="chat").windows  # what the kept base needs is all there
+    assert segments_prune(database="chat", kept_bases=[]) == []  # no base: nothing is provably useless
+
+
+def test_admin_and_api_start_a_point_in_time_restore(server, client, django_user_model):
+    from rest_framework.test import APIClient
+
+    from backups_app.models import AuditEntry
+    from backups_app.services.tokens import api_token_create
+
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        backup_create(database="chat", trigger=Trigger.CLI)
+        ids = write_rows(server, 4)
+        wait_until_streamed(run, server)
+        run.poll(force=True)
+    finally:
+        run.stop()
+    newest = binlog_window(database="chat").windows[-1].end
+    user = django_user_model.objects.create_superuser("root-pitr", "r@example.com", "pw")
+    client.force_login(user)
+    page = client.get("/admin/backups_app/backuprecord/")
+    assert b"Point-in-time recovery" in page.content and b"Restore to a point in time" in page.content
+    later = (newest + timedelta(days=1)).isoformat()
+    refused = client.post("/admin/backups_app/backuprecord/point-in-time/chat/",
+                          {"to_time": later, "confirm_database": "chat"})
+    assert refused.status_code == 400 and b"beyond the recoverable window" in refused.content
+    wrong_name = client.post("/admin/backups_app/backuprecord/point-in-time/chat/",
+                             {"to_time": newest.isoformat(), "confirm_database": "chatt"})
+    assert wrong_name.status_code == 400
+    server.execute("DELETE FROM chat.message")
+    started = client.post("/admin/backups_app/backuprecord/point-in-time/chat/",
+                          {"to_time": newest.isoformat(), "confirm_database": "chat"})
+    assert started.status_code == 302
+    assert set(ids) <= ids_in(server)
+
+    api = APIClient()
+    token = api_token_create(user=user, source=AuditEntry.Source.CLI).raw_token
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    answer = api.post("/api/v1/backup/restore", {"database": "chat", "to_time": later}, format="json")
+    assert answer.status_code == 409 and "beyond the recoverable window" in answer.json()["detail"]
+    server.execute("DELETE FROM chat.message")
+    answer = api.post("/api/v1/backup/restore", {"database": "chat", "to_time": newest.isoformat()}, format="json")
+    assert answer.status_code == 202, answer.content
+    assert set(ids) <= ids_in(server)
