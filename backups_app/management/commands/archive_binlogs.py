@@ -39,6 +39,9 @@ class Command(BackupCommand):
                             help=_("Alias to archive (repeatable; default: every MySQL/MariaDB alias with log_bin on)."))
 
     def handle(self, *args, databases, **options):
+        if not databases and not binlog_databases():
+            self.stdout.write(_("No MySQL/MariaDB database is configured; no binary log to archive."))
+            return
         databases = databases or binlog_databases()
         usable = []
         for database in databases:
