@@ -48,8 +48,13 @@ from backups_app.services.backup import (
     backup_queue,
     restore_queue,
 )
+from backups_app.services.binlogs import (
+    binlog_availability,
+    binlog_databases,
+    binlog_purged_needed,
+    binlog_window,
+)
 from backups_app.services.queued import backup_cancel, restore_cancel
-from backups_app.services.binlogs import binlog_availability, binlog_databases, binlog_window
 from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
 from backups_app.services.verify import backup_verify
 
@@ -168,6 +173,14 @@ def point_in_time_rows() -> list[dict]:
     for database in binlog_databases():
         status = binlog_window(database=database)
         archived = status.archiver is not None or BinlogSegment.objects.filter(database=database).exists()
+        if archived and not status.archiver_running:
+            # Down: say now when the server already purged a binlog the archive still needs.
+            try:
+                purged = binlog_purged_needed(database=database)
+            except BackupError:
+                purged = []
+            status.gaps += [gettext("binlog %(file)s was purged on the server before it was archived")
+                            % {"file": name} for name in purged]
         rows.append({
             "database": database, "status": status,
             "unavailable": "" if archived else binlog_availability(database=database),

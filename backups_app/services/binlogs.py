@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import time
 from contextlib import ExitStack
@@ -36,6 +37,7 @@ from django.core.files.storage import Storage
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from backups_app import locks
 from backups_app.binlog_events import NotABinlog, binlog_sequence, events, next_binlog_name
 from backups_app.engines import get_engine
 from backups_app.engines.binlog import BinlogSettings, BinlogUnavailable, MySQLBinlogTools
@@ -47,6 +49,8 @@ from backups_app.services.backup import backup_storage
 logger = logging.getLogger(__name__)
 
 SEGMENT_MANIFEST_FORMAT = 1
+#: In the live folder: the streaming client's pid, so that a run after a kill -9 can stop it.
+STREAMER_PID_FILE = ".streamer.pid"
 #: An archiver whose heartbeat is older than this is shown as down.
 ARCHIVER_DOWN_AFTER_SECONDS = 60
 UNAVAILABLE_HELP = _(
@@ -231,6 +235,7 @@ class BinlogArchiverRun:
         self.segment_seconds = segment_seconds() if segment_seconds_value is None else segment_seconds_value
         self.directory = live_directory(database)
         self._stack: ExitStack | None = None
+        self._lock: ExitStack | None = None
         self.process = None
         self.last_close = time.monotonic()
         self.first_file = ""
@@ -252,24 +257,59 @@ class BinlogArchiverRun:
         return later[0] if later else server_files[-1]
 
     def start(self) -> None:
+        """Take the alias's archiver lock, archive what a killed run left, start streaming.
+
+        Raises BackupLocked when another archiver of this alias runs on this machine (two would
+        write the same live files), BinlogUnavailable without a usable binlog.
+        """
         server = self.tools.server_settings()
         if not server.usable:
             raise BinlogUnavailable(str(UNAVAILABLE_HELP))
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.poll(force=True, streaming=False)  # what a killed run left on disk comes first
-        self.first_file = self.resume_file(server)
-        for leftover in self.directory.iterdir():
-            if binlog_sequence(leftover.name)[1] >= binlog_sequence(self.first_file)[1]:
-                leftover.unlink()  # streamed again from its start: no half-old, half-new file
-        self._stack = ExitStack()
-        self.process = self._stack.enter_context(
-            self.tools.stream(first_file=self.first_file, directory=self.directory)
-        )
+        lock, stack = ExitStack(), ExitStack()
+        try:
+            # Its own lock name: archiving runs beside the backups and restores of the database.
+            lock.enter_context(locks._file_lock(f"{self.database}.binlog-archiver", "binlog archiving"))
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._kill_orphan_streamer()
+            self.poll(force=True, streaming=False)  # what a killed run left on disk comes first
+            self.first_file = self.resume_file(server)
+            for leftover in self.directory.iterdir():
+                if binlog_sequence(leftover.name)[1] >= binlog_sequence(self.first_file)[1]:
+                    leftover.unlink()  # streamed again from its start: no half-old, half-new file
+            self.process = stack.enter_context(
+                self.tools.stream(first_file=self.first_file, directory=self.directory)
+            )
+            (self.directory / STREAMER_PID_FILE).write_text(str(self.process.pid))
+        except BaseException:
+            stack.close()
+            lock.close()
+            raise
+        self._stack, self._lock = stack, lock
         BinlogArchiver.objects.update_or_create(database=self.database, defaults={
             "owner_host": socket.gethostname(), "owner_pid": os.getpid(), "started_at": timezone.now(),
             "heartbeat_at": timezone.now(), "error_message": "",
         })
         self.last_close = time.monotonic()
+
+    def _kill_orphan_streamer(self) -> None:
+        """Kill the streaming client of a run whose Python process was killed (kill -9).
+
+        The client runs in its own process group, so it outlives such a run and would keep
+        appending to the files the new run is about to stream again.
+        """
+        pid_file = self.directory / STREAMER_PID_FILE
+        try:
+            pid = int(pid_file.read_text().strip())
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"--stop-never" in command_line and str(self.directory).encode() in command_line:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            logger.warning("killed the orphaned binlog streamer %d of %s", pid, self.database)
+        pid_file.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Stop streaming (the tool is killed); the complete events on disk are archived first."""
@@ -282,6 +322,13 @@ class BinlogArchiverRun:
                     stack.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
                 except KeyboardInterrupt:
                     pass
+                self._release_lock()
+
+    def _release_lock(self) -> None:
+        (self.directory / STREAMER_PID_FILE).unlink(missing_ok=True)
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.close()
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -290,7 +337,10 @@ class BinlogArchiverRun:
         """Raise the tool's error (DumpFailed) when the streaming client has exited."""
         if self._stack is not None and self.process is not None and self.process.poll() is not None:
             stack, self._stack, self.process = self._stack, None, None
-            stack.close()  # re-raises the tool's exit status as DumpFailed
+            try:
+                stack.close()  # re-raises the tool's exit status as DumpFailed
+            finally:
+                self._release_lock()
 
     # --- polling ---
     def live_files(self) -> list[Path]:

@@ -14,12 +14,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from backups_app.binlog_events import events
 from backups_app.exceptions import RestoreRefused
-from backups_app.models import BackupRecord, BinlogSegment, Trigger
+from backups_app.models import BackupRecord, BinlogArchiver, BinlogSegment, Trigger
 from backups_app.services.backup import backup_create
-from backups_app.services.binlogs import BinlogArchiverRun, binlog_window, live_directory, segments_check
+from backups_app.services.binlogs import (
+    BinlogArchiverRun,
+    binlog_purged_needed,
+    binlog_window,
+    live_directory,
+    segments_check,
+)
 from backups_app.services.pitr import pitr_restore, recovery_target_parse
 from tests.conftest import register_alias, unregister_alias
 
@@ -132,15 +139,17 @@ def test_archiver_killed_and_restarted_leaves_no_gap_and_no_duplicate(server):
     write_rows(server, 10, "first")
     wait_until_streamed(run, server)
     run.poll()
-    # kill -9 of the streaming client, the run object abandoned as a dead process would leave it
-    os.killpg(run.process.pid, signal.SIGKILL)
-    run.process.wait()
+    # kill -9 of the archiver's Python process: the kernel drops its lock, nothing else runs; its
+    # streaming client (own process group) lives on as an orphan, still appending to the live file.
+    run._lock.close()
+    orphan = run.process
     write_rows(server, 10, "while-down")
     server.execute("FLUSH BINARY LOGS")
     written = write_rows(server, 10, "after-rotation")
     second = BinlogArchiverRun(database="chat", segment_seconds_value=0)
     second.start()
     try:
+        assert orphan.wait(timeout=30) == -signal.SIGKILL  # the new run stopped the orphan first
         wait_until_streamed(second, server)
         second.poll(force=True)
     finally:
@@ -172,6 +181,11 @@ def test_purged_binlog_shows_a_gap_and_refuses_a_restore_across_it(server):
     server.execute("FLUSH BINARY LOGS")
     newest_file, _position = master_position(server)
     server.execute(f"PURGE BINARY LOGS TO '{newest_file}'")
+    # The archiver has been down for a while: shown, and so is the binlog it can no longer fetch.
+    BinlogArchiver.objects.filter(database="chat").update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    down = binlog_window(database="chat")
+    assert not down.archiver_running and any("not running" in gap for gap in down.gaps)
+    assert binlog_purged_needed(database="chat")
     second = BinlogArchiverRun(database="chat", segment_seconds_value=0)
     second.start()
     try:
@@ -323,9 +337,44 @@ def test_admin_and_api_start_a_point_in_time_restore(server, client, django_user
     api = APIClient()
     token = api_token_create(user=user, source=AuditEntry.Source.CLI).raw_token
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    malformed = api.post("/api/v1/backup/restore", {"database": "chat", "to_time": "yesterday"}, format="json")
+    assert malformed.status_code == 400
     answer = api.post("/api/v1/backup/restore", {"database": "chat", "to_time": later}, format="json")
     assert answer.status_code == 409 and "beyond the recoverable window" in answer.json()["detail"]
     server.execute("DELETE FROM chat.message")
     answer = api.post("/api/v1/backup/restore", {"database": "chat", "to_time": newest.isoformat()}, format="json")
     assert answer.status_code == 202, answer.content
     assert set(ids) <= ids_in(server)
+
+
+def test_point_in_time_restore_needs_the_restore_permission(server, client, django_user_model):
+    from django.contrib.auth.models import Permission
+    from rest_framework.test import APIClient
+
+    from backups_app.models import AuditEntry
+    from backups_app.services.tokens import api_token_create
+
+    viewer = django_user_model.objects.create_user("viewer-pitr", password="pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__in=["view_backuprecord", "create_backup"]))
+    client.force_login(viewer)
+    page = client.get("/admin/backups_app/backuprecord/")
+    assert page.status_code == 200 and b"Restore to a point in time" not in page.content
+    form = {"to_time": "2026-11-29 14:32:05", "confirm_database": "chat"}
+    assert client.get("/admin/backups_app/backuprecord/point-in-time/chat/").status_code == 403
+    assert client.post("/admin/backups_app/backuprecord/point-in-time/chat/", form).status_code == 403
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=viewer, source=AuditEntry.Source.CLI).raw_token}")
+    answer = api.post("/api/v1/backup/restore", {"database": "chat", "to_time": "2026-11-29 14:32:05"}, format="json")
+    assert answer.status_code == 403
+
+
+def test_a_second_archiver_of_the_same_database_is_refused(server):
+    from backups_app.exceptions import BackupLocked
+
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        with pytest.raises(BackupLocked):
+            BinlogArchiverRun(database="chat").start()
+    finally:
+        run.stop()

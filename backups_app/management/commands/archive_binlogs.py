@@ -70,17 +70,24 @@ class Command(BackupCommand):
         """One database's loop: run, poll, restart after a failure, until `stop`."""
         from django.db import connections
 
-        last_check = 0.0
+        last_check = [0.0]
+
+        def check_segments() -> None:
+            # A segment deleted or damaged in storage must show as a gap, not surprise a restore.
+            if time.monotonic() - last_check[0] >= CHECK_SECONDS:
+                for segment in segments_check(database=database):
+                    self.stderr.write(f"{database}: {segment.status_message}")
+                last_check[0] = time.monotonic()
+
         while not stop.is_set():
             run = BinlogArchiverRun(database=database)
             try:
-                if time.monotonic() - last_check >= CHECK_SECONDS:
-                    segments_check(database=database)
-                    last_check = time.monotonic()
+                check_segments()
                 run.start()
                 self.stdout.write(_("%(database)s: archiving from %(file)s") % {"database": database, "file": run.first_file})
                 while not stop.is_set() and run.running():
                     run.poll()
+                    check_segments()
                     stop.wait(POLL_SECONDS)
                 run.check_process()
             except (BackupError, BinlogUnavailable) as error:
