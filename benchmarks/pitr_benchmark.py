@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +54,8 @@ def create_chat(server) -> None:
 def archived_commits(database: str, *, closed_only: bool) -> list[datetime]:
     """Event times of the complete transactions in the archive (closed segments, plus the live file)."""
     from backups_app.binlog_events import XID_EVENT, events
-    from backups_app.services.binlogs import archive_runs
+    from backups_app.services.binlogs import archive_runs, segment_read
     from backups_app.services.pitr import _live_bytes
-    from backups_app.services.binlogs import segment_read
 
     times = []
     runs, _gaps = archive_runs(database=database)
@@ -172,10 +172,38 @@ def recovery_time(transactions: int) -> dict:
                      trigger=Trigger.CLI, safety_backup=False)
         pitr_seconds = time.monotonic() - clock
         (count,), = server.execute("SELECT COUNT(*) FROM chat.message")
+        baseline_seconds = shell_pipeline_replay(server, base, f"{file_name}:{position}")
         unregister_alias("chat")
     return {"transactions": transactions, "write_seconds": write_seconds, "base_restore_seconds": base_seconds,
-            "pitr_seconds": pitr_seconds, "rows_after": count, "rows_expected": 100000 + transactions,
+            "pitr_seconds": pitr_seconds, "baseline_seconds": baseline_seconds, "rows_after": count, "rows_expected": 100000 + transactions,
             "base_size_bytes": base.size_bytes}
+
+
+def shell_pipeline_replay(server, base, position: str) -> float:
+    """The baseline: the same base restore, then `mariadb-binlog FILES | mariadb` by hand."""
+    import subprocess
+    import tempfile
+
+    from backups_app.models import Trigger
+    from backups_app.services.backup import backup_restore
+    from backups_app.services.pitr import (
+        _rebuild_files,
+        pitr_plan,
+        recovery_target_parse,
+    )
+
+    plan = pitr_plan(database="chat", target=recovery_target_parse(to_position=position))
+    with tempfile.TemporaryDirectory() as folder:
+        files = _rebuild_files(plan, Path(folder))
+        clock = time.monotonic()
+        backup_restore(backup=base, database="chat", trigger=Trigger.CLI, safety_backup=False)
+        reader = subprocess.Popen(
+            ["mariadb-binlog", f"--start-position={base.binlog_position}", "--database=chat",
+             f"--stop-position={plan.stop_position}", *map(str, files)], stdout=subprocess.PIPE)
+        subprocess.run(["mariadb", "-h127.0.0.1", f"-P{server.port}", "-uroot", "--binary-mode", "chat"],
+                       stdin=reader.stdout, check=True)
+        reader.wait()
+        return time.monotonic() - clock
 
 
 def main() -> None:
@@ -195,7 +223,10 @@ def main() -> None:
     print(f"recovery time: base ({timing['base_size_bytes']} bytes compressed) restored in "
           f"{timing['base_restore_seconds']:.1f} s; base + replay of {timing['transactions']} transactions "
           f"(written in {timing['write_seconds']:.1f} s) in {timing['pitr_seconds']:.1f} s; "
-          f"rows {timing['rows_after']} of {timing['rows_expected']} expected")
+          f"rows {timing['rows_after']} of {timing['rows_expected']} expected; baseline restore + "
+          f"`mariadb-binlog | mariadb` {timing['baseline_seconds']:.1f} s "
+          f"(ratio {timing['pitr_seconds'] / timing['baseline_seconds']:.2f})")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def report_recovery_point(arguments) -> None:

@@ -36,14 +36,29 @@ from django.core.files import File
 from django.core.files.storage import Storage
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from backups_app import locks
-from backups_app.binlog_events import NotABinlog, binlog_sequence, events, next_binlog_name
+from backups_app.binlog_events import (
+    NotABinlog,
+    binlog_sequence,
+    events,
+    next_binlog_name,
+)
 from backups_app.engines import get_engine
-from backups_app.engines.binlog import BinlogSettings, BinlogUnavailable, MySQLBinlogTools
+from backups_app.engines.binlog import (
+    BinlogSettings,
+    BinlogUnavailable,
+    MySQLBinlogTools,
+)
 from backups_app.exceptions import BackupError
 from backups_app.models import BackupRecord, BinlogArchiver, BinlogSegment
-from backups_app.pipeline import EXTENSIONS, DecompressingReader, stream_check, stream_to_storage, write_small_file
+from backups_app.pipeline import (
+    EXTENSIONS,
+    DecompressingReader,
+    stream_to_storage,
+    write_small_file,
+)
 from backups_app.services.backup import backup_storage
 
 logger = logging.getLogger(__name__)
@@ -53,7 +68,7 @@ SEGMENT_MANIFEST_FORMAT = 1
 STREAMER_PID_FILE = ".streamer.pid"
 #: An archiver whose heartbeat is older than this is shown as down.
 ARCHIVER_DOWN_AFTER_SECONDS = 60
-UNAVAILABLE_HELP = _(
+UNAVAILABLE_HELP = gettext_lazy(
     "point-in-time recovery unavailable: enable log_bin and binlog_format=ROW "
     "(add to the server's [mariadbd] section: log_bin=mysql-bin, binlog_format=ROW, server_id=1, "
     "then restart it)"
@@ -76,7 +91,7 @@ def binlog_tools(database: str) -> MySQLBinlogTools:
     return MySQLBinlogTools(get_engine(database))
 
 
-def _position_key(binlog_file: str, position: int) -> tuple[int, int]:
+def binlog_position_key(binlog_file: str, position: int) -> tuple[int, int]:
     return binlog_sequence(binlog_file)[1], position
 
 
@@ -145,7 +160,12 @@ def _segment_manifest(segment: BinlogSegment) -> bytes:
 
 def _segment_offsite(segment: BinlogSegment) -> None:
     """Copy a closed segment (and its manifest) offsite and read it back; failures are retried."""
-    from backups_app.services.offsite import _open_object, _sha256_and_size, offsite_enabled, offsite_storage
+    from backups_app.services.offsite import (
+        _open_object,
+        _sha256_and_size,
+        offsite_enabled,
+        offsite_storage,
+    )
 
     if not offsite_enabled():
         return
@@ -212,7 +232,7 @@ def segments_check(*, database: str) -> list[BinlogSegment]:
 # --- The archiver ---------------------------------------------------------------------------------
 def _ordered_segments(database: str) -> list[BinlogSegment]:
     segments = list(BinlogSegment.objects.filter(database=database))
-    segments.sort(key=lambda s: _position_key(s.binlog_file, s.start_position))
+    segments.sort(key=lambda s: binlog_position_key(s.binlog_file, s.start_position))
     return segments
 
 
@@ -419,7 +439,7 @@ class ArchiveRun:
 
     @property
     def end_key(self) -> tuple[int, int]:
-        return _position_key(self.last.binlog_file, self.last.end_position)
+        return binlog_position_key(self.last.binlog_file, self.last.end_position)
 
     @property
     def live_file(self) -> str:
@@ -435,8 +455,8 @@ class ArchiveRun:
         """Whether the run holds `binlog_file` from its start (the format event) through `position`."""
         return (
             self.first.start_position == 0
-            and _position_key(self.first.binlog_file, 0) <= _position_key(binlog_file, 0)
-            and _position_key(binlog_file, position) <= self.end_key
+            and binlog_position_key(self.first.binlog_file, 0) <= binlog_position_key(binlog_file, 0)
+            and binlog_position_key(binlog_file, position) <= self.end_key
         )
 
 
@@ -592,7 +612,10 @@ def binlog_availability(*, database: str) -> str:
         server = binlog_tools(database).server_settings()
     except BinlogUnavailable as error:
         return str(error)
-    return "" if server.usable else str(UNAVAILABLE_HELP)
+    if server.usable:
+        return ""
+    return _("%(help)s; the server now has log_bin=%(log_bin)s, binlog_format=%(format)s") % {
+        "help": UNAVAILABLE_HELP, "log_bin": "ON" if server.log_bin else "OFF", "format": server.binlog_format}
 
 
 def binlog_purged_needed(*, database: str) -> list[str]:
@@ -617,9 +640,9 @@ def segments_needed(*, database: str, bases: list[BackupRecord]) -> set[int]:
         run_bases = [base for base in bases if base.binlog_file and run.covers(base.binlog_file, base.binlog_position)]
         if not run_bases:
             continue
-        oldest = min(_position_key(base.binlog_file, 0) for base in run_bases)
+        oldest = min(binlog_position_key(base.binlog_file, 0) for base in run_bases)
         needed.update(s.pk for s in run.segments
-                      if s.pk and _position_key(s.binlog_file, s.start_position) >= oldest)
+                      if s.pk and binlog_position_key(s.binlog_file, s.start_position) >= oldest)
     return needed
 
 
@@ -631,11 +654,11 @@ def segments_prune(*, database: str, kept_bases: list[BackupRecord], dry_run: bo
     needed = segments_needed(database=database, bases=kept_bases)
     if not kept_bases:
         return []  # nothing proves which segments are useless: delete none
-    oldest = min(_position_key(b.binlog_file, 0) for b in kept_bases if b.binlog_file)
+    oldest = min(binlog_position_key(b.binlog_file, 0) for b in kept_bases if b.binlog_file)
     storage: Storage = backup_storage()
     deleted = []
     for segment in _ordered_segments(database):
-        if segment.pk in needed or _position_key(segment.binlog_file, segment.start_position) >= oldest:
+        if segment.pk in needed or binlog_position_key(segment.binlog_file, segment.start_position) >= oldest:
             continue
         deleted.append(segment.name)
         if not dry_run:
@@ -648,5 +671,5 @@ def segments_prune(*, database: str, kept_bases: list[BackupRecord], dry_run: bo
 
 __all__ = [
     "BinlogArchiverRun", "archive_runs", "binlog_availability", "binlog_window", "segment_read",
-    "segments_check", "segments_prune", "stream_check",
+    "segments_check", "segments_prune",
 ]

@@ -8,8 +8,9 @@ Order, each step refusing before the database is touched when it can:
    in a private temporary folder (the live file's complete events too: the local recovery point);
 3. the newest good base backup before the target is restored by the normal restore service
    (checksums first, safety backup, lock, records, audit);
-4. only then, as a separate step, `mariadb-binlog` replays the rebuilt files from the base's
-   coordinates up to the target into the `mariadb` client.
+4. only then, as a separate step under the database's lock again (no backup may see a half-replayed
+   database), `mariadb-binlog` replays the rebuilt files from the base's coordinates up to the
+   target into the `mariadb` client.
 A failed replay marks the restore failed and names the safety backup.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
+from backups_app import locks
 from backups_app.binlog_events import binlog_sequence, events
 from backups_app.engines import get_engine
 from backups_app.engines.binlog import MySQLBinlogTools
@@ -36,8 +38,8 @@ from backups_app.services.audit import audit_log
 from backups_app.services.backup import backup_check, backup_open, backup_restore
 from backups_app.services.binlogs import (
     ArchiveRun,
-    _position_key,
     base_snapshot_second,
+    binlog_position_key,
     binlog_window,
     live_directory,
     segment_read,
@@ -99,9 +101,9 @@ class RecoveryPlan:
     stop_position: int | None = None
 
     def segments(self) -> list[BinlogSegment]:
-        first = _position_key(self.base.binlog_file, 0)
-        last = _position_key(self.stop_file, 1 << 62) if self.stop_file else (1 << 62, 0)
-        return [s for s in self.run.segments if first <= _position_key(s.binlog_file, s.start_position) <= last]
+        first = binlog_position_key(self.base.binlog_file, 0)
+        last = binlog_position_key(self.stop_file, 1 << 62) if self.stop_file else (1 << 62, 0)
+        return [s for s in self.run.segments if first <= binlog_position_key(s.binlog_file, s.start_position) <= last]
 
     def describe(self) -> str:
         return _("base backup %(base)s (binlog %(file)s:%(position)d), then the archived binlog up to %(target)s") % {
@@ -143,7 +145,7 @@ def _plan_for_position(database: str, target: RecoveryTarget, status) -> Recover
         if not window.run.covers(binlog_file, position):
             continue
         bases = [b for b in window.bases
-                 if _position_key(b.binlog_file, b.binlog_position) <= _position_key(binlog_file, position)]
+                 if binlog_position_key(b.binlog_file, b.binlog_position) <= binlog_position_key(binlog_file, position)]
         if bases:
             return RecoveryPlan(database=database, target=target, base=bases[-1], run=window.run,
                                 stop_file=binlog_file, stop_position=position)
@@ -320,7 +322,9 @@ def pitr_restore(*, database: str, target: RecoveryTarget, trigger: str, user=No
         restore = backup_restore(backup=plan.base, database=database, trigger=trigger, user=user,
                                  safety_backup=safety_backup, restore=restore)
         try:
-            _replay(plan, files, get_engine(database))
+            # Locked again: no backup may take a half-replayed database for a good one.
+            with locks.database_lock(database, "restore"):
+                _replay(plan, files, get_engine(database))
         except BackupError as error:
             message = _("The base backup %(base)s was restored, but replaying the binlog up to %(target)s failed: "
                         "%(error)s.") % {"base": plan.base.name, "target": target, "error": error}

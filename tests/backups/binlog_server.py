@@ -64,7 +64,13 @@ class BinlogServer:
         ]
         if os.geteuid() == 0:
             argv.append("--user=root")
-        subprocess.run(argv, check=True, capture_output=True, timeout=START_TIMEOUT_SECONDS)
+        for attempt in (1, 2):  # a machine busy with other servers can fail the bootstrap once
+            completed = subprocess.run(argv, capture_output=True, timeout=START_TIMEOUT_SECONDS, check=False)
+            if completed.returncode == 0:
+                return
+            shutil.rmtree(self.datadir, ignore_errors=True)
+        output = (completed.stdout + completed.stderr).decode(errors="replace")[-2000:]
+        raise RuntimeError(f"mariadb-install-db failed: {output}")
 
     def start(self) -> None:
         """Start (or restart, keeping the data directory) the server on a fresh free port."""

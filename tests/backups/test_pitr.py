@@ -6,7 +6,7 @@ as the alias `chat`, and drives the archiver step by step (`poll()`), so no test
 """
 from __future__ import annotations
 
-import os
+import itertools
 import signal
 import time
 from datetime import UTC, datetime, timedelta
@@ -158,7 +158,7 @@ def test_archiver_killed_and_restarted_leaves_no_gap_and_no_duplicate(server):
     assert not [gap for gap in runs.gaps if "missing" in gap]
     assert len(runs.windows) == 1
     segments = list(BinlogSegment.objects.filter(database="chat").order_by("binlog_file", "start_position"))
-    for previous, segment in zip(segments, segments[1:]):
+    for previous, segment in itertools.pairwise(segments):
         if previous.binlog_file == segment.binlog_file:
             assert segment.start_position == previous.end_position  # no overlap, no hole
     target = recovery_target_parse(to_position=":".join(map(str, master_position(server))))
@@ -260,13 +260,17 @@ def test_verify_proves_a_point_in_time_restore_in_a_scratch_database(server, cap
     assert not [name for (name,) in server.execute("SHOW DATABASES") if name.startswith("opsdesk_verify_")]
 
 
-def test_without_binary_logging_the_command_says_how_to_turn_it_on(settings):
+def test_without_binary_logging_the_command_says_how_to_turn_it_on(settings, capsys):
     with BinlogServer(log_bin=False) as plain:
         plain.execute("CREATE DATABASE chat")
         register_alias("chat", plain.settings_dict("chat"))
         try:
             with pytest.raises(CommandError, match="No database to archive"):
                 call_command("archive_binlogs", databases=["chat"])
+            message = capsys.readouterr().err
+            assert "point-in-time recovery unavailable: enable log_bin and binlog_format=ROW" in message
+            assert "log_bin=mysql-bin, binlog_format=ROW, server_id=1" in message
+            assert "the server now has log_bin=OFF" in message
             record = backup_create(database="chat", trigger=Trigger.CLI)
         finally:
             unregister_alias("chat")
