@@ -57,25 +57,27 @@ def _gtid(header: tuple, body: bytes) -> str | None:
     return f"{domain}-{header[2]}-{sequence}"
 
 
-def events(data: bytes | memoryview, *, start: int = 4) -> Iterator[Event]:
-    """The complete events of `data` (a binlog file's bytes from offset 0) from `start` on.
+def events(data: bytes | memoryview, *, start: int = 4, offset: int = 0) -> Iterator[Event]:
+    """The complete events from file position `start` on, in `data`: the file's bytes from `offset`.
 
     Stops at the first incomplete event: the file is still being written, the rest comes later.
+    Reading from an offset lets the archiver look at the new bytes only, not the whole file.
     """
-    if len(data) >= 4 and bytes(data[:4]) != MAGIC:
+    if offset == 0 and len(data) >= 4 and bytes(data[:4]) != MAGIC:
         raise NotABinlog("not a binary log file (bad magic number)")
     position = max(start, 4)
-    while position + HEADER_BYTES <= len(data):
-        header = HEADER.unpack_from(data, position)
+    while position - offset + HEADER_BYTES <= len(data):
+        header = HEADER.unpack_from(data, position - offset)
         length = header[3]
         if length < HEADER_BYTES:
             raise NotABinlog(f"event at {position} has an impossible length {length}")
         end = position + length
-        if end > len(data):
+        if end - offset > len(data):
             return
         gtid = None
         if header[1] == MARIADB_GTID_EVENT:
-            gtid = _gtid(header, bytes(data[position + HEADER_BYTES:position + HEADER_BYTES + 12]))
+            body = position - offset + HEADER_BYTES
+            gtid = _gtid(header, bytes(data[body:body + 12]))
         yield Event(position=position, end_position=end, timestamp=header[0], type_code=header[1],
                     server_id=header[2], gtid=gtid)
         position = end

@@ -96,34 +96,35 @@ def binlog_position_key(binlog_file: str, position: int) -> tuple[int, int]:
 
 
 # --- Segments -------------------------------------------------------------------------------------
-def _segment_summary(data: bytes, start: int) -> dict:
+def _segment_summary(content: bytes, start: int) -> dict:
     first = last = None
     first_gtid = last_gtid = ""
     ends_file = False
-    for event in events(data, start=max(start, 4)):
+    for event in events(content, start=max(start, 4), offset=start):
         first = first or event
         last = event
         if event.gtid:
             first_gtid = first_gtid or event.gtid
             last_gtid = event.gtid
-        ends_file = event.ends_file and event.end_position == len(data)
+        ends_file = event.ends_file and event.end_position == start + len(content)
     return {
         "first_event_at": first.when if first else None, "last_event_at": last.when if last else None,
         "first_gtid": first_gtid, "last_gtid": last_gtid, "ends_file": ends_file,
     }
 
 
-def segment_close(*, database: str, binlog_file: str, data: bytes, start: int, end: int) -> BinlogSegment:
-    """Store bytes [start, end) of `binlog_file` (data holds the file from offset 0) as a segment."""
+def segment_close(*, database: str, binlog_file: str, content: bytes, start: int) -> BinlogSegment:
+    """Store `content`, the bytes of `binlog_file` from position `start` on, as a segment."""
+    end = start + len(content)
     storage = backup_storage()
     compression = settings.BACKUP_COMPRESSION
     name = f"{_segment_folder(database)}/{binlog_file}.{start:012d}-{end:012d}{EXTENSIONS[compression]}"
-    summary = _segment_summary(data[:end], start)
+    summary = _segment_summary(content, start)
     for stale in (name, name + ".json"):
         # A run killed between writing the file and recording it left these: the same bytes again.
         if storage.exists(stale) and not BinlogSegment.objects.filter(name=name).exists():
             storage.delete(stale)
-    pending = stream_to_storage(BytesIO(bytes(data[start:end])), storage=storage, name=name,
+    pending = stream_to_storage(BytesIO(content), storage=storage, name=name,
                                 compression=compression, is_complete=lambda tail: True)
     result = pending.result
     segment = BinlogSegment(
@@ -375,19 +376,21 @@ class BinlogArchiverRun:
         files = self.live_files()
         live_file, live_position, live_event_at = "", None, None
         for index, path in enumerate(files):
-            data = path.read_bytes()
             archived, finished = _archived_end(self.database, path.name)
+            with path.open("rb") as handle:
+                handle.seek(archived)
+                data = handle.read()  # only what is not archived yet
             try:
-                end_events = list(events(data, start=max(archived, 4)))
+                end_events = list(events(data, start=max(archived, 4), offset=archived))
             except NotABinlog as error:
                 logger.error("%s: %s", path, error)
                 continue
-            complete = end_events[-1].end_position if end_events else max(archived, min(len(data), 4))
+            complete = end_events[-1].end_position if end_events else archived
             file_done = bool(end_events) and end_events[-1].ends_file
             newer = index < len(files) - 1
             if end_events and complete > archived and (due or file_done or newer):
-                closed.append(segment_close(database=self.database, binlog_file=path.name, data=data,
-                                            start=archived, end=complete))
+                closed.append(segment_close(database=self.database, binlog_file=path.name,
+                                            content=data[:complete - archived], start=archived))
                 archived, finished = complete, closed[-1].ends_file
             if finished and (newer or not streaming):
                 path.unlink(missing_ok=True)  # every byte is in segments; the next file is live

@@ -163,18 +163,21 @@ def _gtid_position(database: str, gtid: str, status) -> tuple[str, int] | None:
         for binlog_file, segments in files.items():
             if not any(_gtid_may_hold(s, domain, server, sequence) for s in segments):
                 continue
-            data = b"".join(segment_read(segment=s) for s in segments)
+            data = b"".join(_segment_bytes(database, s) for s in segments)
+            offset = segments[0].start_position
             found = False
-            for event in events(data):
+            for event in events(data, start=max(offset, 4), offset=offset):
                 if found and event.gtid:
                     return binlog_file, event.position
                 found = found or event.gtid == gtid
             if found:
-                return binlog_file, len(data)
+                return binlog_file, offset + len(data)
     return None
 
 
 def _gtid_may_hold(segment: BinlogSegment, domain: int, server: int, sequence: int) -> bool:
+    if getattr(segment, "is_live", False):
+        return True  # not summarised yet: look inside
     if not segment.first_gtid:
         return False
     first = [int(p) for p in segment.first_gtid.split("-")]
@@ -209,17 +212,27 @@ def pitr_plan(*, database: str, target: RecoveryTarget) -> RecoveryPlan:
 
 def _live_bytes(database: str, segment: BinlogSegment) -> bytes:
     """The live segment's bytes, read from the file the archiver is writing (complete events only)."""
+    start = segment.start_position
     try:
-        data = (live_directory(database) / segment.binlog_file).read_bytes()
+        with (live_directory(database) / segment.binlog_file).open("rb") as handle:
+            handle.seek(start)
+            data = handle.read()
     except FileNotFoundError:
         data = b""
-    end = segment.start_position
-    for event in events(data, start=max(segment.start_position, 4)):
+    end = start
+    for event in events(data, start=max(start, 4), offset=start):
         end = event.end_position
     if end < segment.end_position:
         raise RestoreRefused(_("The live binlog file %(file)s changed while the restore was planned; try again.")
                              % {"file": segment.binlog_file})
-    return data[segment.start_position:end]
+    return data[:end - start]
+
+
+def _segment_bytes(database: str, segment: BinlogSegment) -> bytes:
+    """A segment's checked bytes: from its stored file, or from the live file for the live one."""
+    if getattr(segment, "is_live", False):
+        return _live_bytes(database, segment)
+    return segment_read(segment=segment)
 
 
 def _rebuild_files(plan: RecoveryPlan, folder: Path) -> list[Path]:
@@ -227,12 +240,8 @@ def _rebuild_files(plan: RecoveryPlan, folder: Path) -> list[Path]:
     paths: dict[str, Path] = {}
     for segment in plan.segments():
         path = paths.setdefault(segment.binlog_file, folder / segment.binlog_file)
-        if getattr(segment, "is_live", False):
-            content = _live_bytes(plan.database, segment)
-        else:
-            content = segment_read(segment=segment)
         with path.open("ab") as handle:
-            handle.write(content)
+            handle.write(_segment_bytes(plan.database, segment))
     return sorted(paths.values(), key=lambda p: binlog_sequence(p.name)[1])
 
 

@@ -64,7 +64,7 @@ class BinlogServer:
         ]
         if os.geteuid() == 0:
             argv.append("--user=root")
-        for attempt in (1, 2):  # a machine busy with other servers can fail the bootstrap once
+        for _attempt in (1, 2):  # a machine busy with other servers can fail the bootstrap once
             completed = subprocess.run(argv, capture_output=True, timeout=START_TIMEOUT_SECONDS, check=False)
             if completed.returncode == 0:
                 return

@@ -382,3 +382,26 @@ def test_a_second_archiver_of_the_same_database_is_refused(server):
             BinlogArchiverRun(database="chat").start()
     finally:
         run.stop()
+
+
+def test_restore_to_a_gtid_stops_right_after_that_transaction(server):
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=3600)
+    run.start()
+    try:
+        backup_create(database="chat", trigger=Trigger.CLI)
+        connection = server.connect("chat")
+        cursor = connection.cursor()
+        cursor.execute("INSERT INTO message (body) VALUES ('good')")
+        good_id = cursor.lastrowid
+        cursor.execute("SELECT @@last_gtid")
+        (good_gtid,), = cursor.fetchall()
+        cursor.execute("INSERT INTO message (body) VALUES ('bad')")
+        connection.close()
+        wait_until_streamed(run, server)
+        run.poll()
+        restore = pitr_restore(database="chat", target=recovery_target_parse(to_gtid=good_gtid),
+                               trigger=Trigger.CLI, safety_backup=False)
+    finally:
+        run.stop()
+    assert restore.status == "success"
+    assert ids_in(server) == {good_id}
