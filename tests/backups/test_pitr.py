@@ -405,3 +405,25 @@ def test_restore_to_a_gtid_stops_right_after_that_transaction(server):
         run.stop()
     assert restore.status == "success"
     assert ids_in(server) == {good_id}
+
+
+def test_the_streaming_client_gets_the_password_neither_on_argv_nor_in_its_environment(server):
+    password = "s3cr3t-'$(id)\" #pitr"
+    escaped = password.replace("'", "''")
+    server.execute(f"CREATE USER 'archiver'@'127.0.0.1' IDENTIFIED BY '{escaped}'",
+                   "GRANT SELECT, RELOAD, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'archiver'@'127.0.0.1'")
+    unregister_alias("chat")
+    register_alias("chat", {**server.settings_dict("chat"), "USER": "archiver", "PASSWORD": password})
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        write_rows(server, 1)
+        wait_until_streamed(run, server)  # it authenticated: the events arrive
+        pid = run.process.pid
+        command_line = open(f"/proc/{pid}/cmdline", "rb").read()
+        environment = open(f"/proc/{pid}/environ", "rb").read()
+    finally:
+        run.stop()
+    assert password.encode() not in command_line and b"s3cr3t" not in command_line
+    assert b"s3cr3t" not in environment
+    assert b"--defaults-extra-file=/proc/" in command_line  # the in-memory option file
