@@ -782,6 +782,9 @@ def _reattach_after_ops_restore(restore: RestoreRecord, audit_entries: list[Audi
     if put_back:
         logger.info("Put back %d audit entries written since the restored backup.", put_back)
     backups_sync()
+    from backups_app.services.binlogs import binlog_segments_sync  # binlogs imports this module
+
+    binlog_segments_sync()
     restore.backup = BackupRecord.objects.get(name=restore.backup_name)
     if restore.safety_backup_id is not None:
         restore.safety_backup = BackupRecord.objects.filter(name=restore.safety_backup.name).first()

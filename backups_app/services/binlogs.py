@@ -192,6 +192,51 @@ def _segment_offsite(segment: BinlogSegment) -> None:
     segment.save(update_fields=["offsite_status", "offsite_name", "offsite_error"])
 
 
+def binlog_segments_sync() -> int:
+    """Rebuild the records of stored segments from their manifests; how many were created.
+
+    The segments outlive opsdesk's own database: after it is lost or restored to an older state,
+    this finds what the archive holds again (a manifest whose file is missing is skipped).
+    """
+    storage = backup_storage()
+    try:
+        folders, _files = storage.listdir("binlogs")
+    except (FileNotFoundError, NotImplementedError):
+        return 0
+    created = 0
+    for folder in folders:
+        if folder.startswith("."):
+            continue
+        _subfolders, files = storage.listdir(f"binlogs/{folder}")
+        for manifest in sorted(f for f in files if f.endswith(".json") and not f.startswith(".")):
+            try:
+                with storage.open(f"binlogs/{folder}/{manifest}", "rb") as handle:
+                    data = json.loads(handle.read(1 << 20))
+                fields = _segment_fields_from_manifest(data, expected_name=f"binlogs/{folder}/{manifest[:-5]}")
+            except (ValueError, KeyError, TypeError, OSError) as error:
+                logger.warning("Skipping binlog manifest %s/%s: %s", folder, manifest, error)
+                continue
+            if not storage.exists(fields["name"]) or BinlogSegment.objects.filter(name=fields["name"]).exists():
+                continue
+            BinlogSegment.objects.create(**fields)
+            created += 1
+    return created
+
+
+def _segment_fields_from_manifest(data: dict, *, expected_name: str) -> dict:
+    if data.get("format") != SEGMENT_MANIFEST_FORMAT or data.get("kind") != "binlog_segment":
+        raise ValueError("not an opsdesk binlog segment manifest")
+    if data["name"] != expected_name:
+        raise ValueError(f"describes another file ({data['name']})")
+    fields = {key: data[key] for key in (
+        "name", "database", "binlog_file", "start_position", "end_position", "ends_file", "first_gtid",
+        "last_gtid", "compression", "raw_size_bytes", "size_bytes", "sha256")}
+    for key in ("first_event_at", "last_event_at"):
+        fields[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
+    fields["storage_name"] = data["name"]
+    return fields
+
+
 def segment_read(*, segment: BinlogSegment) -> bytes:
     """The raw bytes of a segment, checked against its SHA-256 and sizes; BackupError otherwise.
 

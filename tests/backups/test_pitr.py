@@ -427,3 +427,21 @@ def test_the_streaming_client_gets_the_password_neither_on_argv_nor_in_its_envir
     assert password.encode() not in command_line and b"s3cr3t" not in command_line
     assert b"s3cr3t" not in environment
     assert b"--defaults-extra-file=/proc/" in command_line  # the in-memory option file
+
+
+def test_segment_records_are_rebuilt_from_their_manifests(server):
+    from backups_app.services.binlogs import binlog_segments_sync
+
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        write_rows(server, 3)
+        wait_until_streamed(run, server)
+        run.poll(force=True)
+    finally:
+        run.stop()
+    before = sorted(BinlogSegment.objects.values_list("name", "sha256", "start_position", "end_position"))
+    BinlogSegment.objects.all().delete()  # the ops database lost them (restored to an older state)
+    assert binlog_segments_sync() == len(before)
+    assert sorted(BinlogSegment.objects.values_list("name", "sha256", "start_position", "end_position")) == before
+    assert binlog_segments_sync() == 0
