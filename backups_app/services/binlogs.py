@@ -639,11 +639,16 @@ def binlog_window(*, database: str) -> BinlogStatus:
     return status
 
 
-def binlog_health_details() -> dict[str, dict]:
-    """Per alias that archives its binlog: archiver running, recoverable windows, gaps (no server call)."""
+def archived_databases() -> list[str]:
+    """Aliases that archive (or archived) their binlog."""
     archived = set(BinlogArchiver.objects.values_list("database", flat=True))
     archived |= set(BinlogSegment.objects.values_list("database", flat=True).distinct())
-    return {database: binlog_window(database=database).as_dict() for database in sorted(archived)}
+    return sorted(archived)
+
+
+def binlog_health_details() -> dict[str, dict]:
+    """Per alias that archives its binlog: archiver running, recoverable windows, gaps (no server call)."""
+    return {database: binlog_window(database=database).as_dict() for database in archived_databases()}
 
 
 def binlog_databases() -> list[str]:

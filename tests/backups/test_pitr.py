@@ -196,6 +196,13 @@ def test_purged_binlog_shows_a_gap_and_refuses_a_restore_across_it(server):
         second.stop()
     status = binlog_window(database="chat")
     assert any("binlog missing between" in gap for gap in status.gaps)
+    from django.core import mail
+
+    from backups_app.alerts import binlog_alerts_check
+
+    assert binlog_alerts_check() == ["chat"]  # the hole is mailed to ADMINS, once
+    assert "has a gap" in mail.outbox[-1].subject and "binlog missing between" in mail.outbox[-1].body
+    assert binlog_alerts_check() == []
     target = recovery_target_parse(to_position=":".join(map(str, master_position(server))))
     before = ids_in(server)
     with pytest.raises(RestoreRefused, match="not inside a recoverable window"):
