@@ -185,6 +185,9 @@ def test_purged_binlog_shows_a_gap_and_refuses_a_restore_across_it(server):
     BinlogArchiver.objects.filter(database="chat").update(heartbeat_at=timezone.now() - timedelta(minutes=5))
     down = binlog_window(database="chat")
     assert not down.archiver_running and any("not running" in gap for gap in down.gaps)
+    from backups_app.templatetags.backups_admin import point_in_time_problems
+
+    assert any(database == "chat" and "not running" in problem for database, problem in point_in_time_problems())
     assert binlog_purged_needed(database="chat")
     second = BinlogArchiverRun(database="chat", segment_seconds_value=0)
     second.start()
