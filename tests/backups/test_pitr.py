@@ -360,6 +360,11 @@ def test_admin_and_api_start_a_point_in_time_restore(server, client, django_user
     assert answer.status_code == 202, answer.content
     assert set(ids) <= ids_in(server)
 
+    # The archiver stops: the index shows it red.
+    BinlogArchiver.objects.filter(database="chat").update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    index = client.get("/admin/")
+    assert b"Point-in-time recovery of chat: the archiver is not running" in index.content
+
 
 def test_point_in_time_restore_needs_the_restore_permission(server, client, django_user_model):
     from django.contrib.auth.models import Permission
