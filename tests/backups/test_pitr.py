@@ -97,6 +97,15 @@ def next_second(server: BinlogServer) -> datetime:
         time.sleep(0.02)
 
 
+def test_make_run_starts_an_archiver_for_a_database_with_binary_logging(server):
+    from ops_project.run import archivable_databases, processes
+
+    assert archivable_databases() == ["chat"]
+    commands = processes(broker=False, bind="127.0.0.1", port=8000, binlog_databases=["chat"])
+    assert commands["binlogs"].endswith("manage.py archive_binlogs --database chat")
+    assert "binlogs" not in processes(broker=False, bind="127.0.0.1", port=8000)
+
+
 def test_base_backup_records_binlog_coordinates(server):
     write_rows(server, 3)
     record = backup_create(database="chat", trigger=Trigger.CLI)
@@ -281,6 +290,9 @@ def test_without_binary_logging_the_command_says_how_to_turn_it_on(settings, cap
             assert "point-in-time recovery unavailable: enable log_bin and binlog_format=ROW" in message
             assert "log_bin=mysql-bin, binlog_format=ROW, server_id=1" in message
             assert "the server now has log_bin=OFF" in message
+            from ops_project.run import archivable_databases
+
+            assert archivable_databases() == []
             record = backup_create(database="chat", trigger=Trigger.CLI)
         finally:
             unregister_alias("chat")
@@ -360,10 +372,16 @@ def test_admin_and_api_start_a_point_in_time_restore(server, client, django_user
     assert answer.status_code == 202, answer.content
     assert set(ids) <= ids_in(server)
 
-    # The archiver stops: the index shows it red.
+    # The archiver stops: the index and /health show it.
     BinlogArchiver.objects.filter(database="chat").update(heartbeat_at=timezone.now() - timedelta(minutes=5))
     index = client.get("/admin/")
     assert b"Point-in-time recovery of chat: the archiver is not running" in index.content
+    health = client.get("/health")
+    assert health.json()["binlog_archiver"] is False
+    assert health.json()["details"]["binlog_archiver"]["chat"]["archiver_running"] is False
+    BinlogArchiver.objects.filter(database="chat").update(heartbeat_at=timezone.now())
+    health = client.get("/health").json()
+    assert health["binlog_archiver"] is True and health["details"]["binlog_archiver"]["chat"]["windows"]
 
 
 def test_point_in_time_restore_needs_the_restore_permission(server, client, django_user_model):
