@@ -282,7 +282,8 @@ def _refuse_record(restore: RestoreRecord | None, message: str) -> None:
 
 
 def pitr_restore_queue(*, database: str, target: RecoveryTarget, trigger: str, user=None) -> RestoreRecord:
-    """Check the target now (RestoreRefused at once), then run the restore through Celery after commit."""
+    """Check the target now (RestoreRefused at once), then run the restore as a job after commit
+    (a Celery worker, or a background process without a broker; see backups_app.jobs)."""
     from django.db import transaction
 
     plan = pitr_plan(database=database, target=target)
@@ -292,11 +293,13 @@ def pitr_restore_queue(*, database: str, target: RecoveryTarget, trigger: str, u
               target=f"{database} @ {target}", detail=_("queued: %(plan)s") % {"plan": plan.describe()})
 
     def enqueue() -> None:
+        from backups_app.jobs import job_enqueue
         from backups_app.tasks import pitr_restore_run
 
-        pitr_restore_run.delay(restore.pk, str(target.to_time.isoformat() if target.to_time else ""),
-                               f"{target.to_position[0]}:{target.to_position[1]}" if target.to_position else "",
-                               target.to_gtid or "")
+        # Plain strings only: they may travel on a command line (background process) or a broker.
+        job_enqueue(pitr_restore_run, restore.pk, target.to_time.isoformat() if target.to_time else "",
+                    f"{target.to_position[0]}:{target.to_position[1]}" if target.to_position else "",
+                    target.to_gtid or "")
 
     transaction.on_commit(enqueue)
     return restore
