@@ -8,8 +8,9 @@ Order, each step refusing before the database is touched when it can:
    in a private temporary folder (the live file's complete events too: the local recovery point);
 3. the newest good base backup before the target is restored by the normal restore service
    (checksums first, safety backup, lock, records, audit);
-4. only then, as a separate step under the database's lock again (no backup may see a half-replayed
-   database), `mariadb-binlog` replays the rebuilt files from the base's coordinates up to the
+4. only then, as a separate step under the database's lock again, with the restore `running` and
+   the database marked dirty until it completes (no backup may take a half-replayed database for a
+   good one), `mariadb-binlog` replays the rebuilt files from the base's coordinates up to the
    target into the `mariadb` client.
 A failed replay marks the restore failed and names the safety backup.
 """
@@ -36,6 +37,7 @@ from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreR
 from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
 from backups_app.services.backup import backup_check, backup_open, backup_restore
+from backups_app.services.dirty import dirty_clear, dirty_mark
 from backups_app.services.binlogs import (
     ArchiveRun,
     base_snapshot_second,
@@ -333,24 +335,55 @@ def pitr_restore(*, database: str, target: RecoveryTarget, trigger: str, user=No
             restore.save(update_fields=["backup", "backup_name"])
         restore = backup_restore(backup=plan.base, database=database, trigger=trigger, user=user,
                                  safety_backup=safety_backup, restore=restore)
-        try:
-            # Locked again: no backup may take a half-replayed database for a good one.
-            with locks.database_lock(database, "restore"):
-                _replay(plan, files, get_engine(database))
-        except BackupError as error:
-            message = _("The base backup %(base)s was restored, but replaying the binlog up to %(target)s failed: "
-                        "%(error)s.") % {"base": plan.base.name, "target": target, "error": error}
-            if restore.safety_backup_id:
-                message += " " + _("Restore the safety backup %(safety)s to return to the state before.") % {
-                    "safety": restore.safety_backup.name}
-            restore.status, restore.error_message = RestoreRecord.Status.FAILED, message[:4000]
-            restore.save(update_fields=["status", "error_message"])
-            audit_log(action="restore", source=source, outcome="failure", user=user,
-                      target=f"{database} @ {target}", detail=message)
-            raise RestoreFailed(message) from None
+        _replay_into_target(plan=plan, files=files, restore=restore, source=source, user=user)
     audit_log(action="restore", source=source, outcome="success", user=user,
               target=f"{database} @ {target}", detail=plan.describe())
     return restore
+
+
+def _one_line(message: str) -> str:
+    """The client's error in one line: it echoes the failing statement (row images in base64)
+    between dashed lines before the error itself, which is the line worth keeping."""
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith("---")]
+    if len(lines) <= 1:
+        return lines[0] if lines else message
+    return f"{lines[0].split(':', 1)[0]}: {lines[-1]}"
+
+
+def _replay_into_target(*, plan: RecoveryPlan, files: list[Path], restore: RestoreRecord, source: str,
+                        user) -> None:
+    """The replay after the base restore. Until it completes the restore is `running` again and the
+    database marked dirty, so that a replay that fails or is killed is never taken for a finished
+    restore, nor the half-replayed database backed up as good (docs/FAULTS.md, "restore killed at
+    any byte"); the lock is taken again for the same reason."""
+    database = plan.database
+    restore.status, restore.finished_at = RestoreRecord.Status.RUNNING, None
+    restore.save(update_fields=["status", "finished_at"])
+    try:
+        with locks.database_lock(database, "restore"):
+            dirty_mark(database=database, restore=restore)
+            _replay(plan, files, get_engine(database))
+    except BaseException as error:
+        if isinstance(error, BackupError):
+            reason = _("replaying the binlog up to %(target)s failed: %(error)s") % {
+                "target": plan.target, "error": _one_line(str(error))}
+        else:
+            reason = _("the replay of the binlog was stopped (%(reason)s)") % {"reason": type(error).__name__}
+        message = _("The base backup %(base)s was restored, but %(reason)s.") % {"base": plan.base.name, "reason": reason}
+        if restore.safety_backup_id:
+            message += " " + _("Restore the safety backup %(safety)s to return to the state before.") % {
+                "safety": restore.safety_backup.name}
+        restore.status, restore.error_message = RestoreRecord.Status.FAILED, message[:4000]
+        restore.finished_at = timezone.now()
+        restore.save(update_fields=["status", "error_message", "finished_at"])
+        audit_log(action="restore", source=source, outcome="failure", user=user,
+                  target=f"{database} @ {plan.target}", detail=message)
+        if isinstance(error, BackupError):
+            raise RestoreFailed(message) from None
+        raise
+    dirty_clear(database=database)
+    restore.status, restore.finished_at = RestoreRecord.Status.SUCCESS, timezone.now()
+    restore.save(update_fields=["status", "finished_at"])
 
 
 def pitr_verify(*, database: str, target: RecoveryTarget, user=None, source: str = AuditEntry.Source.CLI) -> str:

@@ -478,3 +478,46 @@ def test_segment_records_are_rebuilt_from_their_manifests(server):
     assert binlog_segments_sync() == len(before)
     assert sorted(BinlogSegment.objects.values_list("name", "sha256", "start_position", "end_position")) == before
     assert binlog_segments_sync() == 0
+
+
+def test_a_failed_replay_fails_the_restore_and_leaves_the_database_dirty(server):
+    from backups_app.exceptions import RestoreFailed
+    from backups_app.models import DirtyDatabase, RestoreRecord
+
+    # A user that may restore a dump but not replay row events (no BINLOG REPLAY privilege).
+    server.execute(
+        "CREATE USER 'restorer'@'127.0.0.1' IDENTIFIED BY 'pw'",
+        "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, CREATE VIEW, SHOW VIEW, TRIGGER, "
+        "EVENT, LOCK TABLES, CREATE ROUTINE, ALTER ROUTINE, REFERENCES, EXECUTE, CREATE TEMPORARY TABLES, "
+        "RELOAD, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'restorer'@'127.0.0.1'",
+    )
+    unregister_alias("chat")
+    register_alias("chat", {**server.settings_dict("chat"), "USER": "restorer", "PASSWORD": "pw"})
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        backup_create(database="chat", trigger=Trigger.CLI)
+        write_rows(server, 3)
+        wait_until_streamed(run, server)
+        run.poll(force=True)
+    finally:
+        run.stop()
+    target = recovery_target_parse(to_position=":".join(map(str, master_position(server))))
+    with pytest.raises(RestoreFailed, match="replaying the binlog .* failed: mariadb exited with status 1: "
+                                            "ERROR 1227 .*BINLOG REPLAY.*safety backup") as failed:
+        pitr_restore(database="chat", target=target, trigger=Trigger.CLI)
+    assert "\n" not in str(failed.value) and "BINLOG '" not in str(failed.value)  # one line, no row images
+    restore = RestoreRecord.objects.latest("created_at")
+    assert restore.status == RestoreRecord.Status.FAILED and restore.safety_backup is not None
+    assert DirtyDatabase.objects.filter(database="chat").exists()  # never backed up as good meanwhile
+    assert backup_create_refused()
+
+
+def backup_create_refused() -> bool:
+    from backups_app.exceptions import BackupError
+
+    try:
+        backup_create(database="chat", trigger=Trigger.CLI)
+    except BackupError:
+        return True
+    return False
