@@ -52,6 +52,7 @@ from backups_app.engines.binlog import (
     MySQLBinlogTools,
 )
 from backups_app.exceptions import BackupError
+from backups_app.manifest import manifest_is_signed, manifest_sign
 from backups_app.models import BackupRecord, BinlogArchiver, BinlogSegment
 from backups_app.pipeline import (
     EXTENSIONS,
@@ -156,7 +157,8 @@ def _segment_manifest(segment: BinlogSegment) -> bytes:
         "compression": segment.compression, "raw_size_bytes": segment.raw_size_bytes,
         "size_bytes": segment.size_bytes, "sha256": segment.sha256,
     }
-    return json.dumps(data, indent=2, sort_keys=True).encode()
+    # Signed like the backups' manifests: a manifest opsdesk did not write is never adopted.
+    return json.dumps(manifest_sign(data), indent=2, sort_keys=True).encode()
 
 
 def _segment_offsite(segment: BinlogSegment) -> None:
@@ -226,6 +228,8 @@ def binlog_segments_sync() -> int:
 def _segment_fields_from_manifest(data: dict, *, expected_name: str) -> dict:
     if data.get("format") != SEGMENT_MANIFEST_FORMAT or data.get("kind") != "binlog_segment":
         raise ValueError("not an opsdesk binlog segment manifest")
+    if not manifest_is_signed(data):
+        raise ValueError("not signed by opsdesk (written or changed by someone else)")
     if data["name"] != expected_name:
         raise ValueError(f"describes another file ({data['name']})")
     fields = {key: data[key] for key in (

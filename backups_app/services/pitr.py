@@ -29,6 +29,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from backups_app import locks
+from backups_app.access import backup_access_check
 from backups_app.binlog_events import binlog_sequence, events
 from backups_app.engines import get_engine
 from backups_app.engines.binlog import MySQLBinlogTools
@@ -288,6 +289,8 @@ def pitr_restore_queue(*, database: str, target: RecoveryTarget, trigger: str, u
     (a Celery worker, or a background process without a broker; see backups_app.jobs)."""
     from django.db import transaction
 
+    # The same rule as every restore (a backup of opsdesk's own database needs a superuser), at once.
+    backup_access_check(database=database, user=user, action=_("restore"))
     plan = pitr_plan(database=database, target=target)
     restore = RestoreRecord.objects.create(backup=plan.base, backup_name=plan.base.name, database=database,
                                            trigger=trigger, user=user)
@@ -392,6 +395,7 @@ def pitr_verify(*, database: str, target: RecoveryTarget, user=None, source: str
     The base backup is checked and restored into a scratch database, the binlog replayed into it
     (renamed with --rewrite-db), and the scratch database's tables counted; it is dropped after.
     """
+    backup_access_check(database=database, user=user, action=_("verify"))
     plan = pitr_plan(database=database, target=target)
     engine = get_engine(database)
     try:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('backups_app', '0005_dirty_mark_no_lock_row'),
+        ('backups_app', '0007_backup_encryption'),
     ]
 
     operations = [
