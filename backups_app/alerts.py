@@ -10,6 +10,7 @@ every check. The admin index shows the same problems (backups_app.dashboard).
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.core.mail import mail_admins
@@ -130,7 +131,41 @@ def dirty_alerts_check() -> list[str]:
     return reported
 
 
+#: A point-in-time recovery problem that stays the same is mailed again after this long.
+BINLOG_ALERT_REPEAT = timedelta(hours=24)
+
+
+def binlog_alerts_check() -> list[str]:
+    """E-mail ADMINS about every binlog archive with a hole or a stopped archiver (once per problem).
+
+    Returns the aliases reported now. The same problems are mailed again after BINLOG_ALERT_REPEAT.
+    """
+    from backups_app.services.binlogs import archived_databases, binlog_window
+
+    reported = []
+    for database in archived_databases():
+        problems = binlog_window(database=database).gaps
+        if not problems:
+            continue
+        target = f"{database} (point-in-time recovery)"
+        detail = "\n".join(problems)
+        if AuditEntry.objects.filter(
+            action=ALERT_ACTION, target=target, detail=detail, outcome=AuditEntry.Outcome.SUCCESS,
+            created_at__gte=timezone.now() - BINLOG_ALERT_REPEAT,
+        ).exists():
+            continue
+        subject = _("Point-in-time recovery of %(database)s has a gap") % {"database": database}
+        message = _(
+            "The binlog archive of the database %(database)s cannot reach every second of its recoverable "
+            "window:\n\n%(problems)s\n\nStart archive_binlogs if it is down; take a new base backup after a "
+            "hole. The backup list in the admin console shows the window."
+        ) % {"database": database, "problems": detail}
+        if _send(subject=subject, message=message, target=target, detail=detail):
+            reported.append(database)
+    return reported
+
+
 @shared_task(name="backups_app.alerts.check_backup_alerts")
 def check_backup_alerts() -> list[str]:
-    """Scheduled form of backup_alerts_check() and dirty_alerts_check() (add it to beat, e.g. hourly)."""
-    return backup_alerts_check() + dirty_alerts_check()
+    """Scheduled form of backup_alerts_check(), dirty_alerts_check() and binlog_alerts_check() (beat, hourly)."""
+    return backup_alerts_check() + dirty_alerts_check() + binlog_alerts_check()

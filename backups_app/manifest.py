@@ -30,6 +30,7 @@ MANIFEST_SUFFIX = ".json"
 FIELDS = (
     "name", "database", "engine", "kind", "trigger", "compression", "raw_size_bytes", "size_bytes",
     "sha256", "duration_seconds", "tool_versions", "table_row_counts", "encrypted", "encryption_recipients",
+    "binlog_file", "binlog_position", "binlog_gtid",
 )
 TIME_FIELDS = ("created_at", "started_at", "finished_at")
 
@@ -121,5 +122,8 @@ def record_fields_from_manifest(data: dict[str, Any]) -> dict[str, Any]:
     # Manifests written before encryption existed lack these: such a file is plain.
     fields["encrypted"] = bool(fields["encrypted"])
     fields["encryption_recipients"] = fields["encryption_recipients"] or []
+    # Manifests written before binlog coordinates existed have none.
+    fields["binlog_file"] = fields["binlog_file"] or ""
+    fields["binlog_gtid"] = fields["binlog_gtid"] or ""
     fields["status"] = BackupRecord.Status.SUCCESS
     return fields

@@ -107,6 +107,11 @@ class BackupRecord(models.Model):
     # Who runs it: lets the next run tell a live backup from one whose process was killed.
     owner_host = models.CharField(_("host"), max_length=255, blank=True)
     owner_pid = models.IntegerField(_("process id"), null=True, blank=True)
+    # Where the dump's snapshot sits in the server's binary log (MySQL/MariaDB with log_bin on):
+    # point-in-time recovery replays the archived binlog from exactly here.
+    binlog_file = models.CharField(_("binlog file"), max_length=255, blank=True)
+    binlog_position = models.BigIntegerField(_("binlog position"), null=True, blank=True)
+    binlog_gtid = models.CharField(_("binlog GTID position"), max_length=1000, blank=True)
 
     class Meta:
         verbose_name = _("backup")
@@ -352,3 +357,77 @@ class ScheduleRemoval(models.Model):
 
     def __str__(self) -> str:
         return self.task_name
+
+
+class BinlogSegment(models.Model):
+    """A closed, compressed, checksummed piece of a server's binary log, archived for one alias.
+
+    A segment holds the raw bytes [start_position, end_position) of `binlog_file`; the segments of
+    one file, in order, rebuild it byte for byte. `ends_file` says the file ends with it (rotation
+    or server shutdown), so the next file follows without a hole.
+    """
+
+    class Status(models.TextChoices):
+        OK = "ok", _("ok")
+        MISSING = "missing", _("missing")
+        CORRUPT = "corrupt", _("corrupt")
+
+    database = models.CharField(_("database"), max_length=100, db_index=True)
+    name = models.CharField(_("name"), max_length=255, unique=True)
+    storage_name = models.CharField(_("file in local storage"), max_length=500)
+    binlog_file = models.CharField(_("binlog file"), max_length=255)
+    start_position = models.BigIntegerField(_("start position"))
+    end_position = models.BigIntegerField(_("end position"))
+    ends_file = models.BooleanField(_("ends the binlog file"), default=False)
+    first_event_at = models.DateTimeField(_("first event at"), null=True, blank=True)
+    last_event_at = models.DateTimeField(_("last event at"), null=True, blank=True, db_index=True)
+    first_gtid = models.CharField(_("first GTID"), max_length=100, blank=True)
+    last_gtid = models.CharField(_("last GTID"), max_length=100, blank=True)
+    compression = models.CharField(_("compression"), max_length=10, choices=Compression.choices)
+    raw_size_bytes = models.BigIntegerField(_("raw size (bytes)"))
+    size_bytes = models.BigIntegerField(_("compressed size (bytes)"))
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.OK)
+    status_message = models.TextField(_("status details"), blank=True)
+    offsite_status = models.CharField(
+        _("offsite status"), max_length=20, choices=BackupRecord.OffsiteStatus.choices,
+        default=BackupRecord.OffsiteStatus.NOT_CONFIGURED,
+    )
+    offsite_name = models.CharField(_("file in offsite storage"), max_length=500, blank=True)
+    offsite_error = models.TextField(_("offsite error"), blank=True)
+    created_at = models.DateTimeField(_("archived at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("binlog segment")
+        verbose_name_plural = _("binlog segments")
+        ordering = ["database", "binlog_file", "start_position"]
+        constraints = [
+            models.UniqueConstraint(fields=["database", "binlog_file", "start_position"],
+                                    name="binlog_segment_unique_start"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BinlogArchiver(models.Model):
+    """The heartbeat of the `archive_binlogs` process of one alias, and how far it got on disk."""
+
+    database = models.CharField(_("database"), max_length=100, unique=True)
+    owner_host = models.CharField(_("host"), max_length=255, blank=True)
+    owner_pid = models.IntegerField(_("process id"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    # The live (not yet closed) part: the local recovery point.
+    live_file = models.CharField(_("binlog file being written"), max_length=255, blank=True)
+    live_position = models.BigIntegerField(_("bytes on disk"), null=True, blank=True)
+    live_event_at = models.DateTimeField(_("newest event on disk"), null=True, blank=True)
+    error_message = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("binlog archiver")
+        verbose_name_plural = _("binlog archivers")
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return self.database

@@ -56,6 +56,25 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
         logger.error("Restore of %s failed: %s", restore.backup_name, error)
 
 
+@shared_task(name="backups_app.tasks.pitr_restore_run", ignore_result=True)
+def pitr_restore_run(restore_id: int, to_time: str = "", to_position: str = "", to_gtid: str = "") -> None:
+    """Run the queued point-in-time restore `restore_id` (created by `pitr_restore_queue`)."""
+    from backups_app.services.pitr import pitr_restore, recovery_target_parse
+
+    restore = RestoreRecord.objects.select_related("user").filter(
+        pk=restore_id, status=RestoreRecord.Status.QUEUED
+    ).first()
+    if restore is None:
+        logger.warning("Restore %s is not queued any more; nothing to run.", restore_id)
+        return
+    try:
+        target = recovery_target_parse(to_time=to_time or None, to_position=to_position or None, to_gtid=to_gtid or None)
+        pitr_restore(database=restore.database, target=target, trigger=restore.trigger, user=restore.user,
+                     restore=restore)
+    except BackupError as error:
+        logger.error("Point-in-time restore of %s failed: %s", restore.database, error)
+
+
 @shared_task(name="backups_app.tasks.backup_database", ignore_result=True)
 def backup_database(database: str = "default") -> str | None:
     """The scheduled backup of one database; a no-op while BACKUP_ENABLED is false."""

@@ -270,11 +270,50 @@ class DirtyDatabasesCheck(HealthCheck):
         return dict(self.clean)
 
 
+class BinlogArchiverCheck(_DatabaseReadingCheck):
+    """Every binlog archive (point-in-time recovery) has a running archiver and no hole.
+
+    Configured once a database archives its binlog; reported, never a 503 (like the scheduler).
+    The details give each database's recoverable windows and gaps.
+    """
+
+    component = "binlog_archiver"
+
+    def is_configured(self) -> bool:
+        from backups_app.services.binlogs import archived_databases
+
+        try:
+            return bool(archived_databases())
+        finally:
+            connections["default"].close()
+
+    def is_required(self) -> bool:
+        return False
+
+    def read(self) -> dict[str, Any]:
+        from backups_app.services.binlogs import binlog_health_details
+
+        details = binlog_health_details()
+        down = [database for database, state in details.items() if not state["archiver_running"]]
+        holes = [database for database, state in details.items() if state["gaps"]]
+        if down or holes:
+            raise HealthCheckFailed(f"binlog archiver down: {down or '-'}; archive with a gap: {holes or '-'}")
+        return details
+
+    def failure_details(self) -> dict[str, Any]:
+        from backups_app.services.binlogs import binlog_health_details
+
+        try:
+            return binlog_health_details()
+        finally:
+            connections["default"].close()
+
+
 def health_checks() -> list[HealthCheck]:
     """The registry: every component /health reports, in the order it reports them."""
     return [
         DatabaseCheck(), RedisCheck(), StorageCheck(), BrokerCheck(timeout_seconds=settings.HEALTH_CHECK_TIMEOUT),
-        WorkerCheck(), SchedulerCheck(), DirtyDatabasesCheck(),
+        WorkerCheck(), SchedulerCheck(), DirtyDatabasesCheck(), BinlogArchiverCheck(),
     ]
 
 

@@ -266,6 +266,9 @@ BACKUP_ENCRYPTION = env.str("BACKUP_ENCRYPTION", default="").strip().lower()
 if BACKUP_ENCRYPTION not in ("", "none", "age"):
     raise ImproperlyConfigured("BACKUP_ENCRYPTION must be age, or empty for none.")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
+# Point-in-time recovery: archive_binlogs closes a binlog segment at least this often (seconds);
+# it bounds what the offsite copy can lose, the local copy is written event by event.
+BINLOG_SEGMENT_SECONDS = env.int("BINLOG_SEGMENT_SECONDS", default=60)
 BACKUP_LOCK_DIR = _project_path(env.str("BACKUP_LOCK_DIR", default="var/locks"))
 BACKUP_DUMP_TIMEOUT = env.int("BACKUP_DUMP_TIMEOUT", default=6 * 3600)
 # Folders holding the client tools (mariadb-dump/mysqldump + mariadb/mysql, pg_dump + psql); empty

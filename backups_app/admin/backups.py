@@ -40,7 +40,7 @@ from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
 from backups_app.api.streaming import download_response
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
-from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
+from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request
 from backups_app.services.backup import (
     backup_adopt,
@@ -48,7 +48,14 @@ from backups_app.services.backup import (
     backup_queue,
     restore_queue,
 )
+from backups_app.services.binlogs import (
+    binlog_availability,
+    binlog_databases,
+    binlog_purged_needed,
+    binlog_window,
+)
 from backups_app.services.queued import backup_cancel, restore_cancel
+from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
 from backups_app.services.verify import backup_verify
 
 logger = logging.getLogger(__name__)
@@ -149,6 +156,36 @@ class RestoreConfirmForm(forms.Form):
                 code="mismatch",
             )
         return typed
+
+
+class PointInTimeForm(RestoreConfirmForm):
+    to_time = forms.CharField(
+        label=_("Restore to (YYYY-MM-DD HH:MM:SS)"), max_length=64,
+        help_text=_("The state at the end of this second, in the console's time zone unless you add +HH:MM."),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "2026-11-29 14:32:05"}),
+    )
+    field_order = ["to_time", "confirm_database"]
+
+
+def point_in_time_rows() -> list[dict]:
+    """The point-in-time recovery state of every MySQL/MariaDB alias, for the backup list."""
+    rows = []
+    for database in binlog_databases():
+        status = binlog_window(database=database)
+        archived = status.archiver is not None or BinlogSegment.objects.filter(database=database).exists()
+        if archived and not status.archiver_running:
+            # Down: say now when the server already purged a binlog the archive still needs.
+            try:
+                purged = binlog_purged_needed(database=database)
+            except BackupError:
+                purged = []
+            status.gaps += [gettext("binlog %(file)s was purged on the server before it was archived")
+                            % {"file": name} for name in purged]
+        rows.append({
+            "database": database, "status": status,
+            "unavailable": "" if archived else binlog_availability(database=database),
+        })
+    return rows
 
 
 @admin.register(BackupRecord)
@@ -305,6 +342,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         ).exists()
         if extra_context["backups_running"] and liveness.waiting_jobs():
             extra_context["backups_waiting_note"] = waiting_reason()
+        extra_context["point_in_time"] = point_in_time_rows()
+        extra_context["can_restore"] = self.has_restore_permission(request)
         if self.has_create_permission(request):
             # The database chosen last time stays selected (or the one the list is filtered on).
             chosen = request.GET.get("database") or request.session.get(BACKUP_NOW_CHOICE)
@@ -336,6 +375,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             path("<int:pk>/download/", wrap(self.download_view), name="backups_app_backuprecord_download"),
             path("<int:pk>/restore/", wrap(self.restore_view), name="backups_app_backuprecord_restore"),
             path("<int:pk>/verify/", wrap(self.verify_view), name="backups_app_backuprecord_verify"),
+            path("point-in-time/<str:database>/", wrap(self.point_in_time_view),
+                 name="backups_app_backuprecord_point_in_time"),
             *super().get_urls(),
         ]
 
@@ -472,6 +513,41 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             )
         self.message_user(request, message, messages.SUCCESS)
         return redirect(reverse("admin:backups_app_restorerecord_change", args=[restore.pk]))
+
+    # --- Restore to a point in time ----------------------------------------------------------------
+    def point_in_time_view(self, request: HttpRequest, database: str) -> HttpResponse:
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        if database not in binlog_databases():
+            raise Http404(gettext("No MySQL/MariaDB database with that name is configured."))
+        form = PointInTimeForm(request.POST or None, expected=database)
+        error = ""
+        if request.method == "POST":
+            if form.is_valid():
+                try:
+                    with audit_request(request):
+                        target = recovery_target_parse(to_time=form.cleaned_data["to_time"])
+                        restore = pitr_restore_queue(database=database, target=target, trigger=Trigger.ADMIN,
+                                                     user=request.user)
+                except BackupError as refused:
+                    error = str(refused)
+                else:
+                    self.message_user(request, gettext("Restore of %(database)s to %(target)s started.")
+                                      % {"database": database, "target": target}, messages.SUCCESS)
+                    return redirect(reverse("admin:backups_app_restorerecord_change", args=[restore.pk]))
+            else:
+                audit_log(action="restore", source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
+                          request=request, target=database, detail="confirmation did not match the database name")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Restore %(database)s to a point in time") % {"database": database},
+            "opts": self.opts, "form": form, "database": database, "error": error,
+            "status": binlog_window(database=database),
+        }
+        return TemplateResponse(request, "admin/backups_app/backuprecord/point_in_time.html", context,
+                                status=400 if form.is_bound else 200)
 
     # --- Verify -----------------------------------------------------------------------------------
     def _verify(self, request: HttpRequest, records) -> None:

@@ -79,11 +79,32 @@ class BackupQueuedSerializer(serializers.Serializer):
 
 
 class BackupRestoreSerializer(serializers.Serializer):
-    backup_name = serializers.CharField(max_length=255, validators=[validate_backup_name], trim_whitespace=False)
+    backup_name = serializers.CharField(max_length=255, validators=[validate_backup_name], trim_whitespace=False,
+                                        required=False)
     database = serializers.CharField(
         required=False, max_length=100,
         help_text=_("The configured alias to restore into; defaults to the backup's own database."),
     )
+    to_time = serializers.CharField(
+        required=False, max_length=64,
+        help_text=_("Point-in-time restore of `database` (no backup_name): its state at the end of this second "
+                    "(ISO 8601; TIME_ZONE when no offset is given)."),
+    )
+    to_position = serializers.CharField(required=False, max_length=300,
+                                        help_text=_("Point-in-time restore: stop right before binlog FILE:POSITION."))
+    to_gtid = serializers.CharField(required=False, max_length=100,
+                                    help_text=_("Point-in-time restore: stop right after this GTID."))
+
+    def validate(self, attrs):
+        point_in_time = [attrs.get(key) for key in ("to_time", "to_position", "to_gtid") if attrs.get(key)]
+        if point_in_time:
+            if attrs.get("backup_name") or not attrs.get("database") or len(point_in_time) > 1:
+                raise serializers.ValidationError(
+                    _("A point-in-time restore takes `database` and one of to_time, to_position, to_gtid, "
+                      "and no backup_name."), code="invalid_target")
+        elif not attrs.get("backup_name"):
+            raise serializers.ValidationError({"backup_name": [_("This field is required.")]}, code="required")
+        return attrs
 
 
 class RestoreQueuedSerializer(serializers.Serializer):

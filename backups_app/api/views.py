@@ -37,10 +37,11 @@ from backups_app.api.serializers import (
 )
 from backups_app.api.streaming import download_response
 from backups_app.engines import get_engine
-from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
 from backups_app.services.backup import backup_queue, restore_queue
+from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
 from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.retention import retention_apply
 
@@ -207,6 +208,8 @@ class BackupRestoreView(ApiView):
     def post(self, request):
         serializer = BackupRestoreSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if not serializer.validated_data.get("backup_name"):
+            return self.point_in_time(request, serializer.validated_data)
         backup = _backup_by_name(serializer.validated_data["backup_name"])
         self.audit_target = backup.name
         backup_access_check(database=backup.database, user=request.user, action=_("restore"))
@@ -233,6 +236,28 @@ class BackupRestoreView(ApiView):
                 "id": restore.pk,
                 "backup_name": restore.backup_name,
                 "database": restore.database,
+                "status": restore.status,
+                "safety_backup_name": restore.safety_backup.name if restore.safety_backup else None,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    def point_in_time(self, request, data):
+        database = _configured_database(data["database"])
+        self.audit_target = database
+        try:
+            target = recovery_target_parse(to_time=data.get("to_time"), to_position=data.get("to_position"),
+                                           to_gtid=data.get("to_gtid"))
+        except RestoreRefused as error:
+            raise exceptions.ValidationError({"to_time": [str(error)]}, code="invalid_target") from None
+        try:
+            restore = pitr_restore_queue(database=database, target=target, trigger=Trigger.API, user=request.user)
+        except RestoreRefused as error:
+            raise Conflict(str(error), code="outside_recoverable_window") from None
+        restore.refresh_from_db()
+        return Response(
+            {
+                "id": restore.pk, "backup_name": restore.backup_name, "database": restore.database,
                 "status": restore.status,
                 "safety_backup_name": restore.safety_backup.name if restore.safety_backup else None,
             },

@@ -106,6 +106,14 @@ class DumpEngine(abc.ABC):
             for table, count in counts.items()
         }
 
+    def snapshot_binlog_coordinates(self) -> dict[str, object] | None:
+        """Right after ``dump()``: where the dump's snapshot sits in the server's change log.
+
+        ``{"file": ..., "position": ..., "gtid": ...}`` for engines whose server keeps a binary log
+        that point-in-time recovery replays from there; None otherwise (the default).
+        """
+        return None
+
     def is_complete(self, tail: bytes) -> bool:
         """Whether the last bytes of a dump end with the tool's completion marker line.
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, ClassVar
 
 from django.conf import settings
@@ -57,6 +58,28 @@ logger = logging.getLogger(__name__)
 #: ER_DBACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR, ER_SPECIFIC_ACCESS_DENIED_ERROR.
 _ACCESS_DENIED = (1044, 1142, 1227)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+#: What `--master-data=2` writes near the top of the dump, inside the dump's own transaction.
+_COORDINATES = re.compile(rb"^-- CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+);", re.MULTILINE)
+#: The coordinates comment comes before the first table; no need to look further.
+_COORDINATES_SCAN_BYTES = 64 * 1024
+
+
+class _CoordinatesTap:
+    """Passes a dump stream through unchanged, noting the binlog coordinates in its first bytes."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.head = b""
+        self.coordinates: tuple[str, int] | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.stream.read(size)
+        if self.coordinates is None and len(self.head) < _COORDINATES_SCAN_BYTES:
+            self.head += chunk[: _COORDINATES_SCAN_BYTES - len(self.head)]
+            match = _COORDINATES.search(self.head)
+            if match:
+                self.coordinates = (match.group(1).decode("utf-8", "replace"), int(match.group(2)))
+        return chunk
 
 
 def option_file_value(value: str) -> str:
@@ -99,6 +122,43 @@ class MySQLDumpEngine(ClientToolEngine):
 
     def secrets(self) -> tuple[str, ...]:
         return (self.password, option_file_value(self.password)[1:-1])
+
+    # --- Binary log coordinates (point-in-time recovery) ----------------------------------------
+
+    def binary_logging(self) -> bool:
+        """Whether the server writes a binary log (then each dump records its coordinates)."""
+        try:
+            with driver_connection(self.settings_dict) as connection:
+                cursor = connection.cursor()
+                cursor.execute("SELECT @@GLOBAL.log_bin")
+                return bool(int(cursor.fetchone()[0] or 0))
+        except database_errors(self.settings_dict):
+            return False  # unreachable: the dump fails next with the tool's own message
+
+    @contextmanager
+    def dump(self) -> Iterator[IO[bytes]]:
+        self._binlog_coordinates = None
+        self._with_coordinates = self.binary_logging()
+        with super().dump() as stream:
+            tap = _CoordinatesTap(stream)
+            yield tap
+        if tap.coordinates:
+            self._binlog_coordinates = {"file": tap.coordinates[0], "position": tap.coordinates[1], "gtid": ""}
+
+    def snapshot_binlog_coordinates(self) -> dict[str, object] | None:
+        coordinates, self._binlog_coordinates = getattr(self, "_binlog_coordinates", None), None
+        if coordinates is None:
+            return None
+        try:
+            with driver_connection(self.settings_dict) as connection:
+                cursor = connection.cursor()
+                # MariaDB maps a file/position to the GTID state there: the same snapshot's GTID.
+                cursor.execute("SELECT BINLOG_GTID_POS(%s, %s)", [coordinates["file"], coordinates["position"]])
+                row = cursor.fetchone()
+                coordinates["gtid"] = str(row[0] or "") if row else ""
+        except database_errors(self.settings_dict):
+            pass  # Oracle MySQL has no BINLOG_GTID_POS; file and position are enough to replay
+        return coordinates
 
     # --- Connection arguments ---------------------------------------------------------------------
 
@@ -184,6 +244,9 @@ class MySQLDumpEngine(ClientToolEngine):
             # SUPER) and query COLUMN_STATISTICS (missing on MariaDB servers).
             argv += ["--set-gtid-purged=OFF", "--column-statistics=0"]
         argv += self.table_data_arguments(flavor)
+        if getattr(self, "_with_coordinates", False):
+            # The binlog file/position of the dump's own consistent snapshot, as a comment (=2).
+            argv.append("--source-data=2" if flavor == "mysql" and major >= 8 else "--master-data=2")
         # "--" ends the options: a database named "-x" or "--help" is a name, nothing else.
         return [*argv, "--", self.database_name]
 

@@ -344,6 +344,11 @@ def _backup_run(
         except Exception as error:  # noqa: BLE001 - counts help verification, never fail a backup
             logger.warning("Could not count rows of %s: %s", engine.alias, _error_text(error, engine))
             record.table_row_counts = {}
+        coordinates = engine.snapshot_binlog_coordinates()
+        if coordinates:
+            record.binlog_file = str(coordinates["file"])
+            record.binlog_position = int(coordinates["position"])
+            record.binlog_gtid = str(coordinates.get("gtid") or "")
         result = pending.result
         record.status = BackupRecord.Status.SUCCESS
         record.raw_size_bytes = result.raw_size_bytes
@@ -777,6 +782,9 @@ def _reattach_after_ops_restore(restore: RestoreRecord, audit_entries: list[Audi
     if put_back:
         logger.info("Put back %d audit entries written since the restored backup.", put_back)
     backups_sync()
+    from backups_app.services.binlogs import binlog_segments_sync  # binlogs imports this module
+
+    binlog_segments_sync()
     restore.backup = BackupRecord.objects.get(name=restore.backup_name)
     if restore.safety_backup_id is not None:
         restore.safety_backup = BackupRecord.objects.filter(name=restore.safety_backup.name).first()

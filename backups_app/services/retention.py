@@ -347,7 +347,24 @@ def retention_apply(
     databases = [database] if database else retention_databases()
     result = CleanupResult(dry_run=dry_run)
     for alias in databases:
-        result.databases.append(
-            _cleanup_database(database=alias, dry_run=dry_run, now=now, source=source, user=user)
-        )
+        cleanup = _cleanup_database(database=alias, dry_run=dry_run, now=now, source=source, user=user)
+        result.databases.append(cleanup)
+        if cleanup.ok:
+            _binlog_segments_prune(cleanup, source=source, user=user)
     return result
+
+
+def _binlog_segments_prune(cleanup: DatabaseCleanup, *, source: str, user) -> None:
+    """Drop the binlog segments that no kept base backup needs any more (point-in-time recovery)."""
+    from backups_app.services.binlogs import segments_prune
+
+    kept = [
+        record for record in BackupRecord.objects.filter(database=cleanup.database, status=BackupRecord.Status.SUCCESS)
+        .exclude(binlog_file="").exclude(binlog_position=None)
+        if record.name not in cleanup.deleted
+    ]
+    deleted = segments_prune(database=cleanup.database, kept_bases=kept, dry_run=cleanup.dry_run)
+    if deleted and not cleanup.dry_run:
+        audit_log(action="cleanup", source=source, user=user, target=cleanup.database,
+                  outcome=AuditEntry.Outcome.SUCCESS,
+                  detail="\n".join(f"binlog segment deleted: {name}" for name in deleted))

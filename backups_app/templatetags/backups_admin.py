@@ -60,6 +60,8 @@ def backup_dashboard(context) -> dict:
         by_database.setdefault(point.database, []).append(point)
     rate = summary.success_rate
     return {
+        # Not cached with the summary: a stopped binlog archiver must turn red within a minute.
+        "point_in_time_problems": point_in_time_problems(),
         "show": True,
         "summary": summary,
         "databases": summary.databases,
@@ -93,3 +95,10 @@ def backup_liveness(context, *, schedules: bool = True) -> dict:
         "waiting_reason": waiting_reason() if summary.waiting else "",
         "schedules": scheduled_backups() if can_see_schedules else [],
     }
+
+
+def point_in_time_problems() -> list[tuple[str, str]]:
+    """(database, problem) for every binlog archive with a hole or a stopped archiver."""
+    from backups_app.services.binlogs import archived_databases, binlog_window
+
+    return [(database, gap) for database in archived_databases() for gap in binlog_window(database=database).gaps]

@@ -20,7 +20,8 @@ from tests.conftest import REDIS_HOST, REDIS_PORT, require_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BOOLEANS = {"status", "database", "redis", "storage", "broker", "worker", "scheduler", "databases"}
+BOOLEANS = {"status", "database", "redis", "storage", "broker", "worker", "scheduler", "databases",
+            "binlog_archiver"}
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 restore (for cron when no beat runs)."""
 from django.core.management.base import BaseCommand
 
-from backups_app.alerts import backup_alerts_check, dirty_alerts_check
+from backups_app.alerts import backup_alerts_check, binlog_alerts_check, dirty_alerts_check
 
 
 class Command(BaseCommand):
@@ -10,6 +10,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         reported = backup_alerts_check() + dirty_alerts_check()
+        reported += [f"{alias} (point-in-time recovery)" for alias in binlog_alerts_check()]
         if reported:
             self.stdout.write(f"Alerted ADMINS about: {', '.join(reported)}")
         else:

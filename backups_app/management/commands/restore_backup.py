@@ -3,6 +3,10 @@
 Without --as-user the host operator restores (the disaster-recovery path: it must work when the ops
 database has no usable user left); with it, the named user's permissions apply, and a backup of
 `default` needs a superuser (backups_app/access.py).
+
+Point in time (MariaDB/MySQL with archived binlogs): `restore_backup --database ALIAS --to-time
+"2026-11-29 14:32:05"` (or `--to-position FILE:POS`, `--to-gtid D-S-N`), no NAME: the newest good
+base backup before the target is chosen and the binlog replayed up to it.
 """
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
@@ -14,6 +18,7 @@ from backups_app.management.base import BackupCommand
 from backups_app.models import Trigger
 from backups_app.selectors import backup_get
 from backups_app.services.backup import backup_restore
+from backups_app.services.pitr import pitr_plan, pitr_restore, recovery_target_parse
 
 from ._output import terminate_cleanly
 
@@ -25,7 +30,11 @@ class Command(BackupCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("name", help=_("Backup name, as shown by list_backups."))
+        parser.add_argument("name", nargs="?", help=_("Backup name, as shown by list_backups."))
+        parser.add_argument("--to-time", help=_("Point-in-time restore: the state at the end of this second "
+                                                "(\"YYYY-MM-DD HH:MM:SS\", in TIME_ZONE unless it carries +HH:MM)."))
+        parser.add_argument("--to-position", help=_("Point-in-time restore: stop right before binlog FILE:POSITION."))
+        parser.add_argument("--to-gtid", help=_("Point-in-time restore: stop right after the transaction with this GTID."))
         parser.add_argument("--database", help=_("Restore into this alias instead of the backup's own."))
         parser.add_argument("--noinput", "--no-input", action="store_false", dest="interactive",
                             help=_("Do not ask for confirmation."))
@@ -35,6 +44,11 @@ class Command(BackupCommand):
 
     def handle(self, *args, name, database, interactive, safety_backup, as_user, **options):
         user = acting_user(as_user, permission="backups_app.restore_backup")
+        targets = {key: options.get(key) for key in ("to_time", "to_position", "to_gtid")}
+        if any(targets.values()):
+            return self.point_in_time(name, database, interactive, safety_backup, targets, user)
+        if not name:
+            raise CommandError(_("Give a backup NAME, or --database with --to-time/--to-position/--to-gtid."))
         try:
             backup = backup_get(name=name)
         except BackupError as error:
@@ -64,4 +78,38 @@ class Command(BackupCommand):
         self.stdout.write(self.style.SUCCESS(
             _("Restored %(name)s into %(database)s in %(seconds).1f s.")
             % {"name": name, "database": target, "seconds": restore.duration_seconds or 0}
+        ))
+
+    def point_in_time(self, name, database, interactive, safety_backup, targets, user):
+        if name or not database:
+            raise CommandError(_("A point-in-time restore takes --database and no backup NAME (the base is chosen)."))
+        try:
+            target = recovery_target_parse(**targets)
+            plan = pitr_plan(database=database, target=target)
+        except BackupError as error:
+            raise CommandError(str(error)) from None
+        if interactive:
+            try:
+                answer = input(
+                    _("This replaces ALL data in database '%(database)s' with its state at %(target)s:\n%(plan)s.\n"
+                      "Type 'yes' to continue, or anything else to cancel: ")
+                    % {"database": database, "target": target, "plan": plan.describe()}
+                )
+            except EOFError:
+                raise CommandError(
+                    _("No answer (standard input is closed); pass --noinput to restore without asking.")
+                ) from None
+            if answer.strip().lower() != "yes":
+                raise CommandError(_("Restore cancelled; nothing was changed."))
+        try:
+            with terminate_cleanly():
+                restore = pitr_restore(database=database, target=target, trigger=Trigger.CLI, user=user,
+                                       safety_backup=safety_backup)
+        except (BackupError, ImproperlyConfigured) as error:
+            raise CommandError(str(error)) from None
+        if restore.safety_backup_id:
+            self.stdout.write(_("Safety backup of the previous state: %(name)s") % {"name": restore.safety_backup.name})
+        self.stdout.write(self.style.SUCCESS(
+            _("Restored %(database)s to %(target)s (%(plan)s).") % {"database": database, "target": target,
+                                                                     "plan": plan.describe()}
         ))

@@ -11,6 +11,7 @@ from backups_app.management.base import BackupCommand
 from backups_app.models import AuditEntry
 from backups_app.selectors import backup_get
 from backups_app.services.backup import backup_adopt, backups_mark_interrupted, backups_sync
+from backups_app.services.binlogs import binlog_segments_sync
 
 
 class Command(BackupCommand):
@@ -47,3 +48,6 @@ class Command(BackupCommand):
                 _("%(untrusted)d manifest(s) not signed by opsdesk: listed as untrusted; adopt them with "
                   "sync_backups --adopt NAME after checking where they came from.") % counts
             )
+        segments = binlog_segments_sync()
+        if segments:
+            self.stdout.write(_("%(count)d binlog segment record(s) rebuilt.") % {"count": segments})

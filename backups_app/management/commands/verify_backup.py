@@ -9,6 +9,7 @@ from backups_app.exceptions import BackupError
 from backups_app.management.acting import acting_user, add_as_user_argument
 from backups_app.management.base import BackupCommand
 from backups_app.models import AuditEntry, BackupRecord
+from backups_app.services.pitr import pitr_verify, recovery_target_parse
 from backups_app.services.verify import backup_to_verify, backup_verify
 
 
@@ -23,8 +24,22 @@ class Command(BackupCommand):
         parser.add_argument("--latest", action="store_true", help="The newest good backup of --database.")
         parser.add_argument("--database", default="default", help="Database alias for --latest (default: default).")
         add_as_user_argument(parser)
+        parser.add_argument("--to-time", help="Prove a point-in-time restore to this time in a scratch database.")
+        parser.add_argument("--to-position", help="Same, stopping right before binlog FILE:POSITION.")
+        parser.add_argument("--to-gtid", help="Same, stopping right after this GTID.")
 
     def handle(self, *args, name, latest, database, as_user, **options):
+        targets = {key: options.get(key) for key in ("to_time", "to_position", "to_gtid")}
+        if any(targets.values()):
+            if name or latest:
+                raise CommandError("A point-in-time verification takes --database and no NAME/--latest.")
+            user = acting_user(as_user, permission="backups_app.verify_backup")
+            try:
+                summary = pitr_verify(database=database, target=recovery_target_parse(**targets), user=user)
+            except BackupError as error:
+                raise CommandError(str(error)) from None
+            self.stdout.write(self.style.SUCCESS(summary))
+            return
         if bool(name) == bool(latest):
             raise CommandError("Give a backup NAME or --latest (not both).")
         user = acting_user(as_user, permission="backups_app.verify_backup")
