@@ -175,8 +175,8 @@ def recovery_time(transactions: int) -> dict:
         baseline_seconds = shell_pipeline_replay(server, base, f"{file_name}:{position}")
         unregister_alias("chat")
     return {"transactions": transactions, "write_seconds": write_seconds, "base_restore_seconds": base_seconds,
-            "pitr_seconds": pitr_seconds, "baseline_seconds": baseline_seconds, "rows_after": count, "rows_expected": 100000 + transactions,
-            "base_size_bytes": base.size_bytes}
+            "pitr_seconds": pitr_seconds, "baseline_seconds": baseline_seconds, "rows_after": count,
+            "rows_expected": 100000 + transactions, "base_size_bytes": base.size_bytes}
 
 
 def shell_pipeline_replay(server, base, position: str) -> float:
