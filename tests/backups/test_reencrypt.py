@@ -1,0 +1,162 @@
+"""Key rotation (`reencrypt_backups`): real backups, real age keys, real restores into MariaDB.
+
+A backup re-encrypted to a new key restores with the new private key only; a plain backup becomes
+encrypted under a name with `.age`; a damaged file or a failure after the new file was put in place
+leaves the file, the manifest and the record exactly as they were; the manifest stays signed, so
+`sync_backups` keeps trusting the backup.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from backups_app.encryption import generate_key_pair, recipient_fingerprint
+from backups_app.exceptions import BackupError, RestoreRefused
+from backups_app.models import AuditEntry, BackupRecord, Trigger
+from backups_app.services.backup import backup_create, backup_restore, backups_sync
+from backups_app.services.reencrypt import backup_reencrypt, reencrypt_recipients
+from secrets_app import default_manager
+from secrets_app.providers.local import LocalProvider
+from tests.backups.conftest import stored_files
+from tests.backups.test_encrypted_backups import message_count, messages_table, run_sql
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def keys(settings):
+    """Encryption on with an "old" key pair; a "new" pair to rotate to. Keys served by get_secret."""
+    old_identity, old_recipient = generate_key_pair()
+    new_identity, new_recipient = generate_key_pair()
+    secrets = {"BACKUP_ENCRYPTION_RECIPIENTS": old_recipient, "BACKUP_ENCRYPTION_IDENTITY": old_identity}
+    saved = dict(vars(default_manager))
+    default_manager.configure(provider=LocalProvider(environ=secrets), ttl=0)
+    settings.BACKUP_ENCRYPTION = "age"
+    yield {"old": (old_identity, old_recipient), "new": (new_identity, new_recipient), "secrets": secrets}
+    default_manager.__dict__.update(saved)
+
+
+def use_identity(keys, identity: str) -> None:
+    keys["secrets"]["BACKUP_ENCRYPTION_IDENTITY"] = identity
+    default_manager.invalidate()
+
+
+def folder_state(folder) -> dict[str, str]:
+    """Every file in the backup folder (hidden ones too) with the SHA-256 of its bytes."""
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in stored_files(folder)}
+
+
+def record_state(record: BackupRecord) -> dict:
+    record = BackupRecord.objects.get(pk=record.pk)
+    return {field: getattr(record, field) for field in (
+        "name", "storage_name", "sha256", "size_bytes", "encrypted", "encryption_recipients", "status")}
+
+
+def test_a_backup_re_encrypted_to_a_new_key_restores_with_the_new_key_only(mariadb_database, keys, backup_dir):
+    messages_table(mariadb_database)
+    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+    old_sha256 = record.sha256
+
+    updated = backup_reencrypt(backup=record, recipients=[keys["new"][1]], source="cli")
+
+    assert updated.name == record.name and updated.storage_name == record.name
+    assert updated.sha256 != old_sha256 and updated.encrypted
+    assert updated.encryption_recipients == [recipient_fingerprint(keys["new"][1])]
+    assert hashlib.sha256((backup_dir / updated.name).read_bytes()).hexdigest() == updated.sha256
+    assert stored_files(backup_dir) == sorted([updated.name, f"{updated.name}.json"])
+    manifest = json.loads((backup_dir / f"{updated.name}.json").read_text())
+    assert manifest["sha256"] == updated.sha256 and manifest["encryption_recipients"] == updated.encryption_recipients
+    entry = AuditEntry.objects.get(action="reencrypt")
+    assert entry.outcome == "success" and entry.target == record.name
+
+    run_sql(mariadb_database, "DELETE FROM messages")
+    with pytest.raises(RestoreRefused):  # the retired key no longer opens it
+        backup_restore(backup=updated, trigger=Trigger.CLI)
+    assert message_count(mariadb_database) == 0
+    use_identity(keys, keys["new"][0])
+    backup_restore(backup=updated, trigger=Trigger.CLI)
+    assert message_count(mariadb_database) == 500
+
+
+def test_a_plain_backup_becomes_encrypted_and_sync_still_trusts_its_manifest(mariadb_database, keys, settings, backup_dir):
+    settings.BACKUP_ENCRYPTION = ""
+    messages_table(mariadb_database)
+    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="gzip")
+    assert not record.encrypted and not record.name.endswith(".age")
+
+    updated = backup_reencrypt(backup=record, recipients=reencrypt_recipients("@config"), source="cli")
+
+    assert updated.name == updated.storage_name == record.name + ".age"
+    assert updated.encrypted and updated.encryption_recipients == [recipient_fingerprint(keys["old"][1])]
+    assert stored_files(backup_dir) == sorted([updated.name, f"{updated.name}.json"])
+    assert (backup_dir / updated.name).read_bytes().startswith(b"age-encryption.org/v1")
+
+    # The ops database is lost: the signed manifest rebuilds a good, encrypted record.
+    BackupRecord.objects.all().delete()
+    assert backups_sync() == {"created": 1, "updated": 0, "skipped": 0, "untrusted": 0}
+    rebuilt = BackupRecord.objects.get()
+    assert (rebuilt.name, rebuilt.sha256, rebuilt.encrypted) == (updated.name, updated.sha256, True)
+    run_sql(mariadb_database, "DELETE FROM messages")
+    backup_restore(backup=rebuilt, trigger=Trigger.CLI)
+    assert message_count(mariadb_database) == 500
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_a_damaged_stored_file_leaves_everything_as_it_was(mariadb_database, keys, settings, backup_dir, encrypted):
+    settings.BACKUP_ENCRYPTION = "age" if encrypted else ""
+    messages_table(mariadb_database)
+    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+    path = backup_dir / record.name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    files, fields = folder_state(backup_dir), record_state(record)
+
+    with pytest.raises(BackupError):
+        backup_reencrypt(backup=record, recipients=[keys["new"][1]], source="cli")
+
+    assert folder_state(backup_dir) == files and record_state(record) == fields
+    assert AuditEntry.objects.get(action="reencrypt").outcome == "failure"
+
+
+def test_a_failure_after_the_new_file_is_in_place_puts_the_old_one_back(mariadb_database, keys, backup_dir):
+    messages_table(mariadb_database)
+    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+    files = folder_state(backup_dir)
+    # Another process changed the record meanwhile: the re-encrypted file must not be kept.
+    BackupRecord.objects.filter(pk=record.pk).update(storage_name="moved-elsewhere")
+
+    with pytest.raises(BackupError, match="changed or was deleted"):
+        backup_reencrypt(backup=record, recipients=[keys["new"][1]], source="cli")
+
+    assert folder_state(backup_dir) == files
+    BackupRecord.objects.filter(pk=record.pk).update(storage_name=record.name)
+    run_sql(mariadb_database, "DELETE FROM messages")
+    backup_restore(backup=BackupRecord.objects.get(pk=record.pk), trigger=Trigger.CLI)
+    assert message_count(mariadb_database) == 500
+
+
+def test_the_command_dry_run_changes_nothing_and_the_real_run_rotates(mariadb_database, keys, backup_dir, capsys):
+    messages_table(mariadb_database, rows=20)
+    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+    files, fields = folder_state(backup_dir), record_state(record)
+
+    call_command("reencrypt_backups", "--to-recipients", keys["new"][1], "--database", mariadb_database, "--dry-run")
+    assert f"{record.name}: would be re-encrypted" in capsys.readouterr().out
+    assert folder_state(backup_dir) == files and record_state(record) == fields
+    assert not AuditEntry.objects.filter(action="reencrypt").exists()
+
+    call_command("reencrypt_backups", "--to-recipients", keys["new"][1], "--name", record.name)
+    assert "re-encrypted as" in capsys.readouterr().out
+    assert record_state(record)["encryption_recipients"] == [recipient_fingerprint(keys["new"][1])]
+    # Already encrypted to exactly these keys: a second run has nothing to do.
+    call_command("reencrypt_backups", "--to-recipients", keys["new"][1], "--database", mariadb_database)
+    assert "Nothing to re-encrypt." in capsys.readouterr().out
+
+
+def test_the_command_refuses_a_bad_key_in_one_line(keys):
+    with pytest.raises(CommandError, match="not an age public key"):
+        call_command("reencrypt_backups", "--to-recipients", "AGE-SECRET-KEY-1OOPS")
