@@ -160,3 +160,32 @@ def test_the_command_dry_run_changes_nothing_and_the_real_run_rotates(mariadb_da
 def test_the_command_refuses_a_bad_key_in_one_line(keys):
     with pytest.raises(CommandError, match="not an age public key"):
         call_command("reencrypt_backups", "--to-recipients", "AGE-SECRET-KEY-1OOPS")
+
+
+def test_the_offsite_copy_is_replaced_by_the_re_encrypted_file(settings, keys, backup_dir):
+    """Against moto's S3 server: the plain offsite copy is gone once the encrypted one is verified."""
+    from datetime import UTC, datetime
+
+    from backups_app.services.offsite import offsite_upload
+
+    from .moto_server import MotoServer, offsite_settings
+    from .retention_helpers import make_backup
+
+    server = MotoServer().start()
+    try:
+        bucket = offsite_settings(settings, server, prefix="backups")
+        backup = offsite_upload(backup=make_backup(created_at=datetime(2026, 6, 15, tzinfo=UTC),
+                                                   payload=b"INSERT 1;\n-- Dump completed\n"))
+        assert backup.offsite_status == BackupRecord.OffsiteStatus.UPLOADED
+        old_name = backup.offsite_name
+
+        updated = backup_reencrypt(backup=backup, recipients=[keys["new"][1]], source="cli")
+
+        assert updated.offsite_status == BackupRecord.OffsiteStatus.UPLOADED
+        assert updated.offsite_name == updated.name == old_name + ".age"
+        remote = server.client().get_object(Bucket=bucket, Key=f"backups/{updated.offsite_name}")["Body"].read()
+        assert hashlib.sha256(remote).hexdigest() == updated.sha256
+        listed = server.client().list_objects_v2(Bucket=bucket, Prefix="backups/").get("Contents", [])
+        assert sorted(item["Key"] for item in listed) == [f"backups/{updated.name}", f"backups/{updated.name}.json"]
+    finally:
+        server.stop()
