@@ -223,14 +223,15 @@ def _write_new_file(backup: BackupRecord, *, storage: Storage, new_name: str, re
             raise EncryptionKeyMissing(_(
                 "Backup %(name)s is encrypted and BACKUP_ENCRYPTION_IDENTITY is not configured on this host."
             ) % {"name": backup.name})
-    target = _ReplacingTarget(storage, new_name) if new_name == backup.storage_name else None
+    compressor = EncryptingCompressor(make_compressor("none"), recipients)
     source = _checked_source(backup, storage, identities)
     try:
+        target = _ReplacingTarget(storage, new_name) if new_name == backup.storage_name else None
         # The compressed bytes pass through as they are: `is_complete` has nothing to look for, the
         # read's end is checked against the recorded SHA-256 instead (HashingReader raises there).
         return stream_to_storage(
             source, storage=storage, name=new_name, compression=backup.compression,
-            is_complete=lambda tail: True, compressor=EncryptingCompressor(make_compressor("none"), recipients),
+            is_complete=lambda tail: True, compressor=compressor,
             target=target,
         )
     finally:

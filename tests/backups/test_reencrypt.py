@@ -189,3 +189,16 @@ def test_the_offsite_copy_is_replaced_by_the_re_encrypted_file(settings, keys, b
         assert sorted(item["Key"] for item in listed) == [f"backups/{updated.name}", f"backups/{updated.name}.json"]
     finally:
         server.stop()
+
+
+def test_without_the_old_private_key_nothing_changes(mariadb_database, keys, backup_dir):
+    messages_table(mariadb_database, rows=20)
+    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+    files, fields = folder_state(backup_dir), record_state(record)
+    use_identity(keys, "")
+
+    with pytest.raises(RestoreRefused, match="BACKUP_ENCRYPTION_IDENTITY is not configured"):
+        backup_reencrypt(backup=record, recipients=[keys["new"][1]], source="cli")
+
+    assert folder_state(backup_dir) == files and record_state(record) == fields
+    assert AuditEntry.objects.get(action="reencrypt").outcome == "refused"
