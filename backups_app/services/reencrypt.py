@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
 from django.core.files.storage import Storage
 from django.db import transaction
 from django.utils.translation import gettext as _
