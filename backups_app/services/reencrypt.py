@@ -278,8 +278,8 @@ def _put_in_place(backup: BackupRecord, updated: BackupRecord, *, storage: Stora
         pending.commit()
         swap.file_in_place = True  # from here on, undo() removes the new file
         swap.move_manifest_aside()
-        swap.manifest_in_place = True
         manifest_write(storage=storage, record=updated)
+        swap.manifest_in_place = True
         _save_if_unchanged(backup, updated)
     except BaseException:
         pending.abort()  # the temporary, if it was not put in place
