@@ -1,4 +1,4 @@
-"""Key rotation (`reencrypt_backups`): real backups, real age keys, real restores into MariaDB.
+"""Key rotation (`reencrypt_backups`): real backups, real age keys, real restores (SQLite files).
 
 A backup re-encrypted to a new key restores with the new private key only; a plain backup becomes
 encrypted under a name with `.age`; a damaged file or a failure after the new file was put in place
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -21,7 +22,6 @@ from backups_app.services.reencrypt import backup_reencrypt, reencrypt_recipient
 from secrets_app import default_manager
 from secrets_app.providers.local import LocalProvider
 from tests.backups.conftest import stored_files
-from tests.backups.test_encrypted_backups import message_count, messages_table, run_sql
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -37,6 +37,18 @@ def keys(settings):
     settings.BACKUP_ENCRYPTION = "age"
     yield {"old": (old_identity, old_recipient), "new": (new_identity, new_recipient), "secrets": secrets}
     default_manager.__dict__.update(saved)
+
+
+def book_count(path) -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT count(*) FROM book").fetchone()[0]
+
+
+def delete_books(path) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute("DELETE FROM book")
+    connection.commit()
+    connection.close()
 
 
 def use_identity(keys, identity: str) -> None:
@@ -55,9 +67,8 @@ def record_state(record: BackupRecord) -> dict:
         "name", "storage_name", "sha256", "size_bytes", "encrypted", "encryption_recipients", "status")}
 
 
-def test_a_backup_re_encrypted_to_a_new_key_restores_with_the_new_key_only(mariadb_database, keys, backup_dir):
-    messages_table(mariadb_database)
-    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+def test_a_backup_re_encrypted_to_a_new_key_restores_with_the_new_key_only(sqlite_alias, keys, backup_dir):
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="zstd")
     old_sha256 = record.sha256
 
     updated = backup_reencrypt(backup=record, recipients=[keys["new"][1]], source="cli")
@@ -72,19 +83,18 @@ def test_a_backup_re_encrypted_to_a_new_key_restores_with_the_new_key_only(maria
     entry = AuditEntry.objects.get(action="reencrypt")
     assert entry.outcome == "success" and entry.target == record.name
 
-    run_sql(mariadb_database, "DELETE FROM messages")
+    delete_books(sqlite_alias)
     with pytest.raises(RestoreRefused):  # the retired key no longer opens it
         backup_restore(backup=updated, trigger=Trigger.CLI)
-    assert message_count(mariadb_database) == 0
+    assert book_count(sqlite_alias) == 0
     use_identity(keys, keys["new"][0])
     backup_restore(backup=updated, trigger=Trigger.CLI)
-    assert message_count(mariadb_database) == 500
+    assert book_count(sqlite_alias) == 3
 
 
-def test_a_plain_backup_becomes_encrypted_and_sync_still_trusts_its_manifest(mariadb_database, keys, settings, backup_dir):
+def test_a_plain_backup_becomes_encrypted_and_sync_still_trusts_its_manifest(sqlite_alias, keys, settings, backup_dir):
     settings.BACKUP_ENCRYPTION = ""
-    messages_table(mariadb_database)
-    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="gzip")
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="gzip")
     assert not record.encrypted and not record.name.endswith(".age")
 
     updated = backup_reencrypt(backup=record, recipients=reencrypt_recipients("@config"), source="cli")
@@ -99,16 +109,15 @@ def test_a_plain_backup_becomes_encrypted_and_sync_still_trusts_its_manifest(mar
     assert backups_sync() == {"created": 1, "updated": 0, "skipped": 0, "untrusted": 0}
     rebuilt = BackupRecord.objects.get()
     assert (rebuilt.name, rebuilt.sha256, rebuilt.encrypted) == (updated.name, updated.sha256, True)
-    run_sql(mariadb_database, "DELETE FROM messages")
+    delete_books(sqlite_alias)
     backup_restore(backup=rebuilt, trigger=Trigger.CLI)
-    assert message_count(mariadb_database) == 500
+    assert book_count(sqlite_alias) == 3
 
 
 @pytest.mark.parametrize("encrypted", [True, False])
-def test_a_damaged_stored_file_leaves_everything_as_it_was(mariadb_database, keys, settings, backup_dir, encrypted):
+def test_a_damaged_stored_file_leaves_everything_as_it_was(sqlite_alias, keys, settings, backup_dir, encrypted):
     settings.BACKUP_ENCRYPTION = "age" if encrypted else ""
-    messages_table(mariadb_database)
-    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="zstd")
     path = backup_dir / record.name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -122,9 +131,8 @@ def test_a_damaged_stored_file_leaves_everything_as_it_was(mariadb_database, key
     assert AuditEntry.objects.get(action="reencrypt").outcome == "failure"
 
 
-def test_a_failure_after_the_new_file_is_in_place_puts_the_old_one_back(mariadb_database, keys, backup_dir):
-    messages_table(mariadb_database)
-    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+def test_a_failure_after_the_new_file_is_in_place_puts_the_old_one_back(sqlite_alias, keys, backup_dir):
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="zstd")
     files = folder_state(backup_dir)
     # Another process changed the record meanwhile: the re-encrypted file must not be kept.
     BackupRecord.objects.filter(pk=record.pk).update(storage_name="moved-elsewhere")
@@ -134,17 +142,16 @@ def test_a_failure_after_the_new_file_is_in_place_puts_the_old_one_back(mariadb_
 
     assert folder_state(backup_dir) == files
     BackupRecord.objects.filter(pk=record.pk).update(storage_name=record.name)
-    run_sql(mariadb_database, "DELETE FROM messages")
+    delete_books(sqlite_alias)
     backup_restore(backup=BackupRecord.objects.get(pk=record.pk), trigger=Trigger.CLI)
-    assert message_count(mariadb_database) == 500
+    assert book_count(sqlite_alias) == 3
 
 
-def test_the_command_dry_run_changes_nothing_and_the_real_run_rotates(mariadb_database, keys, backup_dir, capsys):
-    messages_table(mariadb_database, rows=20)
-    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+def test_the_command_dry_run_changes_nothing_and_the_real_run_rotates(sqlite_alias, keys, backup_dir, capsys):
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="zstd")
     files, fields = folder_state(backup_dir), record_state(record)
 
-    call_command("reencrypt_backups", "--to-recipients", keys["new"][1], "--database", mariadb_database, "--dry-run")
+    call_command("reencrypt_backups", "--to-recipients", keys["new"][1], "--database", "app", "--dry-run")
     assert f"{record.name}: would be re-encrypted" in capsys.readouterr().out
     assert folder_state(backup_dir) == files and record_state(record) == fields
     assert not AuditEntry.objects.filter(action="reencrypt").exists()
@@ -153,7 +160,7 @@ def test_the_command_dry_run_changes_nothing_and_the_real_run_rotates(mariadb_da
     assert "re-encrypted as" in capsys.readouterr().out
     assert record_state(record)["encryption_recipients"] == [recipient_fingerprint(keys["new"][1])]
     # Already encrypted to exactly these keys: a second run has nothing to do.
-    call_command("reencrypt_backups", "--to-recipients", keys["new"][1], "--database", mariadb_database)
+    call_command("reencrypt_backups", "--to-recipients", keys["new"][1], "--database", "app")
     assert "Nothing to re-encrypt." in capsys.readouterr().out
 
 
@@ -191,9 +198,8 @@ def test_the_offsite_copy_is_replaced_by_the_re_encrypted_file(settings, keys, b
         server.stop()
 
 
-def test_without_the_old_private_key_nothing_changes(mariadb_database, keys, backup_dir):
-    messages_table(mariadb_database, rows=20)
-    record = backup_create(database=mariadb_database, trigger=Trigger.CLI, compression="zstd")
+def test_without_the_old_private_key_nothing_changes(sqlite_alias, keys, backup_dir):
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="zstd")
     files, fields = folder_state(backup_dir), record_state(record)
     use_identity(keys, "")
 
