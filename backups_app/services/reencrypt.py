@@ -29,6 +29,7 @@ from django.core.files.storage import Storage
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from backups_app import locks
 from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.encryption import (
     DecryptingReader,
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 #: `--to-recipients @config`: the keys new backups are encrypted to (BACKUP_ENCRYPTION_RECIPIENTS).
 CONFIGURED = "@config"
+#: The host-wide flock (BACKUP_LOCK_DIR) that keeps two re-encryptions from running at once.
+LOCK_NAME = "opsdesk-reencrypt"
 #: Suffix of the previous file or manifest kept while a same-name re-encryption is put in place.
 PREVIOUS_SUFFIX = ".previous"
 
@@ -324,13 +327,15 @@ def backup_reencrypt(*, backup: BackupRecord, recipients: Sequence[str], user=No
         parsed = parse_recipients(",".join(recipients))
         if not parsed:
             raise BackupError(_("No recipient given: name at least one age public key (age1…)."))
-        storage = backup_storage()
-        new_name = _new_name(backup)
-        _local_folder(storage)
-        pending = _write_new_file(backup, storage=storage, new_name=new_name, recipients=parsed)
-        updated = _updated(backup, new_name=new_name, pending=pending,
-                           fingerprints=[recipient_fingerprint(key) for key in recipients])
-        _put_in_place(backup, updated, storage=storage, pending=pending)
+        # One re-encryption at a time on this host: two would share the temporary and kept names.
+        with locks._file_lock(LOCK_NAME, "reencrypt"):
+            storage = backup_storage()
+            new_name = _new_name(backup)
+            _local_folder(storage)
+            pending = _write_new_file(backup, storage=storage, new_name=new_name, recipients=parsed)
+            updated = _updated(backup, new_name=new_name, pending=pending,
+                               fingerprints=[recipient_fingerprint(key) for key in recipients])
+            _put_in_place(backup, updated, storage=storage, pending=pending)
     except BackupError as error:
         refused = isinstance(error, RestoreRefused) and not isinstance(error, ChecksumMismatch)
         outcome = "refused" if refused else "failure"

@@ -208,3 +208,15 @@ def test_without_the_old_private_key_nothing_changes(sqlite_alias, keys, backup_
 
     assert folder_state(backup_dir) == files and record_state(record) == fields
     assert AuditEntry.objects.get(action="reencrypt").outcome == "refused"
+
+
+def test_a_second_re_encryption_at_the_same_time_is_refused(sqlite_alias, keys, backup_dir):
+    from backups_app import locks
+    from backups_app.exceptions import BackupLocked
+    from backups_app.services.reencrypt import LOCK_NAME
+
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="zstd")
+    files = folder_state(backup_dir)
+    with locks._file_lock(LOCK_NAME, "reencrypt"), pytest.raises(BackupLocked):
+        backup_reencrypt(backup=record, recipients=[keys["new"][1]], source="cli")
+    assert folder_state(backup_dir) == files
