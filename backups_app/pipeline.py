@@ -412,6 +412,7 @@ def stream_to_storage(
     progress: ProgressCallback | None = None,
     progress_interval: float = 1.0,
     compressor: Compressor | None = None,
+    target: StorageTarget | None = None,
 ) -> PendingFile:
     """Stream `source` into a temporary file for `name`, compressed and hashed.
 
@@ -420,9 +421,10 @@ def stream_to_storage(
     lacks its completion marker, or compressing/writing fails (e.g. "No space left on device").
     Errors raised by `source.read()` propagate unchanged, after the temporary file is removed.
     `compressor` replaces the standard one (tests inject a failing compressor through it).
+    `target` replaces the standard temporary file (re-encryption replaces an existing name).
     `progress(raw_bytes_read, compressed_bytes_written)` is called at most every `progress_interval`.
     """
-    target = open_target(storage, name)
+    target = target or open_target(storage, name)
     writer = _Writer(target, compressor or make_compressor(compression))
     writer.start()
     raw_size = 0
