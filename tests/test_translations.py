@@ -154,3 +154,19 @@ def test_compiled_catalog_matches_its_po(po_file, tmp_path):
     expected, actual = load_catalog(fresh), load_catalog(committed)
     stale = sorted(str(key)[:80] for key in expected.keys() | actual.keys() if expected.get(key) != actual.get(key))
     assert not stale, f"{po_id(committed)} differs from its .po (run manage.py compilemessages):\n" + "\n".join(stale)
+
+
+@pytest.mark.parametrize(("action", "verb"), [("download", "baixar"), ("restore", "restaurar"), ("verify", "verificar")])
+def test_a_refused_backup_action_reads_as_a_verb_in_portuguese(action, verb):
+    """"restore" is also the Restore model's name; the refusal needs the verb, not "restauração"."""
+    from types import SimpleNamespace
+
+    from django.utils import translation
+
+    from backups_app.access import backup_access_check
+    from backups_app.exceptions import AccessRefused
+
+    staff = SimpleNamespace(is_superuser=False)
+    with translation.override("pt-br"), pytest.raises(AccessRefused) as refused:
+        backup_access_check(database="default", user=staff, action=action)
+    assert str(refused.value).startswith(f"Só um superusuário pode {verb} um backup de default:"), refused.value
