@@ -17,11 +17,20 @@ from django.conf import settings
 from django.core import checks
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext_lazy
 
 from backups_app.exceptions import AccessRefused, RestoreTargetRefused
 
 #: The alias of opsdesk's own tables (ops_project/routers.py).
 CONTROL_DATABASE = DEFAULT_DB_ALIAS
+
+#: The verbs of the refusal message, with a context of their own: "restore" alone is also the noun
+#: (the Restore model), which other languages do not spell like the verb.
+ACTION_VERBS = {
+    "download": pgettext_lazy("backup action", "download"),
+    "restore": pgettext_lazy("backup action", "restore"),
+    "verify": pgettext_lazy("backup action", "verify"),
+}
 
 
 def backup_needs_superuser(database: str) -> bool:
@@ -35,11 +44,11 @@ def backup_access_allowed(*, database: str, user) -> bool:
 
 
 def backup_access_check(*, database: str, user, action: str) -> None:
-    """Raise AccessRefused unless `user` may `action` (download, restore, verify) a backup of `database`."""
+    """Raise AccessRefused unless `user` may `action` ("download", "restore", "verify") a backup of `database`."""
     if not backup_access_allowed(database=database, user=user):
         raise AccessRefused(
             _("Only a superuser may %(action)s a backup of %(database)s: it holds opsdesk's users, "
-              "password hashes and token hashes.") % {"action": action, "database": database}
+              "password hashes and token hashes.") % {"action": ACTION_VERBS[action], "database": database}
         )
 
 

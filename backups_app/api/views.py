@@ -187,7 +187,7 @@ class BackupDownloadView(ApiView):
     )
     def get(self, request, name: str):
         backup = _backup_by_name(name)
-        backup_access_check(database=backup.database, user=request.user, action=_("download"))
+        backup_access_check(database=backup.database, user=request.user, action="download")
         _require_restorable(backup, _("downloaded"))
         actor = f"{request.user.get_username()} (token {request.auth.prefix})"
         # BackupNotFound (404) when the file is gone; RestoreRefused (409) for no checksum or a symlink.
@@ -212,7 +212,7 @@ class BackupRestoreView(ApiView):
             return self.point_in_time(request, serializer.validated_data)
         backup = _backup_by_name(serializer.validated_data["backup_name"])
         self.audit_target = backup.name
-        backup_access_check(database=backup.database, user=request.user, action=_("restore"))
+        backup_access_check(database=backup.database, user=request.user, action="restore")
         _require_restorable(backup, _("restored"))
         database = _configured_database(serializer.validated_data.get("database") or backup.database)
         restore_target_check(source=backup.database, target=database)

@@ -841,7 +841,7 @@ def backup_restore(
         restore_finished.send(sender=RestoreRecord, restore=restore)
 
     try:
-        backup_access_check(database=backup.database, user=user, action=_("restore"))
+        backup_access_check(database=backup.database, user=user, action="restore")
         restore_target_check(source=backup.database, target=database)
         try:
             engine = get_engine(database)
@@ -947,7 +947,7 @@ def restore_queue(
     restore this backup or `database` is not an allowed target; the task would refuse it anyway.
     """
     try:
-        backup_access_check(database=backup.database, user=user, action=_("restore"))
+        backup_access_check(database=backup.database, user=user, action="restore")
         restore_target_check(source=backup.database, target=database or backup.database)
     except (AccessRefused, RestoreRefused) as error:
         audit_log(action="restore", source=_source(trigger), outcome="refused", user=user,

@@ -95,7 +95,7 @@ def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupReco
     that is not successful, which has nothing to verify.
     """
     try:
-        backup_access_check(database=backup.database, user=user, action=_("verify"))
+        backup_access_check(database=backup.database, user=user, action="verify")
     except AccessRefused as error:
         audit_log(action="verify", source=source, user=user, target=backup.name, detail=str(error),
                   outcome=AuditEntry.Outcome.REFUSED)
