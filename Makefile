@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
-PYTEST_ARGS ?=
+# Two workers (pytest-xdist): the suite talks to real servers and waits on them more than it computes.
+PYTEST_ARGS ?= -n 2
 # Client headers for mysqlclient, and the dump tools the backup engines run.
 SYSTEM_PACKAGES := pkg-config libmariadb-dev mariadb-client postgresql-client zstd
 
