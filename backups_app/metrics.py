@@ -187,6 +187,7 @@ class BackupCollector:
             yield self._offsite_lag(databases, figures)
         yield self._restores(databases)
         yield self._dirty(databases)
+        yield from self._recovery_windows()
 
     def _last_good(self, databases, figures, newest) -> Iterator[Metric]:
         last_success = GaugeMetricFamily(
@@ -274,6 +275,42 @@ class BackupCollector:
         for alias in [*databases, *sorted(marked - set(databases))]:
             dirty.add_metric([alias], 1.0 if alias in marked else 0.0)
         return dirty
+
+    def _recovery_windows(self) -> Iterator[Metric]:
+        """Point-in-time recovery of the databases that archive their binlog (backups_app.services.binlogs)."""
+        from backups_app.services.binlogs import archived_databases, binlog_window
+
+        start = GaugeMetricFamily(
+            "opsdesk_pitr_window_start_timestamp_seconds",
+            "Oldest moment the newest recoverable window reaches back to (its oldest usable base backup).",
+            labels=["database"],
+        )
+        end = GaugeMetricFamily(
+            "opsdesk_pitr_window_end_timestamp_seconds",
+            "Newest archived binlog event: the local recovery point (0: no recoverable window).",
+            labels=["database"],
+        )
+        offsite = GaugeMetricFamily(
+            "opsdesk_pitr_offsite_recovery_point_timestamp_seconds",
+            "Newest binlog event whose segment is confirmed offsite (0: none).", labels=["database"],
+        )
+        gaps = GaugeMetricFamily(
+            "opsdesk_pitr_gaps", "Holes in the binlog archive (archiver down, binlog purged, segment "
+            "missing or corrupt); a restore across one is refused.", labels=["database"],
+        )
+        archiver = GaugeMetricFamily(
+            "opsdesk_pitr_archiver_running", "1 while the binlog archiver of the database sends heartbeats.",
+            labels=["database"],
+        )
+        for alias in archived_databases():
+            status = binlog_window(database=alias)
+            newest = status.windows[-1] if status.windows else None
+            start.add_metric([alias], _seconds(newest.start if newest else None))
+            end.add_metric([alias], _seconds(newest.end if newest else None))
+            offsite.add_metric([alias], _seconds(status.offsite_recovery_point))
+            gaps.add_metric([alias], len(status.gaps))
+            archiver.add_metric([alias], 1.0 if status.archiver_running else 0.0)
+        yield from (start, end, offsite, gaps, archiver)
 
     def _restores(self, databases) -> Metric:
         restores = GaugeMetricFamily(

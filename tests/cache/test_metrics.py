@@ -382,7 +382,8 @@ def _exported_names(client, settings, token) -> set[str]:
     SecretAccess.objects.create(created_at=timezone.now(), name="X", provider="vault", outcome="stale", actor="t",
                                 detail="down")
     names = {name for name, _ in scrape(client, token)}
-    return names | {"opsdesk_redis_up"}  # only exported when Redis is configured
+    # Only exported when Redis is configured, and for databases that archive their binlog.
+    return names | {"opsdesk_redis_up", "opsdesk_pitr_gaps", "opsdesk_pitr_archiver_running"}
 
 
 def _metric_names(expression: str) -> set[str]:
@@ -403,3 +404,34 @@ def test_alerts_and_dashboard_only_use_exported_metrics(client, settings, metric
     assert used - exported == set()
     # Per-database panels repeat over the `database` variable.
     assert any(variable["name"] == "database" for variable in dashboard["templating"]["list"])
+
+
+def test_the_point_in_time_window_and_its_gaps_are_scraped(client, metrics_token):
+    from backups_app.models import BinlogArchiver, BinlogSegment
+
+    now = timezone.now().replace(microsecond=0)
+    base = backup("chat-base", database="chat", age=timedelta(hours=2), duration_seconds=1,
+                  binlog_file="mysql-bin.000001", binlog_position=400)
+
+    def segment(name: str, start: int, end: int, last_event_age: timedelta, status=BinlogSegment.Status.OK):
+        return BinlogSegment.objects.create(
+            database="chat", name=name, storage_name=name, binlog_file="mysql-bin.000001",
+            start_position=start, end_position=end, first_event_at=now - timedelta(hours=3),
+            last_event_at=now - last_event_age, compression="zstd", raw_size_bytes=end - start,
+            size_bytes=10, sha256="0" * 64, status=status,
+        )
+
+    segment("seg-1", 0, 1000, timedelta(minutes=30))
+    segment("seg-2", 1000, 2000, timedelta(minutes=1))
+    BinlogArchiver.objects.create(database="chat", heartbeat_at=timezone.now())
+
+    samples = scrape(client, metrics_token)
+    chat = (("database", "chat"),)
+    assert samples[("opsdesk_pitr_window_end_timestamp_seconds", chat)] == (now - timedelta(minutes=1)).timestamp()
+    assert samples[("opsdesk_pitr_window_start_timestamp_seconds", chat)] <= base.created_at.timestamp() + 1
+    assert samples[("opsdesk_pitr_gaps", chat)] == 0
+    assert samples[("opsdesk_pitr_archiver_running", chat)] == 1
+    assert samples[("opsdesk_pitr_offsite_recovery_point_timestamp_seconds", chat)] == 0
+
+    segment("seg-3", 2000, 3000, timedelta(seconds=10), status=BinlogSegment.Status.CORRUPT)
+    assert scrape(client, metrics_token)[("opsdesk_pitr_gaps", chat)] == 1
