@@ -55,17 +55,8 @@ class Command(BackupCommand):
             raise CommandError(str(error)) from None
         target = database or backup.database
         if interactive:
-            try:
-                answer = input(
-                    _("This replaces ALL data in database '%(database)s' with backup %(name)s.\n"
-                      "Type 'yes' to continue, or anything else to cancel: ") % {"database": target, "name": name}
-                )
-            except EOFError:
-                raise CommandError(
-                    _("No answer (standard input is closed); pass --noinput to restore without asking.")
-                ) from None
-            if answer.strip().lower() != "yes":
-                raise CommandError(_("Restore cancelled; nothing was changed."))
+            confirm(_("This replaces ALL data in database '%(database)s' with backup %(name)s.\n")
+                    % {"database": target, "name": name})
         try:
             with terminate_cleanly():
                 restore = backup_restore(
@@ -89,18 +80,8 @@ class Command(BackupCommand):
         except BackupError as error:
             raise CommandError(str(error)) from None
         if interactive:
-            try:
-                answer = input(
-                    _("This replaces ALL data in database '%(database)s' with its state at %(target)s:\n%(plan)s.\n"
-                      "Type 'yes' to continue, or anything else to cancel: ")
-                    % {"database": database, "target": target, "plan": plan.describe()}
-                )
-            except EOFError:
-                raise CommandError(
-                    _("No answer (standard input is closed); pass --noinput to restore without asking.")
-                ) from None
-            if answer.strip().lower() != "yes":
-                raise CommandError(_("Restore cancelled; nothing was changed."))
+            confirm(_("This replaces ALL data in database '%(database)s' with its state at %(target)s:\n%(plan)s.\n")
+                    % {"database": database, "target": target, "plan": plan.describe()})
         try:
             with terminate_cleanly():
                 restore = pitr_restore(database=database, target=target, trigger=Trigger.CLI, user=user,
@@ -113,3 +94,15 @@ class Command(BackupCommand):
             _("Restored %(database)s to %(target)s (%(plan)s).") % {"database": database, "target": target,
                                                                      "plan": plan.describe()}
         ))
+
+
+def confirm(warning: str) -> None:
+    """Ask for a typed 'yes' after `warning`; anything else (or closed input) cancels."""
+    try:
+        answer = input(warning + _("Type 'yes' to continue, or anything else to cancel: "))
+    except EOFError:
+        raise CommandError(
+            _("No answer (standard input is closed); pass --noinput to restore without asking.")
+        ) from None
+    if answer.strip().lower() != "yes":
+        raise CommandError(_("Restore cancelled; nothing was changed."))
