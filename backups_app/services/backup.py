@@ -799,6 +799,16 @@ def _reattach_after_ops_restore(restore: RestoreRecord, audit_entries: list[Audi
     return restore
 
 
+def _media_options(engine: DumpEngine, *, media_path: str, delete_extraneous: bool) -> None:
+    """Hand the media-only restore options to the media engine; refuse them for a database."""
+    if not (media_path or delete_extraneous):
+        return
+    if engine.vendor != "media":
+        raise RestoreRefused(_("--path and --delete-extraneous apply to media backups only."))
+    engine.restore_prefix = media_path
+    engine.delete_extraneous = delete_extraneous
+
+
 def backup_restore(
     *,
     backup: BackupRecord,
@@ -808,8 +818,13 @@ def backup_restore(
     safety_backup: bool = True,
     restore: RestoreRecord | None = None,
     progress: Progress | None = None,
+    media_path: str = "",
+    delete_extraneous: bool = False,
 ) -> RestoreRecord:
     """Restore `backup` into `database` (default: the database it came from).
+
+    For a media backup, `media_path` restores only the files under that path and
+    `delete_extraneous` removes the files the archive does not hold; both are refused for a database.
 
     Order: lock the database; check the stored file completely (SHA-256, stream end, completion
     marker) before anything else; take a safety backup (kind `safety`) unless `safety_backup=False`;
@@ -852,6 +867,7 @@ def backup_restore(
                 _("Backup %(name)s is a %(engine)s dump; database %(database)s is %(vendor)s.")
                 % {"name": backup.name, "engine": backup.engine, "database": database, "vendor": engine.vendor}
             )
+        _media_options(engine, media_path=media_path, delete_extraneous=delete_extraneous)
         with locks.database_lock(database, "restore"):
             backups_mark_interrupted(database=database, lock_held=True)
             restore.status = RestoreRecord.Status.RUNNING

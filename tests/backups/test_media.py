@@ -224,3 +224,35 @@ def test_backup_now_media_from_the_command_line(media_root, capsys):
     call_command("backup_now", "--media", "--compression", "zstd")
     name = capsys.readouterr().out.strip()
     assert name.startswith("backup_media_") and BackupRecord.objects.get(name=name).database == "media"
+
+
+def test_restore_backup_command_restores_a_subset_and_deletes_only_when_asked(media_root):
+    from django.core.management import call_command
+
+    populate(media_root)
+    record = backup_create(database="media", trigger=Trigger.CLI, compression="zstd")
+    (media_root / "attachments" / "00" / "message-0.bin").write_bytes(b"changed")
+    (media_root / "conversas" / "ção ünïcode ✓" / "ficha técnica.pdf").write_bytes(b"changed too")
+    (media_root / "attachments" / "stray.bin").write_bytes(b"not in the backup")
+
+    call_command("restore_backup", record.name, "--noinput", "--no-safety-backup", "--path", "attachments")
+    assert (media_root / "attachments" / "00" / "message-0.bin").read_bytes() != b"changed"
+    assert (media_root / "conversas" / "ção ünïcode ✓" / "ficha técnica.pdf").read_bytes() == b"changed too"
+    assert (media_root / "attachments" / "stray.bin").exists()
+
+    call_command("restore_backup", record.name, "--noinput", "--no-safety-backup", "--path", "attachments",
+                 "--delete-extraneous")
+    assert not (media_root / "attachments" / "stray.bin").exists()
+
+
+def test_media_options_are_refused_for_a_database_backup():
+    from django.core.management import CommandError, call_command
+    from django.utils import timezone
+
+    record = BackupRecord.objects.create(
+        name="backup_20261129_020000.sql.gz", database="default", engine="sqlite", trigger=Trigger.CLI,
+        status=BackupRecord.Status.SUCCESS, compression="gzip", sha256="0" * 64, storage_name="x",
+        created_at=timezone.now(),
+    )
+    with pytest.raises(CommandError, match="media backups only"):
+        call_command("restore_backup", record.name, "--noinput", "--path", "x")

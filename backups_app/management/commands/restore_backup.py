@@ -7,6 +7,9 @@ database has no usable user left); with it, the named user's permissions apply, 
 Point in time (MariaDB/MySQL with archived binlogs): `restore_backup --database ALIAS --to-time
 "2026-11-29 14:32:05"` (or `--to-position FILE:POS`, `--to-gtid D-S-N`), no NAME: the newest good
 base backup before the target is chosen and the binlog replayed up to it.
+
+Media backups (uploaded files): `--path PREFIX` restores only the files under it, and
+`--delete-extraneous` removes what the archive does not hold (never done otherwise).
 """
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
@@ -40,9 +43,14 @@ class Command(BackupCommand):
                             help=_("Do not ask for confirmation."))
         parser.add_argument("--no-safety-backup", action="store_false", dest="safety_backup",
                             help=_("Skip the safety backup of the current state."))
+        parser.add_argument("--path", default="", dest="media_path",
+                            help=_("Media backups: restore only the files under this path."))
+        parser.add_argument("--delete-extraneous", action="store_true",
+                            help=_("Media backups: delete files the archive does not hold (under --path)."))
         add_as_user_argument(parser)
 
-    def handle(self, *args, name, database, interactive, safety_backup, as_user, **options):
+    def handle(self, *args, name, database, interactive, safety_backup, as_user, media_path, delete_extraneous,
+               **options):
         user = acting_user(as_user, permission="backups_app.restore_backup")
         targets = {key: options.get(key) for key in ("to_time", "to_position", "to_gtid")}
         if any(targets.values()):
@@ -61,6 +69,7 @@ class Command(BackupCommand):
             with terminate_cleanly():
                 restore = backup_restore(
                     backup=backup, database=target, trigger=Trigger.CLI, user=user, safety_backup=safety_backup,
+                    media_path=media_path, delete_extraneous=delete_extraneous,
                 )
         except (BackupError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from None
