@@ -40,33 +40,15 @@ def browser_locale() -> str:
 
 
 @pytest.fixture
-def browser_page(tmp_path, browser_locale):
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
-        if services_required():
-            pytest.fail(f"{message}; OPSDESK_REQUIRE_SERVICES=1 forbids skipping")
-        pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are
-    # synchronous and safe, so Django's async guard is lifted for this test only.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        context = browser.new_context(
-            accept_downloads=True, viewport=VIEWPORT, locale=browser_locale,
-        )
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
-            if previous is None:
-                os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-            else:
-                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+def browser_page(chromium, browser_locale):
+    """A page 1400 px wide in the browser language of the test."""
+    context = chromium.new_context(accept_downloads=True, viewport=VIEWPORT, locale=browser_locale)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 def screenshot(page, name: str) -> Path:
@@ -230,6 +212,9 @@ def assert_no_english(page, name: str, phrases: set[str]) -> None:
 
 @pytest.fixture
 def chromium():
+    """Debian's Chromium through Playwright (no browser download); skipped, or failed under
+    OPSDESK_REQUIRE_SERVICES=1, when it is missing. Playwright's sync API runs an event loop in this
+    thread; the test's own ORM calls are synchronous and safe, so Django's async guard is lifted."""
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing (apt-get install -y chromium)"
         if services_required():
