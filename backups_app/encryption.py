@@ -327,9 +327,13 @@ def configured_identities() -> list:
     return parse_identities(get_secret("BACKUP_ENCRYPTION_IDENTITY", default=""))
 
 
-def decrypting(stored: BinaryIO, *, encrypted: bool) -> BinaryIO:
-    """``stored`` itself, or a DecryptingReader over it for an encrypted backup. Without the
-    private key this raises EncryptionKeyMissing before any byte is used."""
-    if not encrypted:
-        return stored
-    return DecryptingReader(stored, configured_identities())
+def required_identities(*, backup_name: str) -> list:
+    """The private keys that decrypt backup `backup_name`; EncryptionKeyMissing (a refusal, one line)
+    when this host has none, so the caller stops before any byte is read or changed."""
+    identities = configured_identities()
+    if not identities:
+        raise EncryptionKeyMissing(
+            _("Backup %(name)s is encrypted and BACKUP_ENCRYPTION_IDENTITY is not configured on this host.")
+            % {"name": backup_name}
+        )
+    return identities

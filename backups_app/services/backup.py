@@ -35,11 +35,10 @@ from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.encryption import (
     DecryptingReader,
     EncryptingCompressor,
-    EncryptionKeyMissing,
-    configured_identities,
     configured_recipient_fingerprints,
     configured_recipients,
     encryption_enabled,
+    required_identities,
 )
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
@@ -564,12 +563,7 @@ def _decryption_check(backup: BackupRecord) -> Callable[[BinaryIO], BinaryIO]:
     once when this host has no private key, so a restore stops before touching anything."""
     if not backup.encrypted:
         return lambda stored: stored
-    identities = configured_identities()
-    if not identities:
-        raise EncryptionKeyMissing(
-            _("Backup %(name)s is encrypted and BACKUP_ENCRYPTION_IDENTITY is not configured on this host.")
-            % {"name": backup.name}
-        )
+    identities = required_identities(backup_name=backup.name)
     return lambda stored: DecryptingReader(stored, identities)
 
 
@@ -1029,10 +1023,7 @@ def _adoption_check(backup: BackupRecord, *, compression: str, encrypted: bool) 
         check = stream_check(stored, compression=compression if not encrypted else Compression.NONE)
     if not encrypted:
         return check
-    identities = configured_identities()
-    if not identities:
-        raise EncryptionKeyMissing(_("Backup %(name)s is encrypted and BACKUP_ENCRYPTION_IDENTITY is not "
-                                     "configured on this host.") % {"name": backup.name})
+    identities = required_identities(backup_name=backup.name)
     with DecryptingReader(backup_open(backup=backup), identities) as decrypted:
         plain = stream_check(decrypted, compression=compression)
     return replace(plain, sha256=check.sha256, size_bytes=check.size_bytes)

@@ -34,10 +34,9 @@ from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.encryption import (
     DecryptingReader,
     EncryptingCompressor,
-    EncryptionKeyMissing,
-    configured_identities,
     parse_recipients,
     recipient_fingerprint,
+    required_identities,
     split_keys,
 )
 from backups_app.exceptions import BackupError, ChecksumMismatch, RestoreRefused
@@ -220,11 +219,7 @@ def _checked_source(backup: BackupRecord, storage: Storage, identities: list):
 def _write_new_file(backup: BackupRecord, *, storage: Storage, new_name: str, recipients: list) -> PendingFile:
     identities: list = []
     if backup.encrypted:
-        identities = configured_identities()
-        if not identities:
-            raise EncryptionKeyMissing(_(
-                "Backup %(name)s is encrypted and BACKUP_ENCRYPTION_IDENTITY is not configured on this host."
-            ) % {"name": backup.name})
+        identities = required_identities(backup_name=backup.name)
     compressor = EncryptingCompressor(make_compressor("none"), recipients)
     source = _checked_source(backup, storage, identities)
     try:
