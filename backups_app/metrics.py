@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from backups_app.engines.media import is_media_alias
 from backups_app.models import BackupRecord, RestoreRecord
 from backups_app.selectors import backup_databases, dirty_databases
-from backups_app.services.offsite import offsite_enabled
+from backups_app.storage import offsite_enabled
 
 Status = BackupRecord.Status
 Verification = BackupRecord.VerificationStatus

@@ -79,15 +79,12 @@ from backups_app.pipeline import (
 from backups_app.services.audit import audit_log
 from backups_app.services.dirty import DIRTY_BACKUP_ERROR, dirty_alert, dirty_clear, dirty_mark, is_dirty
 from backups_app.signals import backup_finished, restore_finished
+from backups_app.storage import backup_storage, delete_quietly, offsite_open
 
 logger = logging.getLogger(__name__)
 
 #: progress(raw_bytes_dumped, compressed_bytes_written), called about once a second.
 Progress = Callable[[int, int], None]
-
-
-def backup_storage() -> Storage:
-    return storages["backups"]
 
 
 def _host() -> str:
@@ -367,9 +364,9 @@ def _backup_run(
             pending.abort()
         elif manifest_written:
             # Committed, then the record could not be saved: no final name for a failed backup.
-            _delete_quietly(storage, record.name)
+            delete_quietly(storage, record.name)
         if manifest_written:
-            _delete_quietly(storage, manifest_name(record.name))
+            delete_quietly(storage, manifest_name(record.name))
         record.status = BackupRecord.Status.FAILED
         record.finished_at = timezone.now()
         record.duration_seconds = round(time.monotonic() - clock, 3)
@@ -399,13 +396,6 @@ def _compressor_for(record: BackupRecord, compression: str):
     record.encrypted = True
     record.encryption_recipients = configured_recipient_fingerprints()
     return EncryptingCompressor(make_compressor(compression), recipients)
-
-
-def _delete_quietly(storage: Storage, name: str) -> None:
-    try:
-        storage.delete(name)
-    except Exception:  # noqa: BLE001
-        logger.warning("Could not delete %s from the backup storage.", name, exc_info=True)
 
 
 def _fail_queued_record(record: BackupRecord | None, error: Exception) -> None:
@@ -540,9 +530,7 @@ def backup_open(*, backup: BackupRecord) -> BinaryIO:
         pass
     except UnsafeStoredFile as error:
         raise RestoreRefused(str(error)) from None
-    # Retention area: fall back to the offsite copy (imported here: only then is boto3 loaded).
-    from backups_app.services.offsite import offsite_open
-
+    # Retention area: fall back to the offsite copy (boto3 is loaded only then).
     try:
         return offsite_open(backup=backup)
     except BackupNotFound:
@@ -1159,7 +1147,7 @@ def backup_adopt(*, backup: BackupRecord, source: str, user=None, database: str 
     backup.table_row_counts, backup.tool_versions = {}, {}
     backup.error_message = ""
     storage = backup_storage()
-    _delete_quietly(storage, manifest_name(backup.name))
+    delete_quietly(storage, manifest_name(backup.name))
     manifest_write(storage=storage, record=backup)
     backup.save()
     audit_log(action="adopt", source=source, outcome="success", user=user, actor=_actor(source, user),

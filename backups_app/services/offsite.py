@@ -7,94 +7,40 @@ to be whole. A failed multipart upload is aborted (its parts would otherwise be 
 and retried later with exponential backoff by `offsite_retry`, run by the cleanup task.
 
 The storage is Django's `storages["backups_offsite"]` (django-storages' S3Storage, private ACL),
-configured in settings.py when AWS_S3_BUCKET is set.
+configured in settings.py when AWS_S3_BUCKET is set; backups_app.storage gives it out and reads it.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import posixpath
 from datetime import datetime, timedelta
-from typing import BinaryIO
 
 from django.conf import settings
 from django.core.files import File
-from django.core.files.storage import storages
 from django.db import transaction
 from django.db.models import F
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.exceptions import BackupError
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, Trigger
 from backups_app.pipeline import open_stored
 from backups_app.signals import backup_finished
+from backups_app.storage import (
+    backup_storage,
+    offsite_enabled,
+    offsite_object_key,
+    offsite_object_open,
+    offsite_storage,
+    sha256_and_size,
+)
 
 logger = logging.getLogger(__name__)
-
-HASH_CHUNK_BYTES = 1024 * 1024
 
 
 class OffsiteUploadFailed(BackupError):
     """The offsite copy could not be written or did not read back identical."""
-
-
-def offsite_enabled() -> bool:
-    """Whether offsite copies are configured (AWS_S3_BUCKET set)."""
-    return bool(getattr(settings, "AWS_S3_BUCKET", "")) and "backups_offsite" in settings.STORAGES
-
-
-def offsite_storage():
-    """The S3 storage holding offsite copies, with BACKUP_OFFSITE_CHUNK_MB as its part size.
-
-    The part size is set here rather than in settings.py so that boto3 is imported only by the
-    processes that talk to S3; a `transfer_config` given in the storage's OPTIONS wins.
-    """
-    storage = storages["backups_offsite"]
-    if not getattr(storage, "_opsdesk_transfer_config", False):
-        if "transfer_config" not in settings.STORAGES["backups_offsite"].get("OPTIONS", {}):
-            from boto3.s3.transfer import TransferConfig
-
-            part_bytes = max(settings.BACKUP_OFFSITE_CHUNK_MB, 5) * 1024 * 1024
-            storage.transfer_config = TransferConfig(
-                multipart_threshold=part_bytes, multipart_chunksize=part_bytes
-            )
-        storage._opsdesk_transfer_config = True
-    return storage
-
-
-def _sha256_and_size(stream: BinaryIO) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    while chunk := stream.read(HASH_CHUNK_BYTES):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _object_key(storage, name: str) -> str:
-    """The S3 key of a storage name (the storage's `location` is the key prefix)."""
-    return posixpath.join(storage.location, name) if storage.location else name
-
-
-def _open_object(storage, name: str) -> BinaryIO:
-    """Stream an object straight from S3.
-
-    Not `storage.open()`: its S3File buffers the whole object in memory first (a
-    SpooledTemporaryFile without a size limit), which a multi-gigabyte backup must not do.
-    """
-    from botocore.exceptions import ClientError
-
-    try:
-        response = storage.connection.meta.client.get_object(
-            Bucket=storage.bucket_name, Key=_object_key(storage, name)
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-            raise FileNotFoundError(name) from None
-        raise
-    return response["Body"]
 
 
 def _abort_multipart_uploads(storage, name: str) -> int:
@@ -103,7 +49,7 @@ def _abort_multipart_uploads(storage, name: str) -> int:
     boto3 aborts a multipart upload that fails while the server answers; this catches the ones it
     could not (the connection died mid-way), on the next attempt.
     """
-    key = _object_key(storage, name)
+    key = offsite_object_key(storage, name)
     aborted = 0
     for upload in storage.bucket.multipart_uploads.filter(Prefix=key):
         if upload.object_key == key:
@@ -113,20 +59,20 @@ def _abort_multipart_uploads(storage, name: str) -> int:
 
 
 def _upload_and_check(*, backup: BackupRecord, storage) -> str:
-    local = storages["backups"]
+    local = backup_storage()
     name = backup.storage_name
     if not name or not local.exists(name):
         raise OffsiteUploadFailed(_("the local file of %(name)s is gone") % {"name": backup.name})
     with open_stored(local, name) as stream:
         saved_name = storage.save(name, File(stream, name=name))
-    with _open_object(storage, saved_name) as stream:
-        remote_sha256, remote_size = _sha256_and_size(stream)
+    with offsite_object_open(storage, saved_name) as stream:
+        remote_sha256, remote_size = sha256_and_size(stream)
     # Compared with what the backup service recorded when it wrote the file, so a local copy
     # that rotted since is not passed off as a good offsite copy either.
     expected_sha256, expected_size = backup.sha256, backup.size_bytes
     if not expected_sha256 or expected_size is None:
         with open_stored(local, name) as stream:
-            expected_sha256, expected_size = _sha256_and_size(stream)
+            expected_sha256, expected_size = sha256_and_size(stream)
     if remote_size != expected_size or remote_sha256 != expected_sha256:
         storage.delete(saved_name)
         raise OffsiteUploadFailed(
@@ -235,21 +181,6 @@ def _retry_due(backup: BackupRecord, now: datetime) -> bool:
             # An attempt is under way (or its worker died): only take over when it is stuck.
             due += timedelta(seconds=settings.BACKUP_DUMP_TIMEOUT)
     return due <= now
-
-
-def offsite_open(*, backup: BackupRecord) -> BinaryIO:
-    """Open the offsite copy of a backup for reading; BackupNotFound when there is none."""
-    if not offsite_enabled() or backup.offsite_status != BackupRecord.OffsiteStatus.UPLOADED:
-        raise BackupNotFound(_("%(name)s has no offsite copy.") % {"name": backup.name})
-    try:
-        return _open_object(offsite_storage(), backup.offsite_name)
-    except FileNotFoundError:
-        raise BackupNotFound(_("The offsite copy of %(name)s is gone.") % {"name": backup.name}) from None
-    except Exception as error:  # noqa: BLE001 - unreachable store, lost credentials: no copy to read
-        logger.warning("offsite copy of %s unreachable: %s", backup.name, error)
-        raise BackupNotFound(
-            _("The offsite copy of %(name)s cannot be read: %(error)s") % {"name": backup.name, "error": type(error).__name__}
-        ) from None
 
 
 def offsite_delete(*, backup: BackupRecord) -> None:

@@ -52,7 +52,8 @@ from backups_app.pipeline import (
     stream_to_storage,
 )
 from backups_app.services.audit import audit_log
-from backups_app.services.backup import backup_storage
+from backups_app.services.offsite import offsite_upload
+from backups_app.storage import backup_storage, offsite_enabled, offsite_storage
 
 logger = logging.getLogger(__name__)
 
@@ -241,17 +242,11 @@ def _updated(backup: BackupRecord, *, new_name: str, pending: PendingFile, finge
     updated.name = updated.storage_name = new_name
     updated.sha256, updated.size_bytes = pending.result.sha256, pending.result.size_bytes
     updated.encrypted, updated.encryption_recipients = True, fingerprints
-    if _offsite_enabled():
+    if offsite_enabled():
         updated.offsite_status = BackupRecord.OffsiteStatus.PENDING
         updated.offsite_attempts = 0
         updated.offsite_error = ""
     return updated
-
-
-def _offsite_enabled() -> bool:
-    from backups_app.services.offsite import offsite_enabled
-
-    return offsite_enabled()
 
 
 def _save_if_unchanged(backup: BackupRecord, updated: BackupRecord) -> None:
@@ -289,10 +284,8 @@ def _put_in_place(backup: BackupRecord, updated: BackupRecord, *, storage: Stora
 def _offsite_replace(updated: BackupRecord, *, previous_offsite_name: str, previous_name: str) -> BackupRecord:
     """Upload the new file offsite (verified read-back); then delete the previous copy if its name
     differs. A failed upload is left to the normal retry path (`offsite_retry`), status failed."""
-    if not _offsite_enabled():
+    if not offsite_enabled():
         return updated
-    from backups_app.services.offsite import offsite_storage, offsite_upload
-
     updated = offsite_upload(backup=updated)
     if updated.offsite_status == BackupRecord.OffsiteStatus.UPLOADED and previous_offsite_name \
             and previous_offsite_name != updated.offsite_name:

@@ -27,14 +27,13 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
-from django.core.files.storage import storages
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
+from backups_app import storage as backup_storages
 from backups_app.manifest import manifest_name
 from backups_app.models import AuditEntry, BackupRecord, RetentionPolicy
-from backups_app.services import offsite
 from backups_app.services.audit import audit_log
 
 logger = logging.getLogger(__name__)
@@ -277,9 +276,9 @@ def _cleanup_database(
 
     # Check the storages before deleting anything: the files of every finished record are expected.
     finished = [item.record for item in plan.items if REASON_ACTIVE not in item.keep_reasons]
-    local = storages["backups"]
+    local = backup_storages.backup_storage()
     cleanup.refused = _check_listable(local, [record.storage_name for record in finished], "local")
-    offsite_storage = offsite.offsite_storage() if offsite.offsite_enabled() else None
+    offsite_storage = backup_storages.offsite_storage() if backup_storages.offsite_enabled() else None
     if not cleanup.refused and offsite_storage is not None:
         uploaded = [
             record.offsite_name for record in finished
