@@ -11,10 +11,9 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import re
 import socket
 import time
-from datetime import UTC, timedelta
+from datetime import timedelta
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -23,9 +22,9 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import storages
 from django.core.management.color import no_style
-from django.db import IntegrityError, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -37,7 +36,6 @@ from backups_app.encryption import (
     EncryptingCompressor,
     configured_recipient_fingerprints,
     configured_recipients,
-    encryption_enabled,
     required_identities,
 )
 from backups_app.engines import get_engine
@@ -78,6 +76,7 @@ from backups_app.pipeline import (
 )
 from backups_app.services.audit import audit_log
 from backups_app.services.dirty import DIRTY_BACKUP_ERROR, dirty_alert, dirty_clear, dirty_mark, is_dirty
+from backups_app.services.naming import reserve_record
 from backups_app.signals import backup_finished, restore_finished
 from backups_app.storage import backup_storage, delete_quietly, offsite_open
 
@@ -124,45 +123,6 @@ def _check_compression(compression: str | None) -> str:
             % {"value": compression, "choices": ", ".join(Compression.values)}
         )
     return compression
-
-
-# --- Names ----------------------------------------------------------------------------------------
-def _name_stem(database: str, when) -> str:
-    alias = "" if database == "default" else re.sub(r"[^a-z0-9-]+", "-", database.lower()).strip("-") + "_"
-    return f"backup_{alias}{when.astimezone(UTC):%Y%m%d_%H%M%S}"
-
-
-def _name_taken(storage: Storage, name: str) -> bool:
-    return (
-        BackupRecord.objects.filter(name=name).exists()
-        or storage.exists(name)
-        or storage.exists(manifest_name(name))
-    )
-
-
-def _reserve_record(*, database: str, engine: DumpEngine, compression: str, **fields) -> BackupRecord:
-    """Create the record under a name no other backup has (same second -> `_2`, `_3`...).
-
-    The unique constraint on `name` settles races between processes; the storage is checked too,
-    because files can outlive their records.
-    """
-    storage = backup_storage()
-    now = timezone.now()
-    stem = _name_stem(database, now)
-    suffix = engine.file_extension + EXTENSIONS[compression] + (ENCRYPTED_EXTENSION if encryption_enabled() else "")
-    for number in range(1, 1000):
-        name = f"{stem}{'' if number == 1 else f'_{number}'}{suffix}"
-        if _name_taken(storage, name):
-            continue
-        try:
-            with transaction.atomic():
-                return BackupRecord.objects.create(
-                    name=name, database=database, engine=engine.vendor, compression=compression,
-                    created_at=now, **fields,
-                )
-        except IntegrityError:
-            continue
-    raise DumpFailed(_("Could not find a free backup name."))
 
 
 # --- Orphans --------------------------------------------------------------------------------------
@@ -299,7 +259,7 @@ def _backup_run(
     started = timezone.now()
     owner = {"owner_host": _host(), "owner_pid": os.getpid()}
     if record is None:
-        record = _reserve_record(
+        record = reserve_record(
             database=engine.alias, engine=engine, compression=compression, trigger=trigger, user=user,
             kind=kind, status=BackupRecord.Status.RUNNING, started_at=started, **owner,
         )
@@ -417,7 +377,7 @@ def _fail_before_start(*, engine: DumpEngine, compression: str, trigger: str, us
     fields = {"status": BackupRecord.Status.FAILED, "error_message": message[:4000],
               "started_at": now, "finished_at": now, "duration_seconds": 0.0}
     if record is None:
-        record = _reserve_record(database=engine.alias, engine=engine, compression=compression,
+        record = reserve_record(database=engine.alias, engine=engine, compression=compression,
                                  trigger=trigger, user=user, kind=kind, **fields)
     else:
         for field, value in fields.items():
@@ -496,7 +456,7 @@ def backup_queue(
     """
     compression = _check_compression(compression)
     engine = get_engine(database)
-    record = _reserve_record(
+    record = reserve_record(
         database=database, engine=engine, compression=compression, trigger=trigger, user=user,
         status=BackupRecord.Status.QUEUED,
     )

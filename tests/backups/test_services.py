@@ -7,6 +7,7 @@ from backups_app import selectors
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, Trigger
 from backups_app.services import backup as service
+from backups_app.services import naming
 from backups_app.services.backup import backup_create, backup_delete, backup_queue, backup_restore
 from backups_app.signals import backup_finished
 from backups_app.tasks import backup_database
@@ -19,8 +20,8 @@ def test_two_backups_in_the_same_second_get_distinct_names(sqlite_alias, backup_
 
     engine = get_engine("app")
     for _attempt in range(5):
-        first = service._reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
-        second = service._reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
+        first = naming.reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
+        second = naming.reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
         if first.name[:-len(".sql.gz")] == second.name[:-len("_2.sql.gz")]:
             break
         BackupRecord.objects.all().delete()  # crossed a second boundary; try again
@@ -29,7 +30,7 @@ def test_two_backups_in_the_same_second_get_distinct_names(sqlite_alias, backup_
     taken = first.name.replace(".sql.gz", "_3.sql.gz")
     backup_dir.mkdir(exist_ok=True)
     (backup_dir / taken).write_bytes(b"x")
-    third = service._reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
+    third = naming.reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
     assert third.name not in (first.name, second.name, taken)
     assert (backup_dir / taken).read_bytes() == b"x"
 
