@@ -7,7 +7,7 @@ from backups_app import selectors
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, Trigger
 from backups_app.services import backup as service
-from backups_app.services import naming
+from backups_app.services import naming, orphans
 from backups_app.services.backup import backup_create, backup_delete, backup_queue, backup_restore
 from backups_app.signals import backup_finished
 from backups_app.tasks import backup_database
@@ -142,7 +142,7 @@ def test_a_queued_backup_whose_task_never_ran_is_interrupted_after_the_horizon(s
     lost = BackupRecord.objects.create(name="backup_b.sql.gz", database="app", engine="sqlite", compression="gzip",
                                        trigger=Trigger.API, status="queued",
                                        created_at=timezone.now() - timedelta(seconds=60 + 3600 + 5))
-    assert service.backups_mark_interrupted() == 1
+    assert orphans.backups_mark_interrupted() == 1
     fresh.refresh_from_db()
     lost.refresh_from_db()
     assert fresh.status == "queued" and lost.status == "interrupted"
