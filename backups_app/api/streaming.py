@@ -18,7 +18,7 @@ from django.utils.http import content_disposition_header
 from backups_app.exceptions import ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.audit import audit_log
-from backups_app.services.backup import backup_chunks
+from backups_app.services.reading import backup_chunks
 
 logger = logging.getLogger("backups_app.api")
 

@@ -30,7 +30,7 @@ from backups_app.exceptions import AccessRefused, BackupError, ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.audit import audit_log
 from backups_app.selectors import backup_get, last_good_backup
-from backups_app.services.backup import backup_check, backup_read
+from backups_app.services.reading import backup_check, backup_read
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from django.utils.timezone import now as django_now
 
 from backups_app.exceptions import RestoreRefused
 from backups_app.models import BackupRecord, RetentionPolicy
-from backups_app.services.backup import backup_create, backup_open, backup_restore
+from backups_app.services.backup import backup_create, backup_restore
 from backups_app.services.offsite import offsite_retry, offsite_upload
+from backups_app.services.reading import backup_open
 from backups_app.services.retention import retention_apply
 from backups_app.signals import backup_finished
 from backups_app.storage import offsite_open

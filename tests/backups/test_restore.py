@@ -180,7 +180,7 @@ def test_decompressing_reader_thread_ends_when_its_file_is_closed_early(sqlite_a
     import time
 
     from backups_app.pipeline import DecompressingReader
-    from backups_app.services.backup import backup_open
+    from backups_app.services.reading import backup_open
 
     record = backup_create(database="app", trigger=Trigger.CLI, compression="none")
     (backup_dir / record.name).write_bytes(b"x" * (8 << 20))  # many pieces: the queue fills up

@@ -6,8 +6,7 @@ import pytest
 from backups_app import selectors
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, Trigger
-from backups_app.services import backup as service
-from backups_app.services import naming, orphans
+from backups_app.services import naming, orphans, reading
 from backups_app.services.backup import backup_create, backup_delete, backup_queue, backup_restore
 from backups_app.signals import backup_finished
 from backups_app.tasks import backup_database
@@ -109,11 +108,11 @@ def test_selectors(sqlite_alias, fake_alias, backup_dir, settings):
 
 def test_backup_open_streams_the_stored_file(sqlite_alias, backup_dir):
     record = backup_create(database="app", trigger=Trigger.CLI)
-    with service.backup_open(backup=record) as handle:
+    with reading.backup_open(backup=record) as handle:
         assert handle.read() == (backup_dir / record.name).read_bytes()
     (backup_dir / record.name).unlink()
     with pytest.raises(BackupNotFound):
-        service.backup_open(backup=record)
+        reading.backup_open(backup=record)
 
 
 def test_a_queued_backup_of_a_removed_alias_fails_instead_of_staying_queued(sqlite_alias, backup_dir):
