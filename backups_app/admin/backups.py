@@ -44,7 +44,6 @@ from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreR
 from backups_app.services.audit import audit_log, audit_request
 from backups_app.services.backup import (
     backup_adopt,
-    backup_delete,
     backup_queue,
     restore_queue,
 )
@@ -54,6 +53,7 @@ from backups_app.services.binlogs import (
     binlog_purged_needed,
     binlog_window,
 )
+from backups_app.services.delete import backup_delete
 from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
 from backups_app.services.verify import backup_verify

@@ -18,7 +18,6 @@ from dataclasses import replace
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.files.storage import storages
 from django.core.management.color import no_style
 from django.db import connections, transaction
 from django.utils import timezone
@@ -618,33 +617,6 @@ def restore_queue(
     return restore
 
 
-# --- Delete and sync ------------------------------------------------------------------------------
-def backup_delete(*, backup: BackupRecord, user=None, source: str) -> None:
-    """Delete every copy of `backup` (local file, manifest, offsite copy) and its record; audited.
-
-    A running or queued backup cannot be deleted. Restore history keeps the backup's name.
-    """
-    if backup.status in (BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED):
-        audit_log(action="delete", source=source, outcome="refused", user=user, target=backup.name,
-                  detail=_("backup still running"))
-        raise BackupError(_("Backup %(name)s is still running; it cannot be deleted.") % {"name": backup.name})
-    storage = backup_storage()
-    for name in filter(None, [backup.storage_name, manifest_name(backup.name)]):
-        if storage.exists(name):
-            storage.delete(name)
-    if backup.offsite_name and "backups_offsite" in settings.STORAGES:
-        offsite = storages["backups_offsite"]
-        for name in (backup.offsite_name, manifest_name(backup.offsite_name)):
-            try:
-                offsite.delete(name)
-            except Exception:  # noqa: BLE001 - the record goes; the offsite lifecycle rule catches leftovers
-                logger.warning("Could not delete offsite copy %s.", name, exc_info=True)
-    name = backup.name
-    # Restore history keeps the name (RestoreRecord.backup_name); its foreign keys become NULL.
-    backup.delete()
-    audit_log(action="delete", source=source, outcome="success", user=user, target=name)
-
-
 def _compression_of(name: str) -> str:
     """The compression a stored file's name says; checked by decompressing it before any use."""
     for compression, extension in EXTENSIONS.items():
@@ -805,6 +777,6 @@ def backup_adopt(*, backup: BackupRecord, source: str, user=None, database: str 
 
 
 __all__ = [
-    "backup_adopt", "backup_create", "backup_delete", "backup_queue",
+    "backup_adopt", "backup_create", "backup_queue",
     "backup_restore", "backups_sync", "restore_queue",
 ]
