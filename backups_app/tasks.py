@@ -38,7 +38,7 @@ def backup_run(record_id: int) -> None:
 @shared_task(name="backups_app.tasks.restore_run", ignore_result=True)
 def restore_run(restore_id: int, safety_backup: bool = True) -> None:
     """Run the queued restore `restore_id` (created by `restore_queue`)."""
-    from backups_app.services.backup import backup_restore
+    from backups_app.services.restore import backup_restore
 
     if not queued_claim(model=RestoreRecord, pk=restore_id):
         logger.warning("Restore %s is not queued any more (cancelled?); nothing to run.", restore_id)

@@ -40,7 +40,8 @@ from backups_app.engines import get_engine
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
-from backups_app.services.backup import backup_queue, restore_queue
+from backups_app.services.backup import backup_queue
+from backups_app.services.restore import restore_queue
 from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
 from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.retention import retention_apply

@@ -12,19 +12,16 @@ import getpass
 import logging
 import os
 import time
-from datetime import timedelta
 from collections.abc import Callable
 from dataclasses import replace
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.color import no_style
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app import locks
-from backups_app.access import backup_access_check, restore_target_check
 from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.encryption import (
     DecryptingReader,
@@ -37,13 +34,10 @@ from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
 from backups_app.engines.process import redact
 from backups_app.exceptions import (
-    AccessRefused,
     BackupError,
     BackupLocked,
-    ChecksumMismatch,
     DumpFailed,
     LockUnavailable,
-    RestoreFailed,
     RestoreRefused,
 )
 from backups_app.manifest import (
@@ -53,22 +47,21 @@ from backups_app.manifest import (
     manifest_write,
     record_fields_from_manifest,
 )
-from backups_app.models import AuditEntry, BackupRecord, Compression, RestoreRecord, Trigger
+from backups_app.models import BackupRecord, Compression, Trigger
 from backups_app.pipeline import (
     EXTENSIONS,
     CheckResult,
-    DecompressingReader,
     PendingFile,
     make_compressor,
     stream_check,
     stream_to_storage,
 )
 from backups_app.services.audit import audit_log
-from backups_app.services.dirty import DIRTY_BACKUP_ERROR, dirty_alert, dirty_clear, dirty_mark, is_dirty
+from backups_app.services.dirty import DIRTY_BACKUP_ERROR, is_dirty
 from backups_app.services.naming import reserve_record
 from backups_app.services.orphans import backups_mark_interrupted, current_host
-from backups_app.services.reading import backup_check, backup_open, backup_read
-from backups_app.signals import backup_finished, restore_finished
+from backups_app.services.reading import backup_open
+from backups_app.signals import backup_finished
 from backups_app.storage import backup_storage, delete_quietly
 
 logger = logging.getLogger(__name__)
@@ -77,12 +70,12 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-def _source(trigger: str) -> str:
+def audit_source(trigger: str) -> str:
     # Triggers and audit sources share their values (cli, admin, api, schedule).
     return str(trigger)
 
 
-def _actor(trigger: str, user) -> str:
+def audit_actor(trigger: str, user) -> str:
     """Who to name in the audit log when no opsdesk user is involved: on the command line, the
     operating-system account that ran the command ("cli:deploy"); otherwise the source itself."""
     if user is None and str(trigger) == Trigger.CLI:
@@ -97,12 +90,12 @@ def _secrets_of(engine: DumpEngine) -> list[str]:
     return [engine.settings_dict.get("PASSWORD") or ""]
 
 
-def _error_text(error: BaseException, engine: DumpEngine | None) -> str:
+def error_text(error: BaseException, engine: DumpEngine | None) -> str:
     text = str(error) or error.__class__.__name__
     return redact(text, _secrets_of(engine) if engine else [])[:4000]
 
 
-def _check_compression(compression: str | None) -> str:
+def check_compression(compression: str | None) -> str:
     compression = compression or settings.BACKUP_COMPRESSION
     if compression not in Compression.values:
         raise BackupError(
@@ -113,7 +106,7 @@ def _check_compression(compression: str | None) -> str:
 
 
 # --- Backup ---------------------------------------------------------------------------------------
-def _backup_run(
+def backup_run_locked(
     *,
     engine: DumpEngine,
     compression: str,
@@ -155,7 +148,7 @@ def _backup_run(
         try:
             record.tool_versions = engine.tool_versions()
         except Exception as error:  # noqa: BLE001 - the dump itself reports a missing tool
-            logger.warning("Could not read tool versions for %s: %s", engine.alias, _error_text(error, engine))
+            logger.warning("Could not read tool versions for %s: %s", engine.alias, error_text(error, engine))
         compressor = _compressor_for(record, compression)
         with engine.dump() as stream:
             pending = stream_to_storage(
@@ -167,7 +160,7 @@ def _backup_run(
             # Tables dumped without rows restore empty; verification compares against that.
             record.table_row_counts = engine.counts_as_dumped(engine.table_row_counts())
         except Exception as error:  # noqa: BLE001 - counts help verification, never fail a backup
-            logger.warning("Could not count rows of %s: %s", engine.alias, _error_text(error, engine))
+            logger.warning("Could not count rows of %s: %s", engine.alias, error_text(error, engine))
             record.table_row_counts = {}
         coordinates = engine.snapshot_binlog_coordinates()
         if coordinates:
@@ -202,7 +195,7 @@ def _backup_run(
         record.storage_name = ""
         record.sha256 = ""
         if isinstance(error, Exception):
-            record.error_message = _error_text(error, engine)
+            record.error_message = error_text(error, engine)
         else:
             record.error_message = _("Stopped (%(reason)s).") % {"reason": error.__class__.__name__}
         record.save()
@@ -278,15 +271,15 @@ def backup_create(
     if record is not None:
         database, compression = record.database, record.compression
         trigger, user, kind = record.trigger, record.user, record.kind
-    source = _source(trigger)
+    source = audit_source(trigger)
     try:
-        compression = _check_compression(compression)
+        compression = check_compression(compression)
         engine = get_engine(database)
     except (BackupError, ImproperlyConfigured) as error:
         # e.g. a queued backup of an alias removed from the configuration since.
         _fail_queued_record(record, error)
         audit_log(action="create", source=source, outcome="failure", user=user,
-                  actor=_actor(trigger, user), target=database, detail=str(error))
+                  actor=audit_actor(trigger, user), target=database, detail=str(error))
         raise DumpFailed(str(error)) from None
     start = {"engine": engine, "compression": compression, "trigger": trigger, "user": user, "kind": kind,
              "record": record}
@@ -296,20 +289,20 @@ def backup_create(
                 backups_mark_interrupted(database=database, lock_held=True)
                 if is_dirty(database=database):
                     _fail_before_start(**start, message=DIRTY_BACKUP_ERROR)
-                result = _backup_run(**start, progress=progress)
+                result = backup_run_locked(**start, progress=progress)
         except LockUnavailable as error:
-            _fail_before_start(**start, message=_error_text(error, engine))
+            _fail_before_start(**start, message=error_text(error, engine))
     except BackupLocked as error:
         _fail_queued_record(record, error)
         audit_log(action="create", source=source, outcome="refused", user=user,
-                  actor=_actor(trigger, user), target=database, detail=str(error))
+                  actor=audit_actor(trigger, user), target=database, detail=str(error))
         raise
     except DumpFailed as error:
         audit_log(action="create", source=source, outcome="failure", user=user,
-                  actor=_actor(trigger, user), target=database, detail=str(error))
+                  actor=audit_actor(trigger, user), target=database, detail=str(error))
         raise
     audit_log(
-        action="create", source=source, outcome="success", user=user, actor=_actor(trigger, user),
+        action="create", source=source, outcome="success", user=user, actor=audit_actor(trigger, user),
         target=result.name,
         detail=f"{result.size_bytes} bytes, sha256 {result.sha256}",
     )
@@ -323,14 +316,14 @@ def backup_queue(
 
     Without a broker the task runs in a background process of its own (backups_app.jobs).
     """
-    compression = _check_compression(compression)
+    compression = check_compression(compression)
     engine = get_engine(database)
     record = reserve_record(
         database=database, engine=engine, compression=compression, trigger=trigger, user=user,
         status=BackupRecord.Status.QUEUED,
     )
-    audit_log(action="create", source=_source(trigger), outcome="started", user=user,
-              actor=_actor(trigger, user), target=record.name,
+    audit_log(action="create", source=audit_source(trigger), outcome="started", user=user,
+              actor=audit_actor(trigger, user), target=record.name,
               detail=_("queued"))
 
     def enqueue() -> None:
@@ -341,280 +334,6 @@ def backup_queue(
 
     transaction.on_commit(enqueue)
     return record
-
-
-# --- Restore --------------------------------------------------------------------------------------
-def _require_read_to_the_end(plain: DecompressingReader, backup: BackupRecord) -> None:
-    """An engine that returned without reading the checked end did not restore checked bytes."""
-    if not plain.verified:
-        raise ChecksumMismatch(
-            _("The restore stopped reading backup %(name)s before its end, so its bytes were not all "
-              "checked.") % {"name": backup.name}
-        )
-
-
-# Entries this long before the backup started are surely inside its dump; later ones may not be.
-AUDIT_OVERLAP = timedelta(minutes=5)
-AUDIT_BATCH = 1000
-
-
-def _audit_entries_since(backup: BackupRecord) -> list[AuditEntry]:
-    """The audit entries a restore of `backup` into the ops database would erase (and a margin)."""
-    since = (backup.started_at or backup.created_at) - AUDIT_OVERLAP
-    return list(AuditEntry.objects.filter(created_at__gte=since).order_by("pk"))
-
-
-def _audit_entries_put_back(entries: list[AuditEntry]) -> int:
-    """Re-insert, under their own ids and times, the `entries` the restored ops database lacks.
-
-    An id the restored table already has is the same entry (the backup holds it): ids are never
-    reused, because the sequences are moved past every re-inserted id. A user the restored database
-    no longer has is dropped from the entry; its `actor` text still names them.
-    """
-    if not entries:
-        return 0
-    ids = [entry.pk for entry in entries]
-    present = set(
-        AuditEntry.objects.filter(pk__gte=min(ids), pk__lte=max(ids)).values_list("pk", flat=True)
-    )
-    missing = [entry for entry in entries if entry.pk not in present]
-    user_model = AuditEntry._meta.get_field("user").related_model
-    user_ids = {entry.user_id for entry in missing if entry.user_id}
-    users = set(user_model.objects.filter(pk__in=user_ids).values_list("pk", flat=True))
-    times = {entry.pk: entry.created_at for entry in missing}
-    for entry in missing:
-        if entry.user_id not in users:
-            entry.user_id = None
-    with transaction.atomic():
-        # bulk_create stamps auto_now_add's "now" on created_at; bulk_update puts the times back.
-        AuditEntry.objects.bulk_create(missing, batch_size=AUDIT_BATCH)
-        for entry in missing:
-            entry.created_at = times[entry.pk]
-        AuditEntry.objects.bulk_update(missing, ["created_at"], batch_size=AUDIT_BATCH)
-    return len(missing)
-
-
-def _sequences_reset(*models) -> None:
-    """Move the id sequences past rows inserted with explicit ids (PostgreSQL needs it; others no-op)."""
-    connection = connections["default"]
-    statements = connection.ops.sequence_reset_sql(no_style(), list(models))
-    if statements:
-        with connection.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-
-
-def _reattach_after_ops_restore(restore: RestoreRecord, audit_entries: list[AuditEntry]) -> RestoreRecord:
-    """The ops database was replaced: rebuild backup records from the manifests, put back the audit
-    entries written since the backup, and the restore's own record (the restored tables predate it)."""
-    connections["default"].close()
-    put_back = _audit_entries_put_back(audit_entries)
-    if put_back:
-        logger.info("Put back %d audit entries written since the restored backup.", put_back)
-    backups_sync()
-    from backups_app.services.binlogs import binlog_segments_sync  # binlogs imports this module
-
-    binlog_segments_sync()
-    restore.backup = BackupRecord.objects.get(name=restore.backup_name)
-    if restore.safety_backup_id is not None:
-        restore.safety_backup = BackupRecord.objects.filter(name=restore.safety_backup.name).first()
-    if restore.user_id is not None:
-        from django.contrib.auth import get_user_model
-
-        if not get_user_model().objects.filter(pk=restore.user_id).exists():
-            restore.user = None
-    # The restore's record keeps its id (saved again by the caller): whoever queued it (the API's
-    # answer, the admin's redirect) still finds it.
-    _sequences_reset(AuditEntry, RestoreRecord)
-    return restore
-
-
-def _media_options(engine: DumpEngine, *, media_path: str, delete_extraneous: bool) -> None:
-    """Hand the media-only restore options to the media engine; refuse them for a database."""
-    if not (media_path or delete_extraneous):
-        return
-    if engine.vendor != "media":
-        raise RestoreRefused(_("--path and --delete-extraneous apply to media backups only."))
-    engine.restore_prefix = media_path
-    engine.delete_extraneous = delete_extraneous
-
-
-def backup_restore(
-    *,
-    backup: BackupRecord,
-    database: str | None = None,
-    trigger: str,
-    user=None,
-    safety_backup: bool = True,
-    restore: RestoreRecord | None = None,
-    progress: Progress | None = None,
-    media_path: str = "",
-    delete_extraneous: bool = False,
-) -> RestoreRecord:
-    """Restore `backup` into `database` (default: the database it came from).
-
-    For a media backup, `media_path` restores only the files under that path and
-    `delete_extraneous` removes the files the archive does not hold; both are refused for a database.
-
-    Order: lock the database; check the stored file completely (SHA-256, stream end, completion
-    marker) before anything else; take a safety backup (kind `safety`) unless `safety_backup=False`;
-    restore. A refused restore (`RestoreRefused`, `ChecksumMismatch`, `BackupLocked`) changed nothing;
-    a failed one (`RestoreFailed`) names the safety backup to restore. Restoring the ops database
-    (`default`) rebuilds the backup records from the manifests afterwards.
-    """
-    database = database or backup.database
-    source = _source(trigger)
-    if restore is None:
-        restore = RestoreRecord.objects.create(
-            backup=backup, backup_name=backup.name, database=database, trigger=trigger, user=user,
-        )
-    clock = time.monotonic()
-    engine: DumpEngine | None = None
-    touched: list[bool] = []  # whether the engine began a change to the target it could not undo
-    # Named now: a restore of the ops database may erase the user, and the entry must still say who.
-    actor = _actor(trigger, user) or (user.get_username() if user is not None else "")
-
-    def finish(status: str, message: str = "", outcome: str = "success") -> None:
-        restore.status = status
-        restore.error_message = message
-        restore.finished_at = timezone.now()
-        restore.duration_seconds = round(time.monotonic() - clock, 3)
-        restore.save()
-        detail = message or (f"safety backup {restore.safety_backup.name}" if restore.safety_backup_id else "")
-        audit_log(action="restore", source=source, outcome=outcome, user=restore.user, actor=actor,
-                  target=f"{backup.name} -> {database}", detail=detail)
-        restore_finished.send(sender=RestoreRecord, restore=restore)
-
-    try:
-        backup_access_check(database=backup.database, user=user, action="restore")
-        restore_target_check(source=backup.database, target=database)
-        try:
-            engine = get_engine(database)
-        except ImproperlyConfigured as error:
-            raise RestoreRefused(str(error)) from None
-        if engine.vendor != backup.engine:
-            raise RestoreRefused(
-                _("Backup %(name)s is a %(engine)s dump; database %(database)s is %(vendor)s.")
-                % {"name": backup.name, "engine": backup.engine, "database": database, "vendor": engine.vendor}
-            )
-        _media_options(engine, media_path=media_path, delete_extraneous=delete_extraneous)
-        with locks.database_lock(database, "restore"):
-            backups_mark_interrupted(database=database, lock_held=True)
-            restore.status = RestoreRecord.Status.RUNNING
-            restore.owner_host, restore.owner_pid = current_host(), os.getpid()
-            restore.save(update_fields=["status", "owner_host", "owner_pid"])
-            backup_check(backup=backup, engine=engine)
-            if safety_backup and is_dirty(database=database):
-                # Its content is half a restore: no backup of it may be kept, a safety one neither.
-                safety_backup = False
-            if safety_backup:
-                try:
-                    safety = _backup_run(
-                        engine=get_engine(database), compression=_check_compression(None),
-                        trigger=trigger, user=user, kind=BackupRecord.Kind.SAFETY,
-                    )
-                except DumpFailed as error:
-                    raise RestoreRefused(
-                        _("The safety backup taken before the restore failed (%(error)s); nothing was "
-                          "restored.") % {"error": error}
-                    ) from None
-                restore.safety_backup = safety
-                restore.save(update_fields=["safety_backup"])
-
-            def before_target_change() -> None:
-                dirty_mark(database=database, restore=restore)
-                touched.append(True)
-
-            # Restoring the ops database rewinds its audit log too: keep what was written since.
-            audit_entries = _audit_entries_since(backup) if database == "default" else []
-            plain: DecompressingReader | None = None
-            try:
-                # The final gate: the very bytes fed to the engine are checked as it reads them.
-                with backup_read(backup=backup, engine=engine) as plain:
-                    engine.restore(plain, before_target_change=before_target_change)
-                    _require_read_to_the_end(plain, backup)
-            except Exception as error:  # noqa: BLE001 - reported with the way back
-                if database == "default":
-                    restore = _reattach_after_ops_restore(restore, audit_entries)
-                # The engine may report its stopped tool; the reader knows the real cause.
-                cause = plain.error if plain is not None and isinstance(plain.error, ChecksumMismatch) else error
-                message = _error_text(cause, engine)
-                if not touched:
-                    # PostgreSQL rolled back, or MySQL failed while loading its staging database.
-                    message = _("%(error)s. Nothing was restored: the database is as it was before.") % {
-                        "error": message}
-                    if is_dirty(database=database):
-                        message += " " + _("It is still marked dirty from an earlier interrupted restore.")
-                    raise RestoreFailed(message) from None
-                dirty_alert(database=database, reason=message)
-                if restore.safety_backup_id:
-                    message = _(
-                        "%(error)s. The database may be partly restored: restore the safety backup "
-                        "%(safety)s to return to the state before this restore."
-                    ) % {"error": message, "safety": restore.safety_backup.name}
-                else:
-                    message = _("%(error)s. The database may be partly restored (no safety backup was taken).") % {
-                        "error": message}
-                raise RestoreFailed(message) from None
-            if database == "default":
-                restore = _reattach_after_ops_restore(restore, audit_entries)
-            # The database is the backup's now, whatever an earlier interrupted restore left.
-            dirty_clear(database=database)
-    except RestoreFailed as error:
-        finish(RestoreRecord.Status.FAILED, str(error), "failure")
-        raise
-    except (RestoreRefused, AccessRefused, BackupLocked) as error:
-        finish(RestoreRecord.Status.REFUSED, _error_text(error, engine), "refused")
-        raise
-    except BackupError as error:
-        finish(RestoreRecord.Status.FAILED, _error_text(error, engine), "failure")
-        raise RestoreFailed(_error_text(error, engine)) from None
-    except BaseException as error:  # SIGTERM / Ctrl-C: record it now, then let the process stop
-        message = _("Stopped (%(reason)s) before finishing.") % {"reason": error.__class__.__name__}
-        if not touched:
-            message += " " + _("Nothing was restored: the database is as it was before.")
-        elif restore.safety_backup_id:
-            message += " " + _("The database may be partly restored: restore the safety backup %(safety)s.") % {
-                "safety": restore.safety_backup.name}
-        else:
-            message += " " + _("The database may be partly restored (no safety backup was taken).")
-        finish(RestoreRecord.Status.FAILED, message, "failure")
-        raise
-    finish(RestoreRecord.Status.SUCCESS)
-    return restore
-
-
-def restore_queue(
-    *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True
-) -> RestoreRecord:
-    """Create a queued RestoreRecord and run it through Celery (`restore_run`) after commit.
-
-    Raises AccessRefused or RestoreRefused at once (and audits the refusal) when `user` may not
-    restore this backup or `database` is not an allowed target; the task would refuse it anyway.
-    """
-    try:
-        backup_access_check(database=backup.database, user=user, action="restore")
-        restore_target_check(source=backup.database, target=database or backup.database)
-    except (AccessRefused, RestoreRefused) as error:
-        audit_log(action="restore", source=_source(trigger), outcome="refused", user=user,
-                  actor=_actor(trigger, user), target=f"{backup.name} -> {database or backup.database}",
-                  detail=str(error))
-        raise
-    restore = RestoreRecord.objects.create(
-        backup=backup, backup_name=backup.name, database=database or backup.database,
-        trigger=trigger, user=user,
-    )
-    audit_log(action="restore", source=_source(trigger), outcome="started", user=user,
-              actor=_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))
-
-    def enqueue() -> None:
-        from backups_app.jobs import job_enqueue
-        from backups_app.tasks import restore_run
-
-        job_enqueue(restore_run, restore.pk, safety_backup)
-
-    transaction.on_commit(enqueue)
-    return restore
 
 
 def _compression_of(name: str) -> str:
@@ -736,7 +455,7 @@ def backup_adopt(*, backup: BackupRecord, source: str, user=None, database: str 
     target = f"{backup.name} -> {database or backup.database}"
 
     def refuse(message: str) -> BackupError:
-        audit_log(action="adopt", source=source, outcome="refused", user=user, actor=_actor(source, user),
+        audit_log(action="adopt", source=source, outcome="refused", user=user, actor=audit_actor(source, user),
                   target=target, detail=message)
         return RestoreRefused(message)
 
@@ -771,12 +490,11 @@ def backup_adopt(*, backup: BackupRecord, source: str, user=None, database: str 
     delete_quietly(storage, manifest_name(backup.name))
     manifest_write(storage=storage, record=backup)
     backup.save()
-    audit_log(action="adopt", source=source, outcome="success", user=user, actor=_actor(source, user),
+    audit_log(action="adopt", source=source, outcome="success", user=user, actor=audit_actor(source, user),
               target=target, detail=f"{check.size_bytes} bytes, sha256 {check.sha256}")
     return backup
 
 
 __all__ = [
-    "backup_adopt", "backup_create", "backup_queue",
-    "backup_restore", "backups_sync", "restore_queue",
+    "backup_adopt", "backup_create", "backup_queue", "backups_sync",
 ]

@@ -37,7 +37,7 @@ from backups_app.exceptions import BackupError, RestoreFailed, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord
 from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
-from backups_app.services.backup import backup_restore
+from backups_app.services.restore import backup_restore
 from backups_app.services.dirty import dirty_clear, dirty_mark
 from backups_app.services.binlogs import (
     ArchiveRun,

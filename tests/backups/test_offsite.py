@@ -17,7 +17,8 @@ from django.utils.timezone import now as django_now
 
 from backups_app.exceptions import RestoreRefused
 from backups_app.models import BackupRecord, RetentionPolicy
-from backups_app.services.backup import backup_create, backup_restore
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
 from backups_app.services.offsite import offsite_retry, offsite_upload
 from backups_app.services.reading import backup_open
 from backups_app.services.retention import retention_apply

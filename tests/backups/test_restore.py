@@ -9,7 +9,8 @@ import pytest
 from backups_app.exceptions import BackupLocked, ChecksumMismatch, RestoreFailed, RestoreRefused
 from backups_app.locks import database_lock
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore, backups_sync, restore_queue
+from backups_app.services.backup import backup_create, backups_sync
+from backups_app.services.restore import backup_restore, restore_queue
 
 from .conftest import snapshot
 from .fakes import restored_bytes

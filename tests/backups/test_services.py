@@ -7,7 +7,8 @@ from backups_app import selectors
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, Trigger
 from backups_app.services import naming, orphans, reading
-from backups_app.services.backup import backup_create, backup_queue, backup_restore
+from backups_app.services.backup import backup_create, backup_queue
+from backups_app.services.restore import backup_restore
 from backups_app.services.delete import backup_delete
 from backups_app.signals import backup_finished
 from backups_app.tasks import backup_database
