@@ -42,7 +42,8 @@ from backups_app.api.streaming import download_response
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request
-from backups_app.services.backup import backup_adopt, backup_queue
+from backups_app.services.backup import backup_queue
+from backups_app.services.sync import backup_adopt
 from backups_app.services.restore import restore_queue
 from backups_app.services.binlogs import (
     binlog_availability,

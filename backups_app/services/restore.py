@@ -40,7 +40,6 @@ from backups_app.services.backup import (
     audit_actor,
     audit_source,
     backup_run_locked,
-    backups_sync,
     check_compression,
     error_text,
 )
@@ -48,6 +47,7 @@ from backups_app.services.binlogs import binlog_segments_sync
 from backups_app.services.dirty import dirty_alert, dirty_clear, dirty_mark, is_dirty
 from backups_app.services.orphans import backups_mark_interrupted, current_host
 from backups_app.services.reading import backup_check, backup_read
+from backups_app.services.sync import backups_sync
 from backups_app.signals import restore_finished
 
 logger = logging.getLogger(__name__)

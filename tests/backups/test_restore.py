@@ -9,7 +9,8 @@ import pytest
 from backups_app.exceptions import BackupLocked, ChecksumMismatch, RestoreFailed, RestoreRefused
 from backups_app.locks import database_lock
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
-from backups_app.services.backup import backup_create, backups_sync
+from backups_app.services.backup import backup_create
+from backups_app.services.sync import backups_sync
 from backups_app.services.restore import backup_restore, restore_queue
 
 from .conftest import snapshot
