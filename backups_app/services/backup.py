@@ -30,6 +30,7 @@ from backups_app.encryption import EncryptingCompressor, configured_recipient_fi
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
 from backups_app.engines.process import redact
+from backups_app.jobs import job_enqueue
 from backups_app.exceptions import BackupError, BackupLocked, DumpFailed, LockUnavailable
 from backups_app.manifest import manifest_name, manifest_write
 from backups_app.models import BackupRecord, Compression, Trigger
@@ -304,10 +305,7 @@ def backup_queue(
               detail=_("queued"))
 
     def enqueue() -> None:
-        from backups_app.jobs import job_enqueue
-        from backups_app.tasks import backup_run
-
-        job_enqueue(backup_run, record.pk)
+        job_enqueue("backups_app.tasks.backup_run", record.pk)
 
     transaction.on_commit(enqueue)
     return record

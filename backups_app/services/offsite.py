@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app.exceptions import BackupError
+from backups_app.jobs import job_delay
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, Trigger
 from backups_app.pipeline import open_stored
@@ -192,11 +193,11 @@ def offsite_delete(*, backup: BackupRecord) -> None:
         storage.delete(name)
 
 
-def _queue(task, *args, **kwargs) -> None:
+def _queue(task_name: str, *args, **kwargs) -> None:
     try:
-        task.delay(*args, **kwargs)
+        job_delay(task_name, *args, **kwargs)
     except Exception:  # noqa: BLE001 - a broker outage must not fail the backup; retried later
-        logger.exception("could not queue %s; the next cleanup pass retries it", task.name)
+        logger.exception("could not queue %s; the next cleanup pass retries it", task_name)
 
 
 @receiver(backup_finished, dispatch_uid="backups_app.offsite.after_backup")
@@ -206,13 +207,11 @@ def after_backup(sender, record: BackupRecord, **kwargs) -> None:
     A receiver rather than a call in the backup task, so that backups made from the admin, the
     API or the command line are copied offsite too.
     """
-    from backups_app import tasks  # the tasks module imports the services
-
     if record.is_good and offsite_enabled():
         BackupRecord.objects.filter(pk=record.pk).update(
             offsite_status=BackupRecord.OffsiteStatus.PENDING
         )
         record.offsite_status = BackupRecord.OffsiteStatus.PENDING
-        transaction.on_commit(lambda: _queue(tasks.offsite_upload_run, record.pk))
+        transaction.on_commit(lambda: _queue("backups_app.tasks.offsite_upload_run", record.pk))
     if record.trigger == Trigger.SCHEDULE and record.kind == BackupRecord.Kind.REGULAR:
-        transaction.on_commit(lambda: _queue(tasks.cleanup_backups, database=record.database))
+        transaction.on_commit(lambda: _queue("backups_app.tasks.cleanup_backups", database=record.database))

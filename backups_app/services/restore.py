@@ -32,6 +32,7 @@ from backups_app.exceptions import (
     RestoreFailed,
     RestoreRefused,
 )
+from backups_app.jobs import job_enqueue
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord
 from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
@@ -317,10 +318,7 @@ def restore_queue(
               actor=audit_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))
 
     def enqueue() -> None:
-        from backups_app.jobs import job_enqueue
-        from backups_app.tasks import restore_run
-
-        job_enqueue(restore_run, restore.pk, safety_backup)
+        job_enqueue("backups_app.tasks.restore_run", restore.pk, safety_backup)
 
     transaction.on_commit(enqueue)
     return restore
