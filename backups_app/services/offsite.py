@@ -18,7 +18,6 @@ from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 from django.db.models import F
-from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -27,7 +26,6 @@ from backups_app.jobs import job_delay
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, Trigger
 from backups_app.pipeline import open_stored
-from backups_app.signals import backup_finished
 from backups_app.storage import (
     backup_storage,
     offsite_enabled,
@@ -200,12 +198,12 @@ def _queue(task_name: str, *args, **kwargs) -> None:
         logger.exception("could not queue %s; the next cleanup pass retries it", task_name)
 
 
-@receiver(backup_finished, dispatch_uid="backups_app.offsite.after_backup")
 def after_backup(sender, record: BackupRecord, **kwargs) -> None:
     """Queue the offsite upload of a good backup, and cleanup after a scheduled one.
 
-    A receiver rather than a call in the backup task, so that backups made from the admin, the
-    API or the command line are copied offsite too.
+    A receiver of backup_finished (connected by BackupsConfig.ready()) rather than a call in the
+    backup task, so that backups made from the admin, the API or the command line are copied
+    offsite too.
     """
     if record.is_good and offsite_enabled():
         BackupRecord.objects.filter(pk=record.pk).update(
