@@ -22,6 +22,15 @@ class Trigger(models.TextChoices):
     SCHEDULE = "schedule", _("schedule")
 
 
+class BackupRecordQuerySet(models.QuerySet):
+    def good(self) -> "BackupRecordQuerySet":
+        """Good backups: those that finished successfully, the only ones restored, verified,
+        downloaded, copied offsite or counted as a database's last backup (`BackupRecord.is_good`
+        says the same of one record). Callers that need more say so next to it: retention keeps
+        only those whose verification did not fail, downloads need a stored file."""
+        return self.filter(status=BackupRecord.Status.SUCCESS)
+
+
 class BackupRecord(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", _("queued")
@@ -113,6 +122,8 @@ class BackupRecord(models.Model):
     binlog_position = models.BigIntegerField(_("binlog position"), null=True, blank=True)
     binlog_gtid = models.CharField(_("binlog GTID position"), max_length=1000, blank=True)
 
+    objects = BackupRecordQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("backup")
         verbose_name_plural = _("backups")
@@ -131,6 +142,7 @@ class BackupRecord(models.Model):
 
     @property
     def is_good(self) -> bool:
+        """What `BackupRecord.objects.good()` selects, for one record."""
         return self.status == self.Status.SUCCESS
 
     @property

@@ -353,7 +353,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         extra_context = extra_context or {}
         record = self.get_object(request, object_id)
         if record is not None:
-            good = record.status == BackupRecord.Status.SUCCESS and bool(record.storage_name)
+            good = record.is_good and bool(record.storage_name)
             # Backups of opsdesk's own database: superusers only (backups_app/access.py).
             good = good and backup_access_allowed(database=record.database, user=request.user)
             extra_context.update(
@@ -384,7 +384,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     def _good_record(self, pk: int) -> BackupRecord:
         """A finished, stored backup, looked up by id: never a name joined onto a path."""
         record = get_object_or_404(BackupRecord, pk=pk)
-        if record.status != BackupRecord.Status.SUCCESS or not record.storage_name:
+        if not record.is_good or not record.storage_name:
             raise Http404(gettext("Only successful backups can be downloaded, restored or verified."))
         return record
 
@@ -483,8 +483,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             "target_host": settings_dict.get("HOST", "") or "",
             # Restoring opsdesk's own database rewinds its users, tokens and schedules too.
             "rewinds_ops_database": backup_needs_superuser(database),
-            "newer_backups": BackupRecord.objects.filter(
-                database=database, status=BackupRecord.Status.SUCCESS, created_at__gt=record.created_at,
+            "newer_backups": BackupRecord.objects.good().filter(
+                database=database, created_at__gt=record.created_at,
             ).count(),
         }
         return TemplateResponse(
@@ -581,7 +581,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
 
     @admin.action(description=_("Verify selected backups (test restore)"), permissions=["verify"])
     def verify_selected(self, request: HttpRequest, queryset) -> None:
-        good = list(queryset.filter(status=BackupRecord.Status.SUCCESS).exclude(storage_name=""))
+        good = list(queryset.good().exclude(storage_name=""))
         skipped = queryset.count() - len(good)
         if skipped:
             self.message_user(

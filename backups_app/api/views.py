@@ -80,7 +80,7 @@ def _backup_by_name(name: str) -> BackupRecord:
 
 def _require_restorable(backup: BackupRecord, verb: str) -> None:
     """Failed, running or interrupted backups are never offered (docs/FAULTS.md: killed-backup)."""
-    if backup.status != BackupRecord.Status.SUCCESS:
+    if not backup.is_good:
         raise Conflict(
             _("Backup %(name)s is %(status)s; only successful backups can be %(verb)s.")
             % {"name": backup.name, "status": backup.get_status_display(), "verb": verb},

@@ -600,7 +600,7 @@ def archive_runs(*, database: str) -> tuple[list[ArchiveRun], list[str]]:
 
 def _usable_bases(database: str) -> list[BackupRecord]:
     return list(
-        BackupRecord.objects.filter(database=database, status=BackupRecord.Status.SUCCESS)
+        BackupRecord.objects.good().filter(database=database)
         .exclude(binlog_file="").exclude(binlog_position=None)
         .exclude(verification_status=BackupRecord.VerificationStatus.FAILED)
         .order_by("created_at")

@@ -154,8 +154,7 @@ def offsite_retry(*, database: str | None = None, now: datetime | None = None) -
     if not offsite_enabled():
         return []
     now = now or timezone.now()
-    candidates = BackupRecord.objects.filter(
-        status=BackupRecord.Status.SUCCESS,
+    candidates = BackupRecord.objects.good().filter(
         offsite_status__in=[BackupRecord.OffsiteStatus.PENDING, BackupRecord.OffsiteStatus.FAILED],
         offsite_attempts__lt=settings.BACKUP_OFFSITE_MAX_ATTEMPTS,
     ).exclude(storage_name="")

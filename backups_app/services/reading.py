@@ -186,7 +186,7 @@ def _encrypted_check(backup: BackupRecord) -> CheckResult:
 def backup_check(*, backup: BackupRecord, engine: DumpEngine | None = None) -> None:
     """Read the whole stored file: SHA-256, size, compressed stream end, decompressed size and the
     dump's completion marker. Raises `ChecksumMismatch` or `RestoreRefused`; touches no database."""
-    if backup.status != BackupRecord.Status.SUCCESS:
+    if not backup.is_good:
         raise RestoreRefused(
             _("Backup %(name)s is %(status)s, not a successful backup; it cannot be restored.")
             % {"name": backup.name, "status": backup.get_status_display()}

@@ -88,7 +88,7 @@ def reencrypt_recipients(text: str) -> list[str]:
 def backups_to_reencrypt(*, database: str | None = None, names: Sequence[str] = (),
                          recipients: Sequence[str] = ()) -> list[BackupRecord]:
     """Good backups (of `database`, or named) not already encrypted to exactly `recipients`."""
-    backups = BackupRecord.objects.filter(status=BackupRecord.Status.SUCCESS).exclude(storage_name="")
+    backups = BackupRecord.objects.good().exclude(storage_name="")
     if database:
         backups = backups.filter(database=database)
     if names:
@@ -185,7 +185,7 @@ class _Swap:
 def _refuse_unless_possible(backup: BackupRecord, user) -> None:
     if user is not None and not user.is_superuser:
         raise RestoreRefused(_("Only a superuser can re-encrypt backups."))
-    if backup.status != BackupRecord.Status.SUCCESS:
+    if not backup.is_good:
         raise RestoreRefused(_("Backup %(name)s is %(status)s, not a successful backup; it is not re-encrypted.")
                              % {"name": backup.name, "status": backup.get_status_display()})
     if not backup.sha256 or not backup.storage_name:

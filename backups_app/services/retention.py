@@ -141,7 +141,7 @@ def retention_policy_for(*, database: str) -> RetentionPolicy:
 
 def _counts_as_good(record: BackupRecord) -> bool:
     return (
-        record.status == BackupRecord.Status.SUCCESS
+        record.is_good
         and record.verification_status != BackupRecord.VerificationStatus.FAILED
     )
 
@@ -358,7 +358,7 @@ def _binlog_segments_prune(cleanup: DatabaseCleanup, *, source: str, user) -> No
     from backups_app.services.binlogs import segments_prune
 
     kept = [
-        record for record in BackupRecord.objects.filter(database=cleanup.database, status=BackupRecord.Status.SUCCESS)
+        record for record in BackupRecord.objects.good().filter(database=cleanup.database)
         .exclude(binlog_file="").exclude(binlog_position=None)
         if record.name not in cleanup.deleted
     ]

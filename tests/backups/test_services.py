@@ -108,6 +108,25 @@ def test_selectors(sqlite_alias, fake_alias, backup_dir, settings):
     assert set(selectors.last_good_backups()) == set(settings.DATABASES)
 
 
+def test_good_backups_are_the_successful_ones_whatever_their_verification():
+    """One meaning of "good": the queryset method and the record's property agree; retention adds
+    its own condition (verification not failed) on top, explicitly."""
+    from django.utils import timezone
+
+    for number, (status, verification) in enumerate([
+        (status, verification)
+        for status in BackupRecord.Status.values for verification in BackupRecord.VerificationStatus.values
+    ]):
+        BackupRecord.objects.create(
+            name=f"backup_{number}.sql.gz", database="app", engine="sqlite", compression="gzip",
+            trigger=Trigger.CLI, status=status, verification_status=verification, created_at=timezone.now(),
+        )
+    good = BackupRecord.objects.good()
+    assert {record.status for record in good} == {BackupRecord.Status.SUCCESS}
+    assert good.count() == len(BackupRecord.VerificationStatus.values)
+    assert {record.pk for record in BackupRecord.objects.all() if record.is_good} == set(good.values_list("pk", flat=True))
+
+
 def test_backup_open_streams_the_stored_file(sqlite_alias, backup_dir):
     record = backup_create(database="app", trigger=Trigger.CLI)
     with reading.backup_open(backup=record) as handle:
