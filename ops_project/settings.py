@@ -463,7 +463,7 @@ AXES_VERBOSE = False
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_CALLABLE = "cache_app.login_lockout.lockout_response"
 # The same client address as the audit log: REMOTE_ADDR, never a forgeable X-Forwarded-For.
-AXES_CLIENT_IP_CALLABLE = "backups_app.services.audit.client_ip"
+AXES_CLIENT_IP_CALLABLE = "backups_app.audit.client_ip"
 # Successful logins are not logged by axes (the audit log covers what matters); failures are.
 AXES_DISABLE_ACCESS_LOG = True
 # /health answers within this many seconds even when a component hangs (checks run in parallel).
