@@ -471,6 +471,10 @@ HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
 # /health gives anonymous callers its booleans only; `Authorization: Bearer <HEALTH_TOKEN>` (or a
 # staff session or API token) also gets the details. A secret: read through get_secret.
 HEALTH_TOKEN = get_secret("HEALTH_TOKEN", default="") or ""
+# /health's checks and who sees its details, as dotted paths (cache_app.health). Unset: what each
+# installed app contributes (its AppConfig's `health_checks` / `health_authenticators`).
+HEALTH_CHECKS = env.list("HEALTH_CHECKS", default=None)
+HEALTH_AUTHENTICATORS = env.list("HEALTH_AUTHENTICATORS", default=None)
 # Load balancers probe /health over plain HTTP on the private network.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 
