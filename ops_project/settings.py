@@ -472,9 +472,10 @@ HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
 # staff session or API token) also gets the details. A secret: read through get_secret.
 HEALTH_TOKEN = get_secret("HEALTH_TOKEN", default="") or ""
 # /health's checks and who sees its details, as dotted paths (cache_app.health). Unset: what each
-# installed app contributes (its AppConfig's `health_checks` / `health_authenticators`).
-HEALTH_CHECKS = env.list("HEALTH_CHECKS", default=None)
-HEALTH_AUTHENTICATORS = env.list("HEALTH_AUTHENTICATORS", default=None)
+# installed app contributes (its AppConfig's `health_checks` / `health_authenticators`). Empty counts
+# as unset: a /health with no checks at all would answer "ok" whatever is down.
+HEALTH_CHECKS = env.list("HEALTH_CHECKS", default=None) or None
+HEALTH_AUTHENTICATORS = env.list("HEALTH_AUTHENTICATORS", default=None) or None
 # Load balancers probe /health over plain HTTP on the private network.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 
