@@ -6,6 +6,13 @@ from django.utils.translation import gettext_lazy as _
 class BackupsConfig(AppConfig):
     name = "backups_app"
     verbose_name = _("Backups")
+    # Contributed to /health (see cache_app.health): "database" adds the backup ages to cache_app's.
+    health_checks = [
+        "backups_app.health.DatabaseCheck", "backups_app.health.StorageCheck", "backups_app.health.BrokerCheck",
+        "backups_app.health.WorkerCheck", "backups_app.health.SchedulerCheck",
+        "backups_app.health.DirtyDatabasesCheck", "backups_app.health.BinlogArchiverCheck",
+    ]
+    health_authenticators = ["backups_app.health.api_token_of_staff"]
 
     def ready(self) -> None:
         from django.core import checks as django_checks

@@ -115,6 +115,23 @@ def verify_backup(database: str = "default", name: str | None = None) -> dict:
     return {"database": database, "name": backup.name, "verification": backup.verification_status}
 
 
+@shared_task(name="backups_app.tasks.backup_verify_run", ignore_result=True)
+def backup_verify_run(backup_id: int, user_id: int | None, source: str, ip_address: str | None = None) -> None:
+    """Run the verification queued by `backup_verify_queue` (the admin's Verify)."""
+    from django.contrib.auth import get_user_model
+
+    backup = BackupRecord.objects.filter(pk=backup_id).first()
+    if backup is None:
+        logger.warning("Backup %s was deleted before its verification ran; nothing to verify.", backup_id)
+        return
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    try:
+        verify.backup_verify(backup=backup, user=user, source=source, ip_address=ip_address)
+    except BackupError as error:
+        # Refused (access withdrawn meanwhile) or no longer a good backup: audited by the service.
+        logger.error("Verification of %s did not run: %s", backup.name, error)
+
+
 @shared_task(name="backups_app.tasks.offsite_upload_run")
 def offsite_upload_run(record_id: int) -> str | None:
     """Upload one backup offsite (queued by the backup_finished receiver)."""

@@ -5,6 +5,10 @@ from django.utils.translation import gettext_lazy as _
 class CacheConfig(AppConfig):
     name = "cache_app"
     verbose_name = _("Cache and health")
+    # What this app contributes to /health (cache_app.health; settings.HEALTH_CHECKS overrides the
+    # whole list): its own database and Redis, listed before every other app's checks.
+    health_checks = ["cache_app.health.DatabaseCheck", "cache_app.health.RedisCheck"]
+    health_authenticators = ["cache_app.health.staff_session", "cache_app.health.health_token"]
 
     def ready(self) -> None:
         from django.core.signals import setting_changed

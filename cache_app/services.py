@@ -7,6 +7,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+# The audit log's public entry point (works with or without backups_app installed).
+from backups_app.audit import audit_log
 from cache_app.health import CheckResult, HealthCheck, HealthCheckFailed, health_checks, log_throttle
 
 logger = logging.getLogger("cache_app.health")
@@ -202,7 +204,6 @@ def cache_clear(*, user=None, request=None, source: str = "admin") -> int:
     Audited as `cache_clear` whatever the outcome. Returns the number of keys removed; raises
     RedisNotConfigured without REDIS_URL, CacheUnavailable when Redis does not answer.
     """
-    from backups_app.services.audit import audit_log
     from cache_app.exceptions import CacheUnavailable
 
     cache = _resilient_cache()

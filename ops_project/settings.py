@@ -463,7 +463,7 @@ AXES_VERBOSE = False
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_CALLABLE = "cache_app.login_lockout.lockout_response"
 # The same client address as the audit log: REMOTE_ADDR, never a forgeable X-Forwarded-For.
-AXES_CLIENT_IP_CALLABLE = "backups_app.services.audit.client_ip"
+AXES_CLIENT_IP_CALLABLE = "backups_app.audit.client_ip"
 # Successful logins are not logged by axes (the audit log covers what matters); failures are.
 AXES_DISABLE_ACCESS_LOG = True
 # /health answers within this many seconds even when a component hangs (checks run in parallel).
@@ -471,6 +471,11 @@ HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
 # /health gives anonymous callers its booleans only; `Authorization: Bearer <HEALTH_TOKEN>` (or a
 # staff session or API token) also gets the details. A secret: read through get_secret.
 HEALTH_TOKEN = get_secret("HEALTH_TOKEN", default="") or ""
+# /health's checks and who sees its details, as dotted paths (cache_app.health). Unset: what each
+# installed app contributes (its AppConfig's `health_checks` / `health_authenticators`). Empty counts
+# as unset: a /health with no checks at all would answer "ok" whatever is down.
+HEALTH_CHECKS = env.list("HEALTH_CHECKS", default=None) or None
+HEALTH_AUTHENTICATORS = env.list("HEALTH_AUTHENTICATORS", default=None) or None
 # Load balancers probe /health over plain HTTP on the private network.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 

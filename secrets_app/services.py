@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.views.decorators.debug import sensitive_variables
 
+# The audit log's public entry point (works with or without backups_app installed).
+from backups_app.audit import audit_log
 from secrets_app.exceptions import RotationRefused, SecretsError
 from secrets_app.manager import HIT, SecretManager, SecretStatus, default_manager, secrets_actor
 from secrets_app.models import KnownSecret, SecretAccess
@@ -117,8 +119,6 @@ def secret_rotate(
     With Redis configured (SECRETS_REDIS_URL) every process drops it within seconds; otherwise each
     process sees it when its cached value expires (SECRETS_CACHE_TTL). Audited as rotate_secret.
     """
-    from backups_app.services.audit import audit_log
-
     manager = manager or default_manager
     if generate == (value is not None):
         raise RotationRefused("Give either a new value or generate=True.")

@@ -41,7 +41,7 @@ from backups_app.dashboard import dashboard_databases
 from backups_app.api.streaming import download_response
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord, Trigger
-from backups_app.services.audit import audit_log, audit_request
+from backups_app.services.audit import audit_log, audit_request, client_ip
 from backups_app.services.backup import (
     backup_adopt,
     backup_delete,
@@ -56,7 +56,7 @@ from backups_app.services.binlogs import (
 )
 from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
-from backups_app.services.verify import backup_verify
+from backups_app.services.verify import backup_verify_queue
 
 logger = logging.getLogger(__name__)
 
@@ -551,24 +551,22 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
 
     # --- Verify -----------------------------------------------------------------------------------
     def _verify(self, request: HttpRequest, records) -> None:
+        # A test restore lasts as long as a restore: queued, never run inside the request.
         for record in records:
             try:
                 with audit_request(request):
-                    record = backup_verify(backup=record, user=request.user, source=ADMIN)
+                    backup_verify_queue(backup=record, user=request.user, source=ADMIN, ip_address=client_ip(request))
             except BackupError as error:
                 self.message_user(
                     request, gettext("%(name)s could not be verified: %(error)s") % {"name": record.name, "error": error},
                     messages.ERROR,
                 )
                 continue
-            level = messages.SUCCESS if record.verification_status == BackupRecord.VerificationStatus.VERIFIED else messages.ERROR
             self.message_user(
                 request,
-                gettext("%(name)s: %(status)s. %(details)s") % {
-                    "name": record.name, "status": record.get_verification_status_display(),
-                    "details": record.verification_message,
-                },
-                level,
+                gettext("Verification of %(name)s queued: the result will be shown on the backup's page.")
+                % {"name": record.name},
+                messages.SUCCESS,
             )
 
     def verify_view(self, request: HttpRequest, pk: int) -> HttpResponse:

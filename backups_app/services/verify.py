@@ -14,12 +14,17 @@ Three steps, each of which fails the verification on its own:
 The outcome is stored on the record (`verification_status`, `verified_at`,
 `verification_message`) and in the audit log (action `verify`). A backup that fails verification
 no longer counts as good for retention.
+
+A test restore takes as long as a restore: the admin queues it (`backup_verify_queue`, run by the
+task `backup_verify_run` on a worker or in a background process, like backups and restores);
+commands and the schedule run `backup_verify` directly.
 """
 from __future__ import annotations
 
 import logging
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -87,13 +92,8 @@ def backup_to_verify(*, database: str, name: str | None = None) -> BackupRecord 
     return last_good_backup(database=database)
 
 
-def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupRecord:
-    """Verify a good backup by checksum, stream check and test restore; record and audit the result.
-
-    Returns the updated record: `verification_status` says verified, failed, or (when its engine
-    cannot make a scratch database) unverified with the reason. Raises `BackupError` for a backup
-    that is not successful, which has nothing to verify.
-    """
+def _verify_allowed(*, backup: BackupRecord, user, source: str) -> None:
+    """AccessRefused (audited) when `user` may not verify it; BackupError when it is not a good backup."""
     try:
         backup_access_check(database=backup.database, user=user, action="verify")
     except AccessRefused as error:
@@ -105,6 +105,19 @@ def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupReco
             _("%(name)s is %(status)s; only successful backups can be verified.")
             % {"name": backup.name, "status": backup.get_status_display()}
         )
+
+
+def backup_verify(
+    *, backup: BackupRecord, user=None, source: str, ip_address: str | None = None
+) -> BackupRecord:
+    """Verify a good backup by checksum, stream check and test restore; record and audit the result.
+
+    Returns the updated record: `verification_status` says verified, failed, or (when its engine
+    cannot make a scratch database) unverified with the reason. Raises `BackupError` for a backup
+    that is not successful, which has nothing to verify. `ip_address`: where the request came
+    from, for a verification queued by a request and run later (see backup_verify_queue).
+    """
+    _verify_allowed(backup=backup, user=user, source=source)
     status = BackupRecord.VerificationStatus.FAILED
     try:
         engine = get_engine(backup.database)
@@ -128,10 +141,32 @@ def backup_verify(*, backup: BackupRecord, user=None, source: str) -> BackupReco
     backup.verification_message = message[:4000]
     backup.save(update_fields=["verification_status", "verified_at", "verification_message"])
     audit_log(
-        action="verify", source=source, user=user, target=backup.name, detail=message,
+        action="verify", source=source, user=user, target=backup.name, detail=message, ip_address=ip_address,
         outcome=(
             AuditEntry.Outcome.SUCCESS if status == BackupRecord.VerificationStatus.VERIFIED
             else AuditEntry.Outcome.FAILURE
         ),
     )
+    return backup
+
+
+def backup_verify_queue(
+    *, backup: BackupRecord, user=None, source: str, ip_address: str | None = None
+) -> BackupRecord:
+    """Check that `user` may verify `backup`, then run `backup_verify` through the job queue after commit.
+
+    Raises AccessRefused (audited) or BackupError at once, as `backup_verify` would. The result is
+    recorded on the backup and in the audit log (with `user`, `source` and `ip_address`) by the job.
+    Without a broker the job runs in a background process of its own (backups_app.jobs).
+    """
+    _verify_allowed(backup=backup, user=user, source=source)
+    user_id = user.pk if user is not None and getattr(user, "is_authenticated", False) else None
+
+    def enqueue() -> None:
+        from backups_app.jobs import job_enqueue
+        from backups_app.tasks import backup_verify_run
+
+        job_enqueue(backup_verify_run, backup.pk, user_id, source, ip_address)
+
+    transaction.on_commit(enqueue)
     return backup

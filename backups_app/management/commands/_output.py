@@ -40,7 +40,7 @@ def human_bytes(count: float) -> str:
 
 
 class ProgressLine:
-    """`dumped 1.2 GiB (34.5 MiB/s), written 210.3 MiB` on stderr, rewritten in place on a TTY."""
+    """`dumped 1.2 GiB (34.5 MiB/s), written 210.3 MiB`, rewritten in place (for a terminal only)."""
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
