@@ -17,7 +17,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from backups_app.models import BackupRecord
-from backups_app.selectors import backup_databases, dirty_databases
+from backups_app.selectors import backup_databases, dirty_databases, media_databases
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,10 @@ def backup_alert_after() -> timedelta:
 
 
 def dashboard_databases() -> list[str]:
-    """The aliases shown on the dashboard: every database that can be backed up."""
-    return list(backup_databases())
+    """The aliases shown on the dashboard: every database that can be backed up, then the media
+    aliases that are backed up or scheduled (selectors.media_databases)."""
+    databases = list(backup_databases())
+    return databases + [alias for alias in media_databases() if alias not in databases]
 
 
 def database_health_list() -> list[DatabaseHealth]:

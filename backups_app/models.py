@@ -192,6 +192,9 @@ class RestoreRecord(models.Model):
     # Who runs it: lets the next run tell a live restore from one whose process was killed.
     owner_host = models.CharField(_("host"), max_length=255, blank=True)
     owner_pid = models.IntegerField(_("process id"), null=True, blank=True)
+    # Media only: restore the files under this path only, and delete what the archive does not hold.
+    media_path = models.CharField(_("path restored"), max_length=1000, blank=True)
+    delete_extraneous = models.BooleanField(_("delete files not in the backup"), default=False)
 
     class Meta:
         verbose_name = _("restore")

@@ -21,6 +21,38 @@ def backup_databases() -> list[str]:
     return sorted(settings.DATABASES, key=lambda alias: (alias != "default", alias))
 
 
+def media_databases() -> list[str]:
+    """The media aliases (`media`, `media:<storage>`) that deserve a health row and alerts: `media`
+    when BACKUP_MEDIA_SCHEDULE is on, any media alias a periodic task backs up, and any that has
+    backups. A media folder nobody backs up then shows red instead of being left out."""
+    from backups_app.engines.media import is_media_alias
+
+    aliases = {
+        alias for alias in BackupRecord.objects.filter(database__startswith="media")
+        .values_list("database", flat=True).distinct() if is_media_alias(alias)
+    }
+    if settings.BACKUP_MEDIA_SCHEDULE:
+        aliases.add("media")
+    aliases.update(alias for alias in _scheduled_databases() if is_media_alias(alias))
+    return sorted(aliases)
+
+
+def _scheduled_databases() -> set[str]:
+    """The aliases the enabled periodic backup tasks name (their `database` keyword argument)."""
+    from django_celery_beat.models import PeriodicTask
+
+    aliases = set()
+    for kwargs in PeriodicTask.objects.filter(task="backups_app.tasks.backup_database", enabled=True,
+                                              kwargs__contains="media").values_list("kwargs", flat=True):
+        try:
+            database = json.loads(kwargs or "{}").get("database")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(database, str):
+            aliases.add(database)
+    return aliases
+
+
 def backup_list(*, database: str | None = None, status: str | None = None) -> QuerySet[BackupRecord]:
     """Backups, newest first, optionally of one database and/or in one status."""
     backups = BackupRecord.objects.select_related("user")

@@ -217,6 +217,9 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         if running:
             # Only a running backup is still writing; afterwards the compressed size says it all.
             file_fields.insert(2, "progress_display")
+        if obj is not None and obj.media_mode:
+            # A media archive: full, or incremental on top of its parent (restored as a chain).
+            file_fields += ["media_mode", "parent"]
         offsite = ()
         if obj is None or obj.offsite_status != BackupRecord.OffsiteStatus.NOT_CONFIGURED:
             offsite = ((_("Offsite copy"), {"fields": (

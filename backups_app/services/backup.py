@@ -851,6 +851,7 @@ def backup_restore(
     if restore is None:
         restore = RestoreRecord.objects.create(
             backup=backup, backup_name=backup.name, database=database, trigger=trigger, user=user,
+            media_path=media_path, delete_extraneous=delete_extraneous,
         )
     clock = time.monotonic()
     engine: DumpEngine | None = None
@@ -971,9 +972,12 @@ def backup_restore(
 
 
 def restore_queue(
-    *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True
+    *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True,
+    media_path: str = "", delete_extraneous: bool = False,
 ) -> RestoreRecord:
     """Create a queued RestoreRecord and run it through Celery (`restore_run`) after commit.
+
+    `media_path` and `delete_extraneous` (media backups only) are kept on the record for the task.
 
     Raises AccessRefused or RestoreRefused at once (and audits the refusal) when `user` may not
     restore this backup or `database` is not an allowed target; the task would refuse it anyway.
@@ -981,6 +985,8 @@ def restore_queue(
     try:
         backup_access_check(database=backup.database, user=user, action="restore")
         restore_target_check(source=backup.database, target=database or backup.database)
+        if (media_path or delete_extraneous) and backup.engine != "media":
+            raise RestoreRefused(_("--path and --delete-extraneous apply to media backups only."))
     except (AccessRefused, RestoreRefused) as error:
         audit_log(action="restore", source=_source(trigger), outcome="refused", user=user,
                   actor=_actor(trigger, user), target=f"{backup.name} -> {database or backup.database}",
@@ -988,7 +994,7 @@ def restore_queue(
         raise
     restore = RestoreRecord.objects.create(
         backup=backup, backup_name=backup.name, database=database or backup.database,
-        trigger=trigger, user=user,
+        trigger=trigger, user=user, media_path=media_path, delete_extraneous=delete_extraneous,
     )
     audit_log(action="restore", source=_source(trigger), outcome="started", user=user,
               actor=_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))
