@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,36 +22,22 @@ def backup_databases() -> list[str]:
     return sorted(settings.DATABASES, key=lambda alias: (alias != "default", alias))
 
 
-def media_databases() -> list[str]:
+def media_databases(*, recorded: Iterable[str] | None = None) -> list[str]:
     """The media aliases (`media`, `media:<storage>`) that deserve a health row and alerts: `media`
-    when BACKUP_MEDIA_SCHEDULE is on, any media alias a periodic task backs up, and any that has
-    backups. A media folder nobody backs up then shows red instead of being left out."""
+    when BACKUP_MEDIA_SCHEDULE is on (the default schedule then backs it up daily), and every media
+    alias that has backups. A media folder nobody backs up then shows red instead of being left out.
+
+    `recorded`: the aliases that have backups, when the caller already has them (else one query).
+    """
     from backups_app.engines.media import is_media_alias
 
-    aliases = {
-        alias for alias in BackupRecord.objects.filter(database__startswith="media")
-        .values_list("database", flat=True).distinct() if is_media_alias(alias)
-    }
+    if recorded is None:
+        recorded = BackupRecord.objects.filter(database__startswith="media").values_list(
+            "database", flat=True).distinct()
+    aliases = {alias for alias in recorded if is_media_alias(alias)}
     if settings.BACKUP_MEDIA_SCHEDULE:
         aliases.add("media")
-    aliases.update(alias for alias in _scheduled_databases() if is_media_alias(alias))
     return sorted(aliases)
-
-
-def _scheduled_databases() -> set[str]:
-    """The aliases the enabled periodic backup tasks name (their `database` keyword argument)."""
-    from django_celery_beat.models import PeriodicTask
-
-    aliases = set()
-    for kwargs in PeriodicTask.objects.filter(task="backups_app.tasks.backup_database", enabled=True,
-                                              kwargs__contains="media").values_list("kwargs", flat=True):
-        try:
-            database = json.loads(kwargs or "{}").get("database")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(database, str):
-            aliases.add(database)
-    return aliases
 
 
 def backup_list(*, database: str | None = None, status: str | None = None) -> QuerySet[BackupRecord]:
