@@ -632,7 +632,17 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     # --- Delete: through the service, which removes every copy and audits --------------------------
     def delete_model(self, request: HttpRequest, obj: BackupRecord) -> None:
         with audit_request(request):
-            backup_delete(backup=obj, user=request.user, source=ADMIN)
+            try:
+                backup_delete(backup=obj, user=request.user, source=ADMIN)
+            except BackupError as error:
+                # A media archive an incremental builds on: said on its page, not as a server error.
+                request.backup_delete_refused = True
+                self.message_user(request, str(error), messages.ERROR)
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id):
+        if getattr(request, "backup_delete_refused", False):
+            return redirect(reverse("admin:backups_app_backuprecord_change", args=[obj_id]))
+        return super().response_delete(request, obj_display, obj_id)
 
     def delete_queryset(self, request: HttpRequest, queryset) -> None:
         with audit_request(request):

@@ -90,3 +90,27 @@ def test_no_media_schedule_unless_enabled(settings):
     settings.BACKUP_MEDIA_SCHEDULE = False
     backup_schedule_install()
     assert not PeriodicTask.objects.filter(name__endswith=" media").exists()
+
+
+def test_the_admin_refuses_to_delete_an_archive_an_incremental_needs_but_not_the_chain(superuser, settings, tmp_path):
+    from backups_app.services.backup import backup_create
+
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    storages = {name: dict(config) for name, config in settings.STORAGES.items()}
+    storages["default"] = {**storages["default"], "OPTIONS": {"location": root}}
+    settings.STORAGES = storages
+    full = backup_create(database="media", trigger="cli")
+    (root / "b.txt").write_text("b")
+    incremental = backup_create(database="media", trigger="cli")
+    client = Client()
+    client.force_login(superuser)
+    refused = client.post(f"/admin/backups_app/backuprecord/{full.pk}/delete/", {"post": "yes"}, follow=True)
+    assert "builds on it" in refused.content.decode()
+    assert BackupRecord.objects.filter(pk=full.pk).exists()
+    # Selecting the whole chain deletes it, newest first.
+    response = client.post("/admin/backups_app/backuprecord/", {
+        "action": "delete_selected", "_selected_action": [full.pk, incremental.pk], "post": "yes"})
+    assert response.status_code == 302
+    assert not BackupRecord.objects.exists()
