@@ -3,6 +3,8 @@
 An archive is a POSIX (pax) tar, so `tar -x` reads it too:
 
     <every directory, file and symbolic link under the root, in sorted order>
+    .opsdesk/deleted.jsonl   (incremental archives only) the files of the parent gone since, one
+                             JSON string a line, when their names are known (see FileList)
     .opsdesk/chain.json      (incremental archives only) the parent archive and what changed
     .opsdesk/index.jsonl     one JSON line per entry: path, type, size, mtime, SHA-256, changed,
                              and for a file the archive holding its content ("from")
@@ -13,7 +15,9 @@ files that are new or whose size, mtime or content changed since its parent arch
 still lists the whole tree, each unchanged file naming the earlier archive of the chain that holds
 its bytes, so a path missing from the index was deleted (or renamed) since. Deciding what changed
 needs no private key: the parent's file list (`FileList`) is kept beside the backups, its paths
-replaced by keyed hashes (HMAC with the manifest signing key), so it reveals no file names.
+replaced by keyed hashes (HMAC with the manifest signing key). The names themselves are kept in it
+only when the archives are not encrypted (they show them anyway), so an encrypted installation's
+list reveals no file names, and its incrementals count the deleted files without naming them.
 
 Backing up reads each file once, hashing what goes into the archive; memory stays flat whatever
 the file count (the index is spooled to a temporary file). A file that changes while it is read
@@ -51,6 +55,7 @@ from backups_app.exceptions import DumpFailed, RestoreFailed
 
 INDEX_NAME = ".opsdesk/index.jsonl"
 CHAIN_NAME = ".opsdesk/chain.json"
+DELETED_NAME = ".opsdesk/deleted.jsonl"
 COMPLETE_NAME = ".opsdesk/complete"
 COMPLETE_TEXT = b"opsdesk media archive complete\n"
 _READ_SIZE = 1 << 20
@@ -170,20 +175,29 @@ class FileList:
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE files (path_key TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-                         "ctime_ns INTEGER, sha256 TEXT, source TEXT)")
+                         "ctime_ns INTEGER, sha256 TEXT, source TEXT, name TEXT, seen INTEGER DEFAULT 0)")
         self.count = 0
 
     def path_key(self, path: str) -> str:
         return hmac.new(self.key, path.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
     def get(self, path: str) -> FileState | None:
+        """The state the parent recorded for `path` (None: new); marks it as still in the tree."""
+        path_key = self.path_key(path)
         row = self._db.execute("SELECT size, mtime_ns, ctime_ns, sha256, source FROM files WHERE path_key = ?",
-                               (self.path_key(path),)).fetchone()
+                               (path_key,)).fetchone()
+        if row:
+            self._db.execute("UPDATE files SET seen = 1 WHERE path_key = ?", (path_key,))
         return FileState(*row) if row else None
 
-    def _add(self, path_key: str, state: FileState) -> None:
-        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                         (path_key, state.size, state.mtime_ns, state.ctime_ns, state.sha256, state.source))
+    def unseen_names(self) -> Iterator[str]:
+        """The known names of the files no `get` asked about: deleted (or renamed) since."""
+        for (name,) in self._db.execute("SELECT name FROM files WHERE seen = 0 AND name IS NOT NULL ORDER BY name"):
+            yield name
+
+    def _add(self, path_key: str, state: FileState, name: str | None = None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                         (path_key, state.size, state.mtime_ns, state.ctime_ns, state.sha256, state.source, name))
         self.count += 1
 
     def close(self) -> None:
@@ -209,8 +223,10 @@ class FileList:
                 if complete:
                     raise ValueError("data after the end of the file list")
                 item = json.loads(line)
+                name = item.get("n")
                 file_list._add(str(item["k"]), FileState(int(item["s"]), int(item["m"]), int(item["c"]),
-                                                         str(item["h"]), str(item["f"])))
+                                                         str(item["h"]), str(item["f"])),
+                               name if isinstance(name, str) else None)
             if not complete:
                 raise ValueError("the file list is cut short")
             file_list._db.commit()
@@ -221,10 +237,14 @@ class FileList:
 
 
 class FileListWriter:
-    """Writes the file list of the archive being made to a temporary file, one JSON line per file."""
+    """Writes the file list of the archive being made to a temporary file, one JSON line per file.
 
-    def __init__(self, key: bytes) -> None:
+    ``keep_names``: the paths themselves are written too (only for archives that are not encrypted).
+    """
+
+    def __init__(self, key: bytes, *, keep_names: bool = False) -> None:
         self.key = key
+        self.keep_names = keep_names
         self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller, after storing it
         header = {"format": FILE_LIST_FORMAT,
                   "check": hmac.new(key, _FILE_LIST_CHECK, hashlib.sha256).hexdigest()}
@@ -234,6 +254,8 @@ class FileListWriter:
         path_key = hmac.new(self.key, path.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
         line = {"k": path_key, "s": state.size, "m": state.mtime_ns, "c": state.ctime_ns, "h": state.sha256,
                 "f": state.source}
+        if self.keep_names:
+            line["n"] = path
         self.file.write(json.dumps(line).encode() + b"\n")
 
     def finish(self) -> BinaryIO:
@@ -375,6 +397,13 @@ def write_archive(root: Path, output: BinaryIO, summary: ArchiveSummary, increme
             index.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
         if parent is not None:
             summary.deleted = parent.count - matched
+            with tempfile.TemporaryFile() as deleted:
+                for name in parent.unseen_names():
+                    deleted.write(json.dumps(name, ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n")
+                if deleted.tell():
+                    size = deleted.tell()
+                    deleted.seek(0)
+                    _add_bytes(archive, DELETED_NAME, deleted, size)
             chain = json.dumps({
                 "format": 1, "kind": "incremental", "parent": increment.parent_name,
                 "parent_sha256": increment.parent_sha256, "stored": summary.stored,
@@ -560,7 +589,7 @@ def _extract_one(stream: BinaryIO, root: Path, summary: RestoreSummary, *, prefi
                 if member.name == COMPLETE_NAME:
                     found.complete = True
                     continue
-                if member.name == CHAIN_NAME:
+                if member.name in (CHAIN_NAME, DELETED_NAME):
                     continue
                 if wanted is not None and member.name not in wanted:
                     continue

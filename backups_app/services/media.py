@@ -28,6 +28,7 @@ from django.utils.translation import gettext as _
 
 from backups_app import media
 from backups_app.engines.media import MediaEngine
+from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.engines.base import DumpEngine
 from backups_app.exceptions import BackupError, ChecksumMismatch, RestoreRefused
 from backups_app.manifest import derived_key
@@ -152,7 +153,9 @@ def media_backup_prepare(*, engine: MediaEngine, record: BackupRecord, storage: 
     record.parent = parent
     engine.increment = media.Increment(
         name=record.name, parent=parent_list, parent_name=parent.name if parent else "",
-        parent_sha256=parent.sha256 if parent else "", output_list=media.FileListWriter(_file_list_key()),
+        parent_sha256=parent.sha256 if parent else "",
+        # Names only where the archives show them anyway: an encrypted installation's list names nothing.
+        output_list=media.FileListWriter(_file_list_key(), keep_names=not record.name.endswith(ENCRYPTED_EXTENSION)),
     )
 
 

@@ -7,7 +7,9 @@ anything is written, and retention must never cut a chain that a kept archive st
 from __future__ import annotations
 
 import os
+import gzip
 import io
+import json
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -85,6 +87,10 @@ def test_an_incremental_holds_only_what_changed_and_restores_the_tree_of_its_tim
     assert sorted(stored) == sorted([
         "attachments/00/message-7.bin", "attachments/01/message-1.bin", "conversas/renomeado ✓.pdf"])
     assert media.CHAIN_NAME in members(backup_dir, first)
+    listed = subprocess.run(["tar", "--zstd", "-xOf", str(backup_dir / first.name), media.DELETED_NAME],
+                            capture_output=True, text=True, check=True).stdout
+    assert [json.loads(line) for line in listed.splitlines()] == [
+        "conversas/ção ünïcode ✓/ficha técnica.pdf", f"deep/b/c/{LONG_NAME}"]  # deleted, renamed away
     assert first.size_bytes < full.size_bytes
 
     (media_root / "attachments" / "02" / "message-2.bin").write_bytes(b"second change")
@@ -194,8 +200,6 @@ def test_a_missing_or_tampered_file_list_makes_a_full_archive(media_root, backup
     (media_root / "a.txt").write_text("a")
     first = backup()
     assert (backup_dir / file_list_name(first.name)).is_file()
-    assert b"a.txt" not in subprocess.run(["zcat", str(backup_dir / file_list_name(first.name))],
-                                          capture_output=True, check=True).stdout  # keyed, no names
     (backup_dir / file_list_name(first.name)).write_bytes(b"not the list opsdesk wrote")
     assert backup().media_mode == "full"
     latest = BackupRecord.objects.latest()
@@ -359,3 +363,31 @@ def test_a_file_torn_while_read_is_read_again_by_the_next_incremental(media_root
     restore_exactly(incremental)
     assert (media_root / "growing.log").read_bytes() == b"x" * 100_000 + b"more"
     assert (media_root / "steady.txt").read_text() == "steady"
+
+
+@pytest.fixture
+def write_only_keys(settings):
+    """Encryption on, on a host holding only the public key (no private one)."""
+    from backups_app.encryption import generate_key_pair
+    from secrets_app import default_manager
+    from secrets_app.providers.local import LocalProvider
+
+    identity, recipient = generate_key_pair()
+    saved = dict(vars(default_manager))
+    default_manager.configure(provider=LocalProvider(environ={"BACKUP_ENCRYPTION_RECIPIENTS": recipient}), ttl=0)
+    settings.BACKUP_ENCRYPTION = "age"
+    yield identity
+    default_manager.__dict__.update(saved)
+
+
+def test_a_host_without_the_private_key_makes_incrementals_and_its_file_list_names_nothing(
+        media_root, backup_dir, write_only_keys):
+    (media_root / "secret plan.pdf").write_text("a")
+    (media_root / "gone.txt").write_text("b")
+    full = backup()
+    assert full.encrypted and full.media_mode == "full"
+    assert "secret plan" not in gzip.decompress((backup_dir / file_list_name(full.name)).read_bytes()).decode()
+    (media_root / "gone.txt").unlink()
+    (media_root / "new.txt").write_text("c")
+    incremental = backup()
+    assert incremental.encrypted and incremental.media_mode == "incremental" and incremental.parent == full
