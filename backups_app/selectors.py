@@ -42,7 +42,7 @@ def media_databases(*, recorded: Iterable[str] | None = None) -> list[str]:
 
 def backup_list(*, database: str | None = None, status: str | None = None) -> QuerySet[BackupRecord]:
     """Backups, newest first, optionally of one database and/or in one status."""
-    backups = BackupRecord.objects.select_related("user")
+    backups = BackupRecord.objects.select_related("user", "parent")
     if database is not None:
         backups = backups.filter(database=database)
     if status is not None:

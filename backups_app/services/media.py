@@ -71,7 +71,9 @@ def _parent_for(alias: str) -> tuple[BackupRecord | None, str]:
         return None, "BACKUP_MEDIA_FULL_EVERY is 0"
     latest = (
         BackupRecord.objects.filter(database=alias, kind=BackupRecord.Kind.REGULAR, engine=MediaEngine.vendor)
-        .exclude(status__in=[BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING])
+        # Not yet run, never run, or not ours: none of them says anything about the chain.
+        .exclude(status__in=[BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING,
+                             BackupRecord.Status.CANCELLED, BackupRecord.Status.UNTRUSTED])
         .order_by("-created_at", "-id").first()
     )
     if latest is None:
