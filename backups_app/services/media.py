@@ -146,7 +146,7 @@ def media_backup_prepare(*, engine: MediaEngine, record: BackupRecord, storage: 
     if parent is not None:
         try:
             parent_list = _file_list_load(storage=storage, parent=parent)
-        except (OSError, ValueError, EOFError, ChecksumMismatch, KeyError, TypeError) as error:
+        except Exception as error:  # noqa: BLE001 - any doubt about the list: a full archive, never a failure
             reason = f"the file list of {parent.name} cannot be used ({error})"
             parent = None
     if parent is None:
