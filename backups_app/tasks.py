@@ -51,6 +51,7 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
         backup_restore(
             backup=restore.backup, database=restore.database, trigger=restore.trigger, user=restore.user,
             safety_backup=safety_backup, restore=restore,
+            media_path=restore.media_path, delete_extraneous=restore.delete_extraneous,
         )
     except BackupError as error:
         logger.error("Restore of %s failed: %s", restore.backup_name, error)

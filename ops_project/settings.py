@@ -266,6 +266,15 @@ BACKUP_ENCRYPTION = env.str("BACKUP_ENCRYPTION", default="").strip().lower()
 if BACKUP_ENCRYPTION not in ("", "none", "age"):
     raise ImproperlyConfigured("BACKUP_ENCRYPTION must be age, or empty for none.")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
+# Media backups (backup_now --media) are incremental after a full archive; a new full one is made
+# after this many incrementals or when the chain's full archive is this many days old (0: always full).
+BACKUP_MEDIA_FULL_EVERY = env.int("BACKUP_MEDIA_FULL_EVERY", default=7)
+BACKUP_MEDIA_FULL_EVERY_DAYS = env.int("BACKUP_MEDIA_FULL_EVERY_DAYS", default=7)
+if BACKUP_MEDIA_FULL_EVERY < 0 or BACKUP_MEDIA_FULL_EVERY_DAYS < 0:
+    raise ImproperlyConfigured("BACKUP_MEDIA_FULL_EVERY and BACKUP_MEDIA_FULL_EVERY_DAYS must be 0 or more.")
+# The default schedule backs up MEDIA_ROOT daily (and the admin's health table shows it) when this
+# is true; by default, when MEDIA_ROOT is set in the environment.
+BACKUP_MEDIA_SCHEDULE = env.bool("BACKUP_MEDIA_SCHEDULE", default=bool(env.str("MEDIA_ROOT", default="")))
 # Point-in-time recovery: archive_binlogs closes a binlog segment at least this often (seconds);
 # it bounds what the offsite copy can lose, the local copy is written event by event.
 BINLOG_SEGMENT_SECONDS = env.int("BINLOG_SEGMENT_SECONDS", default=60)

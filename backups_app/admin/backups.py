@@ -217,6 +217,9 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         if running:
             # Only a running backup is still writing; afterwards the compressed size says it all.
             file_fields.insert(2, "progress_display")
+        if obj is not None and obj.media_mode:
+            # A media archive: full, or incremental on top of its parent (restored as a chain).
+            file_fields += ["media_mode", "parent"]
         offsite = ()
         if obj is None or obj.offsite_status != BackupRecord.OffsiteStatus.NOT_CONFIGURED:
             offsite = ((_("Offsite copy"), {"fields": (
@@ -627,7 +630,17 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     # --- Delete: through the service, which removes every copy and audits --------------------------
     def delete_model(self, request: HttpRequest, obj: BackupRecord) -> None:
         with audit_request(request):
-            backup_delete(backup=obj, user=request.user, source=ADMIN)
+            try:
+                backup_delete(backup=obj, user=request.user, source=ADMIN)
+            except BackupError as error:
+                # A media archive an incremental builds on: said on its page, not as a server error.
+                request.backup_delete_refused = True
+                self.message_user(request, str(error), messages.ERROR)
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id):
+        if getattr(request, "backup_delete_refused", False):
+            return redirect(reverse("admin:backups_app_backuprecord_change", args=[obj_id]))
+        return super().response_delete(request, obj_display, obj_id)
 
     def delete_queryset(self, request: HttpRequest, queryset) -> None:
         with audit_request(request):

@@ -7,6 +7,7 @@ shapes the answer.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.types import OpenApiTypes
@@ -37,6 +38,7 @@ from backups_app.api.serializers import (
 )
 from backups_app.api.streaming import download_response
 from backups_app.engines import get_engine
+from backups_app.engines.media import is_media_alias
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
@@ -62,6 +64,23 @@ def _configured_database(alias: str) -> str:
             code="unknown_database",
         )
     return alias
+
+
+def _media_alias(storage: str) -> str:
+    """The media alias of a STORAGES entry that holds uploads; anything else is a 400."""
+    alias = f"media:{storage}" if storage and storage != "default" else "media"
+    try:
+        get_engine(alias)
+    except ImproperlyConfigured as error:
+        raise exceptions.ValidationError({"storage": [str(error)]}, code="unknown_storage") from None
+    return alias
+
+
+def _restore_target(alias: str) -> str:
+    """A configured database, or a media alias whose storage exists."""
+    if is_media_alias(alias):
+        return _media_alias(alias.partition(":")[2])
+    return _configured_database(alias)
 
 
 def _backup_by_name(name: str) -> BackupRecord:
@@ -118,13 +137,15 @@ class BackupCreateView(ApiView):
     def post(self, request):
         serializer = BackupCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        database = _configured_database(serializer.validated_data["database"])
+        data = serializer.validated_data
+        database = _media_alias(data["storage"]) if data["media"] else _configured_database(data["database"])
         self.audit_target = database
         record = backup_queue(
             database=database,
             trigger=Trigger.API,
             user=request.user,
-            compression=serializer.validated_data["compression"],
+            compression=data["compression"],
+            full=data["full"],
         )
         # Without a broker the task has already run inline: report where it stands now.
         record.refresh_from_db(fields=["status"])
@@ -214,7 +235,7 @@ class BackupRestoreView(ApiView):
         self.audit_target = backup.name
         backup_access_check(database=backup.database, user=request.user, action="restore")
         _require_restorable(backup, _("restored"))
-        database = _configured_database(serializer.validated_data.get("database") or backup.database)
+        database = _restore_target(serializer.validated_data.get("database") or backup.database)
         restore_target_check(source=backup.database, target=database)
         # The service refuses this too, but only once the task runs; with a broker the client would
         # get a 202 for a restore that can never happen.
@@ -226,7 +247,9 @@ class BackupRestoreView(ApiView):
                 code="engine_mismatch",
             )
         restore = restore_queue(
-            backup=backup, database=database, trigger=Trigger.API, user=request.user, safety_backup=True
+            backup=backup, database=database, trigger=Trigger.API, user=request.user, safety_backup=True,
+            media_path=serializer.validated_data["path"],
+            delete_extraneous=serializer.validated_data["delete_extraneous"],
         )
         # Restored inline (no broker), the ops database may predate the caller's user and token.
         self.audit_user_may_be_gone = database == CONTROL_DATABASE

@@ -61,8 +61,12 @@ def periodic_task_name(*, label: str, database: str) -> str:
 
 
 def schedule_databases() -> list[str]:
-    """Every configured database alias: each can be backed up (DATABASE_URL_<ALIAS>)."""
-    return list(connections.settings)
+    """Every configured database alias: each can be backed up (DATABASE_URL_<ALIAS>); and `media`
+    (the uploaded files under MEDIA_ROOT) when BACKUP_MEDIA_SCHEDULE is on."""
+    databases = list(connections.settings)
+    if settings.BACKUP_MEDIA_SCHEDULE:
+        databases.append("media")
+    return databases
 
 
 @dataclasses.dataclass

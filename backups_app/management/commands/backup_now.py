@@ -1,6 +1,7 @@
 """Back up one database now: `python manage.py backup_now [--database ALIAS] [--compression ...]`.
 
-`--media [--storage NAME]` backs up the uploaded files instead (MEDIA_ROOT, or that STORAGES entry).
+`--media [--storage NAME]` backs up the uploaded files instead (MEDIA_ROOT, or that STORAGES entry):
+incremental after a full archive, `--full` to force a full one.
 Prints the backup's name (`-v 2`: also its size, duration and SHA-256; `-v 0`: nothing); a progress
 line while dumping when stdout is a terminal (backups_app/management/base.py).
 """
@@ -30,6 +31,8 @@ class Command(BackupCommand):
                             help=_("Back up the uploaded files (MEDIA_ROOT) instead of a database."))
         parser.add_argument("--storage", default="",
                             help=_("With --media: the STORAGES entry to back up (default: default)."))
+        parser.add_argument("--full", action="store_true",
+                            help=_("With --media: a full archive, even when an incremental one is due."))
         parser.add_argument("--json", action="store_true", dest="as_json", help=_("Print one JSON object."))
         parser.add_argument(
             "--scheduled", action="store_true",
@@ -37,9 +40,11 @@ class Command(BackupCommand):
         )
 
     def handle(self, *args, database, compression, as_json: bool, scheduled: bool, media: bool, storage: str,
-               **options):
+               full: bool = False, **options):
         if storage and not media:
             raise CommandError(_("--storage goes with --media."))
+        if full and not media:
+            raise CommandError(_("--full goes with --media."))
         if media:
             database = f"media:{storage}" if storage and storage != "default" else "media"
         if scheduled and not settings.BACKUP_ENABLED:
@@ -52,6 +57,7 @@ class Command(BackupCommand):
                 record = backup_create(
                     database=database, trigger=Trigger.SCHEDULE if scheduled else Trigger.CLI,
                     compression=compression, progress=progress if self.progress_shown() and not as_json else None,
+                    full=full,
                 )
         except (BackupError, ImproperlyConfigured) as error:
             progress.close()
