@@ -17,6 +17,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.fields import BooleanField
 from rest_framework.views import APIView
 
 from backups_app.access import CONTROL_DATABASE, backup_access_check, restore_target_check
@@ -25,6 +26,7 @@ from backups_app.api.audit import AuditedApiViewMixin
 from backups_app.api.exceptions import Conflict
 from backups_app.api.serializers import (
     BackupCreateSerializer,
+    BackupDownloadQuerySerializer,
     BackupListQuerySerializer,
     BackupQueuedSerializer,
     BackupRecordSerializer,
@@ -35,7 +37,7 @@ from backups_app.api.serializers import (
     RestoreQueuedSerializer,
     validate_backup_name,
 )
-from backups_app.api.streaming import download_response
+from backups_app.api.streaming import DECRYPTED_DOWNLOAD, decrypted_download_response, download_response
 from backups_app.engines import get_engine
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
@@ -179,17 +181,32 @@ class BackupDownloadView(ApiView):
     audit_action = "download"
 
     @extend_schema(
+        parameters=[BackupDownloadQuerySerializer],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
             **_errors(400, 404, 409, *COMMON_ERRORS),
         },
-        summary=_("Download the backup file (streamed)"),
+        summary=_("Download the backup file (streamed), or with decrypted=true its decrypted content"),
     )
+    def initial(self, request, *args, **kwargs):
+        # Decided before authentication and permissions run, so that a refused decrypted download
+        # is audited as one too.
+        if request.query_params.get("decrypted") in BooleanField.TRUE_VALUES:
+            self.audit_action = DECRYPTED_DOWNLOAD
+        super().initial(request, *args, **kwargs)
+
     def get(self, request, name: str):
+        query = BackupDownloadQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        decrypted = query.validated_data["decrypted"]
         backup = _backup_by_name(name)
         backup_access_check(database=backup.database, user=request.user, action="download")
         _require_restorable(backup, _("downloaded"))
         actor = f"{request.user.get_username()} (token {request.auth.prefix})"
+        if decrypted:
+            # EncryptionKeyMissing (409 encryption_key_missing) when this server has no private key,
+            # RestoreRefused (409) for a plain backup: all before the first byte.
+            return decrypted_download_response(backup=backup, source=AuditEntry.Source.API, actor=actor)
         # BackupNotFound (404) when the file is gone; RestoreRefused (409) for no checksum or a symlink.
         return download_response(backup=backup, source=AuditEntry.Source.API, actor=actor)
 
