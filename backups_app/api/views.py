@@ -38,6 +38,7 @@ from backups_app.api.serializers import (
     validate_backup_name,
 )
 from backups_app.api.streaming import DECRYPTED_DOWNLOAD, decrypted_download_response, download_response
+from backups_app.encryption import EncryptionKeyMissing
 from backups_app.engines import get_engine
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
@@ -269,6 +270,8 @@ class BackupRestoreView(ApiView):
             raise exceptions.ValidationError({"to_time": [str(error)]}, code="invalid_target") from None
         try:
             restore = pitr_restore_queue(database=database, target=target, trigger=Trigger.API, user=request.user)
+        except EncryptionKeyMissing as error:
+            raise Conflict(str(error), code="encryption_key_missing") from None
         except RestoreRefused as error:
             raise Conflict(str(error), code="outside_recoverable_window") from None
         restore.refresh_from_db()

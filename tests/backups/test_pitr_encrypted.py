@@ -20,7 +20,13 @@ from backups_app.exceptions import RestoreRefused
 from backups_app.models import AuditEntry, BinlogSegment, RestoreRecord, Trigger
 from backups_app.pipeline import Decompressor
 from backups_app.services.backup import backup_create
-from backups_app.services.binlogs import BinlogArchiverRun, binlog_segments_sync, segment_read, segments_check
+from backups_app.services.binlogs import (
+    BinlogArchiverRun,
+    binlog_segments_sync,
+    binlog_window,
+    segment_read,
+    segments_check,
+)
 from backups_app.services.pitr import pitr_restore, pitr_verify, recovery_target_parse
 from secrets_app import default_manager
 from secrets_app.providers.local import LocalProvider
@@ -194,3 +200,28 @@ def test_reencrypt_backups_rotates_the_segments_too(server, keys, settings, back
     # Rotated again to the same key: nothing left to do.
     call_command("reencrypt_backups", to_recipients=new_recipient)
     assert "binlogs/chat/" not in capsys.readouterr().out
+
+
+def test_admin_and_api_refuse_a_point_in_time_restore_without_the_key_in_one_line(server, keys, client,
+                                                                                   django_user_model):
+    from rest_framework.test import APIClient
+
+    from backups_app.services.tokens import api_token_create
+
+    _kept, position = archive(server, 3)
+    newest = binlog_window(database="chat").windows[-1].end
+    use_identity(keys, None)
+    before = ids_in(server)
+    user = django_user_model.objects.create_superuser("root-pitr-enc", "r@example.com", "pw")
+    client.force_login(user)
+    page = client.post("/admin/backups_app/backuprecord/point-in-time/chat/",
+                       {"to_time": newest.isoformat(), "confirm_database": "chat"})
+    assert page.status_code == 400 and b"BACKUP_ENCRYPTION_IDENTITY is not configured" in page.content
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=user, source='cli').raw_token}")
+    answer = api.post("/api/v1/backup/restore", {"database": "chat", "to_position": position}, format="json")
+    assert answer.status_code == 409 and answer.json()["error"] == "encryption_key_missing"
+    assert "\n" not in answer.json()["detail"]
+    assert ids_in(server) == before
+    assert not RestoreRecord.objects.exists()
