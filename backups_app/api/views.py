@@ -10,14 +10,14 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, generics, status
+from rest_framework.fields import BooleanField
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.fields import BooleanField
 from rest_framework.views import APIView
 
 from backups_app.access import CONTROL_DATABASE, backup_access_check, restore_target_check
@@ -181,14 +181,6 @@ class BackupDownloadView(ApiView):
     permission_classes = [permissions.CanDownloadBackups]
     audit_action = "download"
 
-    @extend_schema(
-        parameters=[BackupDownloadQuerySerializer],
-        responses={
-            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
-            **_errors(400, 404, 409, *COMMON_ERRORS),
-        },
-        summary=_("Download the backup file (streamed), or with decrypted=true its decrypted content"),
-    )
     def initial(self, request, *args, **kwargs):
         # Decided before authentication and permissions run, so that a refused decrypted download
         # is audited as one too.
@@ -196,6 +188,18 @@ class BackupDownloadView(ApiView):
             self.audit_action = DECRYPTED_DOWNLOAD
         super().initial(request, *args, **kwargs)
 
+    @extend_schema(
+        parameters=[OpenApiParameter(
+            "decrypted", OpenApiTypes.BOOL, OpenApiParameter.QUERY, required=False,
+            description=_("Stream the age-decrypted (still compressed) file of an encrypted backup; needs "
+                          "BACKUP_ENCRYPTION_IDENTITY on the server (409 encryption_key_missing otherwise)."),
+        )],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
+            **_errors(400, 404, 409, *COMMON_ERRORS),
+        },
+        summary=_("Download the backup file (streamed), or with decrypted=true its decrypted content"),
+    )
     def get(self, request, name: str):
         query = BackupDownloadQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
