@@ -8,12 +8,13 @@ without that key or with a wrong one, readable by Debian's `age`, and re-encrypt
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from backups_app.encryption import generate_key_pair, recipient_fingerprint
 from backups_app.exceptions import RestoreRefused
@@ -225,3 +226,41 @@ def test_admin_and_api_refuse_a_point_in_time_restore_without_the_key_in_one_lin
     assert "\n" not in answer.json()["detail"]
     assert ids_in(server) == before
     assert not RestoreRecord.objects.exists()
+
+
+def test_a_damaged_segment_is_not_re_encrypted_and_stays_as_it_was(server, keys, settings, backup_dir):
+    settings.BACKUP_ENCRYPTION = ""
+    archive(server, 3)
+    segment = BinlogSegment.objects.filter(database="chat").order_by("-end_position").first()
+    path = backup_dir / segment.storage_name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    folder = backup_dir / "binlogs" / "chat"
+    files_before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+    with pytest.raises(CommandError, match="could not be re-encrypted"):
+        call_command("reencrypt_backups", to_recipients=generate_key_pair()[1])
+
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == files_before
+    unchanged = BinlogSegment.objects.get(pk=segment.pk)
+    assert (unchanged.name, unchanged.sha256, unchanged.encrypted) == (segment.name, segment.sha256, False)
+    assert AuditEntry.objects.filter(action="reencrypt", target=segment.name, outcome="failure").exists()
+
+
+def test_archiving_with_encryption_on_and_no_recipient_writes_nothing_plain(server, keys, backup_dir):
+    keys["secrets"]["BACKUP_ENCRYPTION_RECIPIENTS"] = ""
+    default_manager.invalidate()
+    run = BinlogArchiverRun(database="chat", segment_seconds_value=0)
+    run.start()
+    try:
+        write_rows(server, 2)
+        wait_until_streamed(run, server)
+        with pytest.raises(RestoreRefused, match="BACKUP_ENCRYPTION_RECIPIENTS is empty"):
+            run.poll(force=True)
+    finally:
+        with contextlib.suppress(RestoreRefused):  # its last poll refuses the same way
+            run.stop()
+    assert not BinlogSegment.objects.exists()
+    folder = backup_dir / "binlogs" / "chat"
+    assert not [p for p in folder.iterdir() if p.is_file()]
