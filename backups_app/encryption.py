@@ -327,6 +327,14 @@ def configured_identities() -> list:
     return parse_identities(get_secret("BACKUP_ENCRYPTION_IDENTITY", default=""))
 
 
+def decryption_available() -> bool:
+    """Whether this host has a usable private key (offer decrypted downloads only then)."""
+    try:
+        return bool(configured_identities())
+    except BackupError:
+        return False
+
+
 def required_identities(*, backup_name: str) -> list:
     """The private keys that decrypt backup `backup_name`; EncryptionKeyMissing (a refusal, one line)
     when this host has none, so the caller stops before any byte is read or changed."""

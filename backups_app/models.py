@@ -405,6 +405,9 @@ class BinlogSegment(models.Model):
     raw_size_bytes = models.BigIntegerField(_("raw size (bytes)"))
     size_bytes = models.BigIntegerField(_("compressed size (bytes)"))
     sha256 = models.CharField(_("SHA-256"), max_length=64)
+    # age encryption, as for backups: the stored file holds ciphertext for these recipients.
+    encrypted = models.BooleanField(_("encrypted"), default=False)
+    encryption_recipients = models.JSONField(_("encrypted for"), default=list, blank=True)
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.OK)
     status_message = models.TextField(_("status details"), blank=True)
     offsite_status = models.CharField(

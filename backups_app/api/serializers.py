@@ -69,6 +69,14 @@ class BackupListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=BackupRecord.Status.choices, required=False)
 
 
+class BackupDownloadQuerySerializer(serializers.Serializer):
+    decrypted = serializers.BooleanField(
+        required=False, default=False,
+        help_text=_("Stream the age-decrypted (still compressed) file of an encrypted backup; needs "
+                    "BACKUP_ENCRYPTION_IDENTITY on the server (409 encryption_key_missing otherwise)."),
+    )
+
+
 class BackupCreateSerializer(serializers.Serializer):
     database = serializers.CharField(
         required=False, default="default", max_length=100, help_text=_("A configured database alias.")

@@ -11,9 +11,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, generics, status
+from rest_framework.fields import BooleanField
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -26,6 +27,7 @@ from backups_app.api.audit import AuditedApiViewMixin
 from backups_app.api.exceptions import Conflict
 from backups_app.api.serializers import (
     BackupCreateSerializer,
+    BackupDownloadQuerySerializer,
     BackupListQuerySerializer,
     BackupQueuedSerializer,
     BackupRecordSerializer,
@@ -36,7 +38,8 @@ from backups_app.api.serializers import (
     RestoreQueuedSerializer,
     validate_backup_name,
 )
-from backups_app.api.streaming import download_response
+from backups_app.api.streaming import DECRYPTED_DOWNLOAD, decrypted_download_response, download_response
+from backups_app.encryption import EncryptionKeyMissing
 from backups_app.engines import get_engine
 from backups_app.engines.media import is_media_alias
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
@@ -199,18 +202,37 @@ class BackupDownloadView(ApiView):
     permission_classes = [permissions.CanDownloadBackups]
     audit_action = "download"
 
+    def initial(self, request, *args, **kwargs):
+        # Decided before authentication and permissions run, so that a refused decrypted download
+        # is audited as one too.
+        if request.query_params.get("decrypted") in BooleanField.TRUE_VALUES:
+            self.audit_action = DECRYPTED_DOWNLOAD
+        super().initial(request, *args, **kwargs)
+
     @extend_schema(
+        parameters=[OpenApiParameter(
+            "decrypted", OpenApiTypes.BOOL, OpenApiParameter.QUERY, required=False,
+            description=_("Stream the age-decrypted (still compressed) file of an encrypted backup; needs "
+                          "BACKUP_ENCRYPTION_IDENTITY on the server (409 encryption_key_missing otherwise)."),
+        )],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
             **_errors(400, 404, 409, *COMMON_ERRORS),
         },
-        summary=_("Download the backup file (streamed)"),
+        summary=_("Download the backup file (streamed), or with decrypted=true its decrypted content"),
     )
     def get(self, request, name: str):
+        query = BackupDownloadQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        decrypted = query.validated_data["decrypted"]
         backup = _backup_by_name(name)
         backup_access_check(database=backup.database, user=request.user, action="download")
         _require_restorable(backup, _("downloaded"))
         actor = f"{request.user.get_username()} (token {request.auth.prefix})"
+        if decrypted:
+            # EncryptionKeyMissing (409 encryption_key_missing) when this server has no private key,
+            # RestoreRefused (409) for a plain backup: all before the first byte.
+            return decrypted_download_response(backup=backup, source=AuditEntry.Source.API, actor=actor)
         # BackupNotFound (404) when the file is gone; RestoreRefused (409) for no checksum or a symlink.
         return download_response(backup=backup, source=AuditEntry.Source.API, actor=actor)
 
@@ -275,6 +297,8 @@ class BackupRestoreView(ApiView):
             raise exceptions.ValidationError({"to_time": [str(error)]}, code="invalid_target") from None
         try:
             restore = pitr_restore_queue(database=database, target=target, trigger=Trigger.API, user=request.user)
+        except EncryptionKeyMissing as error:
+            raise Conflict(str(error), code="encryption_key_missing") from None
         except RestoreRefused as error:
             raise Conflict(str(error), code="outside_recoverable_window") from None
         restore.refresh_from_db()
