@@ -45,6 +45,7 @@ from backups_app.binlog_events import (
     events,
     next_binlog_name,
 )
+from backups_app.conf import app_settings
 from backups_app.engines import get_engine
 from backups_app.engines.binlog import (
     BinlogSettings,
@@ -81,11 +82,11 @@ def _segment_folder(database: str) -> str:
 
 
 def live_directory(database: str) -> Path:
-    return Path(settings.BACKUP_DIR) / _segment_folder(database) / "live"
+    return Path(app_settings.BACKUP_DIR) / _segment_folder(database) / "live"
 
 
 def segment_seconds() -> float:
-    return float(getattr(settings, "BINLOG_SEGMENT_SECONDS", 60))
+    return float(app_settings.BINLOG_SEGMENT_SECONDS)
 
 
 def binlog_tools(database: str) -> MySQLBinlogTools:
@@ -118,7 +119,7 @@ def segment_close(*, database: str, binlog_file: str, content: bytes, start: int
     """Store `content`, the bytes of `binlog_file` from position `start` on, as a segment."""
     end = start + len(content)
     storage = backup_storage()
-    compression = settings.BACKUP_COMPRESSION
+    compression = app_settings.BACKUP_COMPRESSION
     name = f"{_segment_folder(database)}/{binlog_file}.{start:012d}-{end:012d}{EXTENSIONS[compression]}"
     summary = _segment_summary(content, start)
     for stale in (name, name + ".json"):
