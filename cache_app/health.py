@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from django.conf import settings
 from django.core.cache import caches
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import connections
 from django.utils import timezone
 
 from backups_app.selectors import last_good_backups
+from cache_app.conf import app_settings
 
 logger = logging.getLogger("cache_app.health")
 
@@ -107,7 +107,7 @@ class RedisCheck(HealthCheck):
     component = "redis"
 
     def is_configured(self) -> bool:
-        return bool(settings.REDIS_URL)
+        return bool(app_settings.REDIS_URL)
 
     def check_status(self) -> dict[str, Any]:
         from cache_app.ratelimit import rate_limit_backend
@@ -173,12 +173,12 @@ class BrokerCheck(HealthCheck):
         self.timeout_seconds = timeout_seconds
 
     def is_configured(self) -> bool:
-        return bool(settings.CELERY_BROKER_URL)
+        return bool(app_settings.CELERY_BROKER_URL)
 
     def check_status(self) -> dict[str, Any]:
         from backups_app.liveness import broker_queue_size
 
-        return {"queue": settings.CELERY_TASK_DEFAULT_QUEUE,
+        return {"queue": app_settings.CELERY_TASK_DEFAULT_QUEUE,
                 "messages": broker_queue_size(timeout_seconds=self.timeout_seconds)}
 
     def not_configured_details(self) -> dict[str, Any]:
@@ -312,7 +312,7 @@ class BinlogArchiverCheck(_DatabaseReadingCheck):
 def health_checks() -> list[HealthCheck]:
     """The registry: every component /health reports, in the order it reports them."""
     return [
-        DatabaseCheck(), RedisCheck(), StorageCheck(), BrokerCheck(timeout_seconds=settings.HEALTH_CHECK_TIMEOUT),
+        DatabaseCheck(), RedisCheck(), StorageCheck(), BrokerCheck(timeout_seconds=app_settings.HEALTH_CHECK_TIMEOUT),
         WorkerCheck(), SchedulerCheck(), DirtyDatabasesCheck(), BinlogArchiverCheck(),
     ]
 
