@@ -67,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_SCHEDULE_ON_START": True,
     "BACKUP_ALERT_AFTER_HOURS": 26,
     "BACKUP_DASHBOARD_CACHE_SECONDS": 300,
+    # cache_app's deadline for /health, also bounding backups_app's broker check (backups_app.health).
+    "HEALTH_CHECK_TIMEOUT": 0.8,
     # Owned by Django and Celery: what the app assumes when the project leaves them out.
     "BASE_DIR": _project_root,
     "VAR_DIR": lambda: _project_root() / "var",

@@ -13,11 +13,12 @@ class CacheConfig(AppConfig):
         from django.core.signals import setting_changed
 
         from cache_app.backends.circuit import breakers_reset
-        from cache_app.checks import check_metrics, check_redis, check_setting_types
+        from cache_app.checks import check_health, check_metrics, check_redis, check_setting_types
 
         checks.register(check_redis)
         checks.register(check_setting_types)
         checks.register(check_metrics)
+        checks.register(check_health)
 
         def forget_breakers(*, setting: str, **kwargs) -> None:
             # A new CACHES means new servers: an old outage must not keep the new one skipped.

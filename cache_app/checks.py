@@ -81,6 +81,27 @@ def check_setting_types(app_configs=None, **kwargs) -> list[Error]:
     return errors
 
 
+def check_health(app_configs=None, **kwargs) -> list[Error]:
+    """HEALTH_CHECKS and HEALTH_AUTHENTICATORS: None (each app's own), or importable dotted paths."""
+    errors: list[Error] = []
+    for name in ("HEALTH_CHECKS", "HEALTH_AUTHENTICATORS"):
+        paths = getattr(app_settings, name)
+        if paths is None:
+            continue
+        if not _is_list_of_strings(paths) or not paths:
+            # An empty list of checks would make /health answer "ok" whatever is down.
+            errors.append(Error(f"{name} must be None or a non-empty list of dotted paths.",
+                                hint=f"Leave {name} unset for the installed apps' own.", id="cache_app.E008"))
+            continue
+        for path in paths:
+            try:
+                import_string(path)
+            except ImportError:
+                errors.append(Error(f"{name}: {path!r} cannot be imported.",
+                                    hint=f"List importable dotted paths, or leave {name} unset.", id="cache_app.E009"))
+    return errors
+
+
 def check_metrics(app_configs=None, **kwargs) -> list[Error]:
     """METRICS_ALLOWED_IPS holds addresses or networks; METRICS_COLLECTORS importable classes."""
     errors: list[Error] = []

@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_DEFAULT_TIMEOUT": 300,
     "HEALTH_CHECK_TIMEOUT": 0.8,
     "HEALTH_TOKEN": "",
+    # /health's checks and who may see its details (cache_app.health), as dotted paths; None: what
+    # each installed app contributes.
+    "HEALTH_CHECKS": None,
+    "HEALTH_AUTHENTICATORS": None,
     "METRICS_ALLOWED_IPS": lambda: ["127.0.0.1", "::1"],
     "METRICS_COLLECTORS": _installed_collectors,
     # Celery's: no broker means jobs run inline, and /health reports the broker as not configured.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.core import checks
 
-from cache_app.checks import check_metrics, check_redis, check_setting_types
+from cache_app.checks import check_health, check_metrics, check_redis, check_setting_types
 from cache_app.conf import DEFAULTS, app_settings
 
 
@@ -79,6 +79,19 @@ def test_a_bad_value_is_an_error_naming_the_setting(settings, name, value, expec
     setattr(settings, name, value)
     errors = check_setting_types()
     assert ids(errors) == [expected] and name in errors[0].msg and errors[0].hint
+
+
+@pytest.mark.parametrize("name", ["HEALTH_CHECKS", "HEALTH_AUTHENTICATORS"])
+@pytest.mark.parametrize("value, expected", [
+    (None, []),
+    (["cache_app.conf.AppSettings"], []),
+    ([], ["cache_app.E008"]),
+    ("cache_app.health.RedisCheck", ["cache_app.E008"]),
+    (["cache_app.health.NoSuchCheck"], ["cache_app.E009"]),
+])
+def test_health_lists_are_unset_or_importable(settings, name, value, expected):
+    setattr(settings, name, value)
+    assert ids(check_health()) == expected
 
 
 def test_a_cache_that_never_expires_is_allowed(settings):
