@@ -88,6 +88,7 @@ def test_a_bad_value_is_an_error_naming_the_setting(settings, name, value, expec
     ([], ["cache_app.E008"]),
     ("cache_app.health.RedisCheck", ["cache_app.E008"]),
     (["cache_app.health.NoSuchCheck"], ["cache_app.E009"]),
+    (["no_such_app.health.Check"], ["cache_app.E009"]),
 ])
 def test_health_lists_are_unset_or_importable(settings, name, value, expected):
     setattr(settings, name, value)
@@ -104,6 +105,8 @@ def test_a_cache_that_never_expires_is_allowed(settings):
     ("METRICS_ALLOWED_IPS", ["prometheus.internal"], "cache_app.E005"),
     ("METRICS_ALLOWED_IPS", "127.0.0.1", "cache_app.E007"),
     ("METRICS_COLLECTORS", ["cache_app.metrics.NoSuchCollector"], "cache_app.E006"),
+    ("METRICS_COLLECTORS", ["no_such_app.metrics.Collector"], "cache_app.E006"),
+    ("METRICS_COLLECTORS", ["cache_app.no_such_module.Collector"], "cache_app.E006"),
     ("METRICS_COLLECTORS", "cache_app.metrics.RedisCollector", "cache_app.E007"),
 ])
 def test_a_bad_metrics_setting_is_an_error(settings, name, value, expected):
