@@ -5,6 +5,8 @@ from django.utils.translation import gettext_lazy as _
 
 class BackupsConfig(AppConfig):
     name = "backups_app"
+    # The migrations were made with BigAutoField ids: a host project\'s DEFAULT_AUTO_FIELD must not change them.
+    default_auto_field = "django.db.models.BigAutoField"
     verbose_name = _("Backups")
     # Contributed to /health (see cache_app.health): "database" adds the backup ages to cache_app's.
     health_checks = [
@@ -17,9 +19,15 @@ class BackupsConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks as django_checks
 
-        from .checks import check_backup_dir
+        from .checks import check_backup_dir, check_compression_and_encryption, check_offsite, check_setting_types
+        from .conf import storages_setdefault
 
         django_checks.register(check_backup_dir, django_checks.Tags.security)
+        django_checks.register(check_setting_types)
+        django_checks.register(check_compression_and_encryption)
+        django_checks.register(check_offsite)
+        # STORAGES["backups"] (and "backups_offsite" with a bucket) for projects that name neither.
+        storages_setdefault()
 
         # Admin area: dashboard cache invalidation and failure alerts react to finished backups.
         from django.db.models.signals import post_delete

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from backups_app.conf import app_settings
 from backups_app.models import BackupRecord
 from backups_app.selectors import backup_databases, dirty_databases, media_databases
 
@@ -91,7 +91,7 @@ class DashboardSummary:
 
 def backup_alert_after() -> timedelta:
     """How old the newest good backup may be before it is an alert (BACKUP_ALERT_AFTER_HOURS)."""
-    return timedelta(hours=settings.BACKUP_ALERT_AFTER_HOURS)
+    return timedelta(hours=app_settings.BACKUP_ALERT_AFTER_HOURS)
 
 
 def dashboard_databases(*, recorded: Iterable[str] | None = None) -> list[str]:
@@ -183,7 +183,7 @@ def dashboard_summary() -> DashboardSummary:
         return summary
     summary = dashboard_summary_compute()
     try:
-        cache.set(DASHBOARD_CACHE_KEY, summary, settings.BACKUP_DASHBOARD_CACHE_SECONDS)
+        cache.set(DASHBOARD_CACHE_KEY, summary, app_settings.BACKUP_DASHBOARD_CACHE_SECONDS)
     except Exception:
         logger.warning("could not cache the dashboard summary", exc_info=True)
     return summary

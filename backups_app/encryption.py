@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupError, RestoreRefused
 
 #: Suffix of an encrypted backup file, after the compression's (".sql.zst.age").
@@ -302,9 +303,7 @@ class DecryptingReader(io.RawIOBase):
 
 # --- Configuration --------------------------------------------------------------------------------
 def encryption_enabled() -> bool:
-    from django.conf import settings
-
-    return getattr(settings, "BACKUP_ENCRYPTION", "") == "age"
+    return app_settings.BACKUP_ENCRYPTION == "age"
 
 
 def configured_recipients() -> list:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.conf import settings
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import connections
 from django.http import HttpRequest
 from django.utils import timezone
 
 from backups_app import liveness
+from backups_app.conf import app_settings
 from backups_app.exceptions import ApiTokenRejected
 from backups_app.selectors import backup_databases, dirty_databases, last_good_backups
 from backups_app.services.binlogs import archived_databases, binlog_health_details
@@ -81,13 +81,13 @@ class BrokerCheck(HealthCheck):
     component = "broker"
 
     def __init__(self, *, timeout_seconds: float | None = None) -> None:
-        self.timeout_seconds = settings.HEALTH_CHECK_TIMEOUT if timeout_seconds is None else timeout_seconds
+        self.timeout_seconds = app_settings.HEALTH_CHECK_TIMEOUT if timeout_seconds is None else timeout_seconds
 
     def is_configured(self) -> bool:
-        return bool(settings.CELERY_BROKER_URL)
+        return bool(app_settings.CELERY_BROKER_URL)
 
     def check_status(self) -> dict[str, Any]:
-        return {"queue": settings.CELERY_TASK_DEFAULT_QUEUE,
+        return {"queue": app_settings.CELERY_TASK_DEFAULT_QUEUE,
                 "messages": liveness.broker_queue_size(timeout_seconds=self.timeout_seconds)}
 
     def not_configured_details(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupNotFound
 from backups_app.models import BackupRecord
 
@@ -35,7 +36,7 @@ def media_databases(*, recorded: Iterable[str] | None = None) -> list[str]:
         recorded = BackupRecord.objects.filter(database__startswith="media").values_list(
             "database", flat=True).distinct()
     aliases = {alias for alias in recorded if is_media_alias(alias)}
-    if settings.BACKUP_MEDIA_SCHEDULE:
+    if app_settings.BACKUP_MEDIA_SCHEDULE:
         aliases.add("media")
     return sorted(aliases)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.conf import settings
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupError
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services import offsite, retention, verify
@@ -79,7 +79,7 @@ def pitr_restore_run(restore_id: int, to_time: str = "", to_position: str = "", 
 @shared_task(name="backups_app.tasks.backup_database", ignore_result=True)
 def backup_database(database: str = "default") -> str | None:
     """The scheduled backup of one database; a no-op while BACKUP_ENABLED is false."""
-    if not settings.BACKUP_ENABLED:
+    if not app_settings.BACKUP_ENABLED:
         logger.info("BACKUP_ENABLED is false: scheduled backup of %s skipped.", database)
         return None
     from backups_app.services.backup import backup_create

@@ -23,11 +23,12 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 from django.apps import apps
-from django.conf import settings
 from django.core.cache import caches
 from django.db import connections
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
+
+from cache_app.conf import app_settings
 
 logger = logging.getLogger("cache_app.health")
 
@@ -106,7 +107,7 @@ class RedisCheck(HealthCheck):
     component = "redis"
 
     def is_configured(self) -> bool:
-        return bool(settings.REDIS_URL)
+        return bool(app_settings.REDIS_URL)
 
     def check_status(self) -> dict[str, Any]:
         from cache_app.ratelimit import rate_limit_backend
@@ -167,7 +168,7 @@ def health_checks() -> list[HealthCheck]:
     settings.HEALTH_CHECKS (dotted paths of HealthCheck subclasses) unset or None: the installed
     apps' defaults (default_health_check_paths).
     """
-    paths = getattr(settings, "HEALTH_CHECKS", None)
+    paths = app_settings.HEALTH_CHECKS
     if paths is None:
         paths = default_health_check_paths()
     return [check_class() for check_class in _import_all(tuple(paths))]
@@ -189,7 +190,7 @@ def staff_session(request: HttpRequest) -> bool:
 
 def health_token(request: HttpRequest) -> bool:
     """The HEALTH_TOKEN secret as a Bearer token (for a monitoring system that has no user)."""
-    presented, expected = bearer_token(request), settings.HEALTH_TOKEN
+    presented, expected = bearer_token(request), app_settings.HEALTH_TOKEN
     return bool(presented and expected and hmac.compare_digest(presented.encode(), expected.encode()))
 
 
@@ -199,7 +200,7 @@ def health_authenticators() -> list[Callable[[HttpRequest], bool]]:
     settings.HEALTH_AUTHENTICATORS (dotted paths) unset or None: every installed app's
     `health_authenticators` (cache_app's staff session and HEALTH_TOKEN; backups_app's API tokens).
     """
-    paths = getattr(settings, "HEALTH_AUTHENTICATORS", None)
+    paths = app_settings.HEALTH_AUTHENTICATORS
     if paths is None:
         paths = _contributions("health_authenticators")
     return list(_import_all(tuple(paths)))

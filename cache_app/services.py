@@ -135,13 +135,13 @@ class RedisStats:
 
 
 def _resilient_cache():
-    from django.conf import settings
     from django.core.cache import caches
 
+    from cache_app.conf import app_settings
     from cache_app.exceptions import RedisNotConfigured
 
     cache = caches["default"]
-    if not settings.REDIS_URL or not hasattr(cache, "redis_client"):
+    if not app_settings.REDIS_URL or not hasattr(cache, "redis_client"):
         raise RedisNotConfigured("REDIS_URL is not set: the cache is in process memory")
     return cache
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from cache_app.conf import app_settings
 from cache_app.health import health_authenticators
 from cache_app.metrics import metrics_access, metrics_render
 from cache_app.services import health_check_run
@@ -30,7 +30,7 @@ def may_see_details(request: HttpRequest) -> bool:
 @require_safe
 def health(request: HttpRequest) -> JsonResponse:
     """Unauthenticated (load balancers call it): anonymous callers get the booleans only."""
-    report = health_check_run(timeout_seconds=settings.HEALTH_CHECK_TIMEOUT)
+    report = health_check_run(timeout_seconds=app_settings.HEALTH_CHECK_TIMEOUT)
     response = JsonResponse(report.as_dict(details=may_see_details(request)), status=200 if report.ok else 503)
     # health_check_run already logged the failure (once per interval); django.request would log
     # an ERROR for every probe of the load balancer, every few seconds, for the whole outage.

@@ -354,40 +354,30 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Retention and offsite copies (S3) -----------------------------------------------------------
-# With AWS_S3_BUCKET set, every good backup is also copied to S3 (or an S3-compatible store such as
-# MinIO or Ceph through AWS_S3_ENDPOINT_URL). Credentials come from boto3's usual chain
-# (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, ~/.aws, an instance role), never
-# from this file.
-AWS_S3_BUCKET = env.str("AWS_S3_BUCKET", default="")
+# With BACKUP_OFFSITE_BUCKET set, every good backup is also copied to S3 (or an S3-compatible store
+# such as MinIO or Ceph through BACKUP_OFFSITE_ENDPOINT_URL). Credentials come from boto3's usual
+# chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, ~/.aws, an instance role),
+# never from this file. backups_app builds STORAGES["backups_offsite"] from these settings
+# (backups_app/conf.py), with endpoint and region of its own: never django-storages' global ones.
+BACKUP_OFFSITE_BUCKET = env.str("BACKUP_OFFSITE_BUCKET", default="")
 # Empty means AWS itself; for MinIO/Ceph e.g. https://minio.internal:9000.
-AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")
+BACKUP_OFFSITE_ENDPOINT_URL = env.str("BACKUP_OFFSITE_ENDPOINT_URL", default="")
 # Empty lets boto3 pick it from AWS_DEFAULT_REGION or its config.
-AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
+BACKUP_OFFSITE_REGION_NAME = env.str("BACKUP_OFFSITE_REGION_NAME", default="")
 # Key prefix inside the bucket, so that one bucket can hold several installations.
-AWS_S3_PREFIX = env.str("AWS_S3_PREFIX", default="opsdesk-backups").strip("/")
+BACKUP_OFFSITE_PREFIX = env.str("BACKUP_OFFSITE_PREFIX", default="opsdesk-backups").strip("/")
+# The names of earlier versions (AWS_S3_BUCKET, AWS_S3_ENDPOINT_URL, AWS_S3_REGION_NAME,
+# AWS_S3_PREFIX) still work while BACKUP_OFFSITE_BUCKET is unset: they become settings of the same
+# name, which backups_app reads with a DeprecationWarning and `manage.py check` reports (W001).
+if not BACKUP_OFFSITE_BUCKET and env.str("AWS_S3_BUCKET", default=""):
+    for _name in ("AWS_S3_BUCKET", "AWS_S3_ENDPOINT_URL", "AWS_S3_REGION_NAME", "AWS_S3_PREFIX"):
+        if _name in env.ENVIRON:
+            globals()[_name] = env.str(_name)
 # Uploads larger than this go up in parts of this size (S3's minimum part size is 5 MiB).
 BACKUP_OFFSITE_CHUNK_MB = env.int("BACKUP_OFFSITE_CHUNK_MB", default=64)
 # A failed upload is retried with exponential backoff from this delay, up to this many attempts.
 BACKUP_OFFSITE_RETRY_SECONDS = env.int("BACKUP_OFFSITE_RETRY_SECONDS", default=300)
 BACKUP_OFFSITE_MAX_ATTEMPTS = env.int("BACKUP_OFFSITE_MAX_ATTEMPTS", default=8)
-if AWS_S3_BUCKET:
-    STORAGES["backups_offsite"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": AWS_S3_BUCKET,
-            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
-            "region_name": AWS_S3_REGION_NAME or None,
-            "location": AWS_S3_PREFIX,
-            # Backups are private: no public ACL, no unsigned URLs, and retries overwrite the same
-            # key rather than leaving renamed copies behind.
-            "default_acl": "private",
-            "querystring_auth": True,
-            "file_overwrite": True,
-            "object_parameters": {"ContentType": "application/octet-stream"},
-            # The multipart part size (BACKUP_OFFSITE_CHUNK_MB) is applied by the offsite service:
-            # a TransferConfig here would import boto3 into every process at startup.
-        },
-    }
 
 # --- Redis, cache, sessions and rate limiting (cache_app) -----------------------------------------
 # REDIS_URL: redis://[:password@]host:6379/0, rediss:// (TLS), unix://, or

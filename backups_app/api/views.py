@@ -6,7 +6,6 @@ shapes the answer.
 """
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
@@ -39,6 +38,7 @@ from backups_app.api.serializers import (
     validate_backup_name,
 )
 from backups_app.api.streaming import DECRYPTED_DOWNLOAD, decrypted_download_response, download_response
+from backups_app.conf import app_settings
 from backups_app.encryption import EncryptionKeyMissing
 from backups_app.engines import get_engine
 from backups_app.engines.media import is_media_alias
@@ -119,11 +119,11 @@ class BackupPagination(PageNumberPagination):
     # Properties, so that settings overridden at run time (tests, reloads) are honoured.
     @property
     def page_size(self) -> int:
-        return settings.BACKUP_API_PAGE_SIZE
+        return app_settings.BACKUP_API_PAGE_SIZE
 
     @property
     def max_page_size(self) -> int:
-        return settings.BACKUP_API_MAX_PAGE_SIZE
+        return app_settings.BACKUP_API_MAX_PAGE_SIZE
 
 
 class BackupCreateView(ApiView):

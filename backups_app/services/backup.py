@@ -31,6 +31,7 @@ from django.utils.translation import gettext as _
 
 from backups_app import locks
 from backups_app.access import backup_access_check, restore_target_check
+from backups_app.conf import app_settings
 from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.encryption import (
     DecryptingReader,
@@ -128,7 +129,7 @@ def _error_text(error: BaseException, engine: DumpEngine | None) -> str:
 
 
 def _check_compression(compression: str | None) -> str:
-    compression = compression or settings.BACKUP_COMPRESSION
+    compression = compression or app_settings.BACKUP_COMPRESSION
     if compression not in Compression.values:
         raise BackupError(
             _("Unknown compression %(value)r: use one of %(choices)s.")
@@ -265,7 +266,7 @@ def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = F
     record whose task never ran is an orphan after that long too.
     """
     now = timezone.now()
-    horizon = now - timedelta(seconds=settings.BACKUP_DUMP_TIMEOUT + 3600)
+    horizon = now - timedelta(seconds=app_settings.BACKUP_DUMP_TIMEOUT + 3600)
     records = BackupRecord.objects.filter(status__in=[BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED])
     if database is not None:
         records = records.filter(database=database)

@@ -45,6 +45,7 @@ from backups_app.binlog_events import (
     events,
     next_binlog_name,
 )
+from backups_app.conf import app_settings
 from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.encryption import (
     DecryptingReader,
@@ -92,11 +93,11 @@ def _segment_folder(database: str) -> str:
 
 
 def live_directory(database: str) -> Path:
-    return Path(settings.BACKUP_DIR) / _segment_folder(database) / "live"
+    return Path(app_settings.BACKUP_DIR) / _segment_folder(database) / "live"
 
 
 def segment_seconds() -> float:
-    return float(getattr(settings, "BINLOG_SEGMENT_SECONDS", 60))
+    return float(app_settings.BINLOG_SEGMENT_SECONDS)
 
 
 def binlog_tools(database: str) -> MySQLBinlogTools:
@@ -129,7 +130,7 @@ def segment_close(*, database: str, binlog_file: str, content: bytes, start: int
     """Store `content`, the bytes of `binlog_file` from position `start` on, as a segment."""
     end = start + len(content)
     storage = backup_storage()
-    compression = settings.BACKUP_COMPRESSION
+    compression = app_settings.BACKUP_COMPRESSION
     encrypted = encryption_enabled()
     name = (f"{_segment_folder(database)}/{binlog_file}.{start:012d}-{end:012d}{EXTENSIONS[compression]}"
             + (ENCRYPTED_EXTENSION if encrypted else ""))

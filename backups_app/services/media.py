@@ -21,12 +21,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import BinaryIO
 
-from django.conf import settings
 from django.core.files.storage import Storage
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app import media
+from backups_app.conf import app_settings
 from backups_app.engines.media import MediaEngine
 from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.engines.base import DumpEngine
@@ -66,7 +66,7 @@ def _chain_of(record: BackupRecord) -> list[BackupRecord] | None:
 
 def _parent_for(alias: str) -> tuple[BackupRecord | None, str]:
     """The archive the next backup of `alias` may build on, or None and why a full one is made."""
-    every, every_days = settings.BACKUP_MEDIA_FULL_EVERY, settings.BACKUP_MEDIA_FULL_EVERY_DAYS
+    every, every_days = app_settings.BACKUP_MEDIA_FULL_EVERY, app_settings.BACKUP_MEDIA_FULL_EVERY_DAYS
     if every == 0:
         return None, "BACKUP_MEDIA_FULL_EVERY is 0"
     latest = (

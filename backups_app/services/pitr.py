@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
@@ -31,6 +30,7 @@ from django.utils.translation import gettext as _
 from backups_app import locks
 from backups_app.access import backup_access_check
 from backups_app.binlog_events import binlog_sequence, events
+from backups_app.conf import app_settings
 from backups_app.engines import get_engine
 from backups_app.engines.binlog import MySQLBinlogTools
 from backups_app.exceptions import BackupError, RestoreFailed, RestoreRefused
@@ -265,7 +265,7 @@ class _ReplayFolder:
     """A private temporary folder beside the backups (same disk, mode 0700), removed on exit."""
 
     def __enter__(self) -> Path:
-        root = Path(settings.BACKUP_DIR) / "binlogs"
+        root = Path(app_settings.BACKUP_DIR) / "binlogs"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = Path(tempfile.mkdtemp(prefix=".replay-", dir=root))
         return self.path

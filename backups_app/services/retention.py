@@ -30,12 +30,12 @@ import posixpath
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone as dt_timezone
 
-from django.conf import settings
 from django.core.files.storage import storages
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
+from backups_app.conf import app_settings
 from backups_app.manifest import manifest_name
 from backups_app.models import AuditEntry, BackupRecord, RetentionPolicy
 from backups_app.services import offsite
@@ -140,7 +140,7 @@ def retention_policy_for(*, database: str) -> RetentionPolicy:
     policy = RetentionPolicy.objects.filter(database=database).first()
     if policy is None:
         policy = RetentionPolicy(
-            database=database, keep_days=settings.BACKUP_RETENTION_DAYS, keep_last=DEFAULT_KEEP_LAST
+            database=database, keep_days=app_settings.BACKUP_RETENTION_DAYS, keep_last=DEFAULT_KEEP_LAST
         )
     return policy
 

@@ -7,12 +7,12 @@ line while dumping when stdout is a terminal (backups_app/management/base.py).
 """
 import json
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupError
 from backups_app.management.base import BackupCommand
 from backups_app.models import Compression, Trigger
@@ -47,7 +47,7 @@ class Command(BackupCommand):
             raise CommandError(_("--full goes with --media."))
         if media:
             database = f"media:{storage}" if storage and storage != "default" else "media"
-        if scheduled and not settings.BACKUP_ENABLED:
+        if scheduled and not app_settings.BACKUP_ENABLED:
             message = _("BACKUP_ENABLED is false: scheduled backup skipped.")
             self._emit(as_json, {"name": None, "status": "skipped", "detail": message}, message)
             return

@@ -2,10 +2,10 @@
 import secrets
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from backups_app.conf import app_settings
 from backups_app.management.base import CommandOutput
 
 
@@ -17,7 +17,7 @@ class Command(CommandOutput, BaseCommand):
 
     def handle(self, *args, username: str, **options):
         User = get_user_model()
-        password_file = Path(settings.VAR_DIR) / "initial_admin_password"
+        password_file = Path(app_settings.VAR_DIR) / "initial_admin_password"
         if User.objects.filter(is_superuser=True).exists():
             self.say("A superuser exists; log in with it at /admin/.")
             if password_file.exists():
