@@ -25,6 +25,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from backups_app.conf import app_settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -73,7 +75,7 @@ def job_task(task_name: str):
 
 def job_enqueue(task_name: str, *args) -> None:
     """Run the Celery task `task_name` with `args` the way this installation runs jobs (see above)."""
-    if settings.CELERY_BROKER_URL or not settings.BACKUP_BACKGROUND_JOBS:
+    if app_settings.CELERY_BROKER_URL or not app_settings.BACKUP_BACKGROUND_JOBS:
         job_task(task_name).delay(*args)  # to the broker, or inline (CELERY_TASK_ALWAYS_EAGER) when there is none
         return
     try:

@@ -4,8 +4,8 @@ Every service that writes, opens or deletes a backup file gets its storage here,
 offsite copies, restores and deletion share one accessor instead of importing each other.
 
 The local storage is Django's `storages["backups"]` (BACKUP_DIR). The offsite storage is
-`storages["backups_offsite"]` (django-storages' S3Storage, private ACL), configured in settings.py
-when AWS_S3_BUCKET is set; boto3 is imported only by the functions that talk to S3.
+`storages["backups_offsite"]` (django-storages' S3Storage, private ACL), configured by
+backups_app.conf when BACKUP_OFFSITE_BUCKET is set; boto3 is imported only by the functions that talk to S3.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.files.storage import Storage, storages
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupNotFound
 from backups_app.models import BackupRecord
 
@@ -39,8 +40,8 @@ def delete_quietly(storage: Storage, name: str) -> None:
 
 # --- Offsite --------------------------------------------------------------------------------------
 def offsite_enabled() -> bool:
-    """Whether offsite copies are configured (AWS_S3_BUCKET set)."""
-    return bool(getattr(settings, "AWS_S3_BUCKET", "")) and "backups_offsite" in settings.STORAGES
+    """Whether offsite copies are configured (BACKUP_OFFSITE_BUCKET set)."""
+    return bool(app_settings.BACKUP_OFFSITE_BUCKET) and "backups_offsite" in settings.STORAGES
 
 
 def offsite_storage():
@@ -54,7 +55,7 @@ def offsite_storage():
         if "transfer_config" not in settings.STORAGES["backups_offsite"].get("OPTIONS", {}):
             from boto3.s3.transfer import TransferConfig
 
-            part_bytes = max(settings.BACKUP_OFFSITE_CHUNK_MB, 5) * 1024 * 1024
+            part_bytes = max(app_settings.BACKUP_OFFSITE_CHUNK_MB, 5) * 1024 * 1024
             storage.transfer_config = TransferConfig(
                 multipart_threshold=part_bytes, multipart_chunksize=part_bytes
             )

@@ -18,13 +18,13 @@ import os
 import time
 from collections.abc import Callable
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app import locks
+from backups_app.conf import app_settings
 from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.encryption import EncryptingCompressor, configured_recipient_fingerprints, configured_recipients
 from backups_app.engines import get_engine
@@ -37,6 +37,12 @@ from backups_app.models import BackupRecord, Compression, Trigger
 from backups_app.pipeline import PendingFile, make_compressor, stream_to_storage
 from backups_app.services.audit import audit_log
 from backups_app.services.dirty import DIRTY_BACKUP_ERROR, is_dirty
+from backups_app.services.media import (
+    media_backup_options,
+    media_backup_prepare,
+    media_file_list_delete,
+    media_file_list_store,
+)
 from backups_app.services.naming import reserve_record
 from backups_app.services.orphans import backups_mark_interrupted, current_host
 from backups_app.signals import backup_finished
@@ -74,7 +80,7 @@ def error_text(error: BaseException, engine: DumpEngine | None) -> str:
 
 
 def check_compression(compression: str | None) -> str:
-    compression = compression or settings.BACKUP_COMPRESSION
+    compression = compression or app_settings.BACKUP_COMPRESSION
     if compression not in Compression.values:
         raise BackupError(
             _("Unknown compression %(value)r: use one of %(choices)s.")
@@ -128,6 +134,8 @@ def backup_run_locked(
         except Exception as error:  # noqa: BLE001 - the dump itself reports a missing tool
             logger.warning("Could not read tool versions for %s: %s", engine.alias, error_text(error, engine))
         compressor = _compressor_for(record, compression)
+        if engine.vendor == "media":  # full or incremental: decided now, from the chain so far
+            media_backup_prepare(engine=engine, record=record, storage=storage)
         with engine.dump() as stream:
             pending = stream_to_storage(
                 stream, storage=storage, name=record.name, compression=compression,
@@ -145,6 +153,8 @@ def backup_run_locked(
             record.binlog_file = str(coordinates["file"])
             record.binlog_position = int(coordinates["position"])
             record.binlog_gtid = str(coordinates.get("gtid") or "")
+        if engine.vendor == "media":
+            media_file_list_store(engine=engine, record=record, storage=storage)
         result = pending.result
         record.status = BackupRecord.Status.SUCCESS
         record.raw_size_bytes = result.raw_size_bytes
@@ -167,6 +177,7 @@ def backup_run_locked(
             delete_quietly(storage, record.name)
         if manifest_written:
             delete_quietly(storage, manifest_name(record.name))
+        media_file_list_delete(record=record, storage=storage)
         record.status = BackupRecord.Status.FAILED
         record.finished_at = timezone.now()
         record.duration_seconds = round(time.monotonic() - clock, 3)
@@ -238,8 +249,11 @@ def backup_create(
     record: BackupRecord | None = None,
     kind: str = BackupRecord.Kind.REGULAR,
     progress: Progress | None = None,
+    full: bool = False,
 ) -> BackupRecord:
     """Back up `database` now (synchronously) and return the final record.
+
+    For media, `full` makes a full archive where an incremental one would be due.
 
     `record` is a queued record (from `backup_queue`) to run; otherwise one is created.
     Raises `BackupLocked` when another backup/restore of that database runs (a given queued record is
@@ -253,6 +267,7 @@ def backup_create(
     try:
         compression = check_compression(compression)
         engine = get_engine(database)
+        media_backup_options(engine=engine, full=full)
     except (BackupError, ImproperlyConfigured) as error:
         # e.g. a queued backup of an alias removed from the configuration since.
         _fail_queued_record(record, error)
@@ -288,17 +303,20 @@ def backup_create(
 
 
 def backup_queue(
-    *, database: str = "default", trigger: str, user=None, compression: str | None = None
+    *, database: str = "default", trigger: str, user=None, compression: str | None = None, full: bool = False
 ) -> BackupRecord:
     """Create a `queued` record (its name reserved) and run it through Celery after commit.
+
+    `full` (media only) asks for a full archive; the queued record remembers it.
 
     Without a broker the task runs in a background process of its own (backups_app.jobs).
     """
     compression = check_compression(compression)
     engine = get_engine(database)
+    media_backup_options(engine=engine, full=full)
     record = reserve_record(
         database=database, engine=engine, compression=compression, trigger=trigger, user=user,
-        status=BackupRecord.Status.QUEUED,
+        status=BackupRecord.Status.QUEUED, media_mode=BackupRecord.MediaMode.FULL if full else "",
     )
     audit_log(action="create", source=audit_source(trigger), outcome="started", user=user,
               actor=audit_actor(trigger, user), target=record.name,

@@ -11,6 +11,7 @@ from backups_app.exceptions import BackupError
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord
 from backups_app.services.audit import audit_log
+from backups_app.services.media import media_delete_check, media_file_list_delete
 from backups_app.storage import backup_storage
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,9 @@ def backup_delete(*, backup: BackupRecord, user=None, source: str) -> None:
         audit_log(action="delete", source=source, outcome="refused", user=user, target=backup.name,
                   detail=_("backup still running"))
         raise BackupError(_("Backup %(name)s is still running; it cannot be deleted.") % {"name": backup.name})
+    media_delete_check(backup=backup, user=user, source=source)
     storage = backup_storage()
+    media_file_list_delete(record=backup, storage=storage)
     for name in filter(None, [backup.storage_name, manifest_name(backup.name)]):
         if storage.exists(name):
             storage.delete(name)

@@ -7,20 +7,21 @@ to be whole. A failed multipart upload is aborted (its parts would otherwise be 
 and retried later with exponential backoff by `offsite_retry`, run by the cleanup task.
 
 The storage is Django's `storages["backups_offsite"]` (django-storages' S3Storage, private ACL),
-configured in settings.py when AWS_S3_BUCKET is set; backups_app.storage gives it out and reads it.
+configured by backups_app.conf when BACKUP_OFFSITE_BUCKET is set; backups_app.storage gives it out and
+reads it.
 """
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupError
 from backups_app.jobs import job_delay
 from backups_app.manifest import manifest_name
@@ -145,7 +146,7 @@ def offsite_next_attempt_at(*, backup: BackupRecord) -> datetime:
     the schedule needs no extra column and survives restarts.
     """
     start = backup.finished_at or backup.created_at
-    delay = settings.BACKUP_OFFSITE_RETRY_SECONDS * (2 ** backup.offsite_attempts - 1)
+    delay = app_settings.BACKUP_OFFSITE_RETRY_SECONDS * (2 ** backup.offsite_attempts - 1)
     return start + timedelta(seconds=delay)
 
 
@@ -156,7 +157,7 @@ def offsite_retry(*, database: str | None = None, now: datetime | None = None) -
     now = now or timezone.now()
     candidates = BackupRecord.objects.good().filter(
         offsite_status__in=[BackupRecord.OffsiteStatus.PENDING, BackupRecord.OffsiteStatus.FAILED],
-        offsite_attempts__lt=settings.BACKUP_OFFSITE_MAX_ATTEMPTS,
+        offsite_attempts__lt=app_settings.BACKUP_OFFSITE_MAX_ATTEMPTS,
     ).exclude(storage_name="")
     if database:
         candidates = candidates.filter(database=database)
@@ -173,11 +174,11 @@ def _retry_due(backup: BackupRecord, now: datetime) -> bool:
         if backup.offsite_attempts == 0:
             # Queued but not started: give the queued task its chance first.
             due = (backup.finished_at or backup.created_at) + timedelta(
-                seconds=settings.BACKUP_OFFSITE_RETRY_SECONDS
+                seconds=app_settings.BACKUP_OFFSITE_RETRY_SECONDS
             )
         else:
             # An attempt is under way (or its worker died): only take over when it is stuck.
-            due += timedelta(seconds=settings.BACKUP_DUMP_TIMEOUT)
+            due += timedelta(seconds=app_settings.BACKUP_DUMP_TIMEOUT)
     return due <= now
 
 

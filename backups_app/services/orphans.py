@@ -13,11 +13,11 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app import locks
+from backups_app.conf import app_settings
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, DirtyDatabase, RestoreRecord
 from backups_app.pipeline import partial_path
@@ -121,7 +121,7 @@ def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = F
     record whose task never ran is an orphan after that long too.
     """
     now = timezone.now()
-    horizon = now - timedelta(seconds=settings.BACKUP_DUMP_TIMEOUT + 3600)
+    horizon = now - timedelta(seconds=app_settings.BACKUP_DUMP_TIMEOUT + 3600)
     records = BackupRecord.objects.filter(status__in=[BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED])
     if database is not None:
         records = records.filter(database=database)

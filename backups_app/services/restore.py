@@ -46,6 +46,7 @@ from backups_app.services.backup import (
 )
 from backups_app.services.binlogs import binlog_segments_sync
 from backups_app.services.dirty import dirty_alert, dirty_clear, dirty_mark, is_dirty
+from backups_app.services.media import media_chain_prepare
 from backups_app.services.orphans import backups_mark_interrupted, current_host
 from backups_app.services.reading import backup_check, backup_read
 from backups_app.services.sync import backups_sync
@@ -177,6 +178,7 @@ def backup_restore(
     if restore is None:
         restore = RestoreRecord.objects.create(
             backup=backup, backup_name=backup.name, database=database, trigger=trigger, user=user,
+            media_path=media_path, delete_extraneous=delete_extraneous,
         )
     clock = time.monotonic()
     engine: DumpEngine | None = None
@@ -214,6 +216,8 @@ def backup_restore(
             restore.owner_host, restore.owner_pid = current_host(), os.getpid()
             restore.save(update_fields=["status", "owner_host", "owner_pid"])
             backup_check(backup=backup, engine=engine)
+            if engine.vendor == "media":  # every earlier archive of its chain, checked the same way
+                media_chain_prepare(backup=backup, engine=engine)
             if safety_backup and is_dirty(database=database):
                 # Its content is half a restore: no backup of it may be kept, a safety one neither.
                 safety_backup = False
@@ -295,9 +299,12 @@ def backup_restore(
 
 
 def restore_queue(
-    *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True
+    *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True,
+    media_path: str = "", delete_extraneous: bool = False,
 ) -> RestoreRecord:
     """Create a queued RestoreRecord and run it through Celery (`restore_run`) after commit.
+
+    `media_path` and `delete_extraneous` (media backups only) are kept on the record for the task.
 
     Raises AccessRefused or RestoreRefused at once (and audits the refusal) when `user` may not
     restore this backup or `database` is not an allowed target; the task would refuse it anyway.
@@ -305,6 +312,8 @@ def restore_queue(
     try:
         backup_access_check(database=backup.database, user=user, action="restore")
         restore_target_check(source=backup.database, target=database or backup.database)
+        if (media_path or delete_extraneous) and backup.engine != "media":
+            raise RestoreRefused(_("--path and --delete-extraneous apply to media backups only."))
     except (AccessRefused, RestoreRefused) as error:
         audit_log(action="restore", source=audit_source(trigger), outcome="refused", user=user,
                   actor=audit_actor(trigger, user), target=f"{backup.name} -> {database or backup.database}",
@@ -312,7 +321,7 @@ def restore_queue(
         raise
     restore = RestoreRecord.objects.create(
         backup=backup, backup_name=backup.name, database=database or backup.database,
-        trigger=trigger, user=user,
+        trigger=trigger, user=user, media_path=media_path, delete_extraneous=delete_extraneous,
     )
     audit_log(action="restore", source=audit_source(trigger), outcome="started", user=user,
               actor=audit_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))

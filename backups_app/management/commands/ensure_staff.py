@@ -2,12 +2,14 @@
 import secrets
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from backups_app.conf import app_settings
+from backups_app.management.base import CommandOutput
 
-class Command(BaseCommand):
+
+class Command(CommandOutput, BaseCommand):
     help = "Create a superuser 'admin' when no superuser exists; its password goes to a 0600 file."
 
     def add_arguments(self, parser):
@@ -15,19 +17,19 @@ class Command(BaseCommand):
 
     def handle(self, *args, username: str, **options):
         User = get_user_model()
-        password_file = Path(settings.VAR_DIR) / "initial_admin_password"
+        password_file = Path(app_settings.VAR_DIR) / "initial_admin_password"
         if User.objects.filter(is_superuser=True).exists():
-            self.stdout.write("A superuser exists; log in with it at /admin/.")
+            self.say("A superuser exists; log in with it at /admin/.")
             if password_file.exists():
-                self.stdout.write(f"Its first password is in {password_file} until you change it.")
+                self.say(f"Its first password is in {password_file} until you change it.")
             return
         password = secrets.token_urlsafe(18)
         User.objects.create_superuser(username=username, email="", password=password)
         password_file.parent.mkdir(parents=True, exist_ok=True)
         password_file.touch(mode=0o600)
         password_file.write_text(password + "\n")
-        self.stdout.write(self.style.SUCCESS(f"Created superuser '{username}'."))
-        self.stdout.write(
+        self.say(self.style.SUCCESS(f"Created superuser '{username}'."))
+        self.say(
             f"Its password is in {password_file} (readable by you only): `cat {password_file}`.\n"
             "Change it after logging in (top right, 'Change password'), then delete that file."
         )
