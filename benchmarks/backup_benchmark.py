@@ -361,6 +361,10 @@ def main() -> int:
                                            "dump-only,shell-gzip,opsdesk-gzip")
     arguments = parser.parse_args()
     PORT = arguments.port
+    if arguments.restore_rounds is None:
+        arguments.restore_rounds = arguments.rounds
+    if arguments.restore_rounds == 0:
+        arguments.skip_restore = True  # `--restore-rounds 0` used to mean "as many as --rounds"
 
     WORK.mkdir(parents=True, exist_ok=True)
     database = arguments.database
@@ -487,7 +491,7 @@ def run_restores(arguments, database: str, environment: dict[str, str], python: 
 
         shutil.rmtree(copy, ignore_errors=True)
         variants["restore-myloader"] = myloader_run
-    for round_number in range(1, (arguments.restore_rounds or arguments.rounds) + 1):
+    for round_number in range(1, arguments.restore_rounds + 1):
         for name, run_variant in variants.items():
             run = run_variant()
             results.setdefault(name, Result()).runs.append(run)
@@ -508,7 +512,7 @@ def run_postgresql_restores(arguments, pg_database: str, environment: dict[str, 
     shell = (f"set -o pipefail; cat '{reset}' <(zcat '{source}') | psql --host={PG_HOST} --port={PG_PORT} "
              f"--username={PG_USER} --no-psqlrc --quiet --single-transaction --set=ON_ERROR_STOP=1 "
              f"--dbname={pg_database} > /dev/null")
-    for round_number in range(1, (arguments.restore_rounds or arguments.rounds) + 1):
+    for round_number in range(1, arguments.restore_rounds + 1):
         for name in ("pg-restore-shell", "pg-restore-opsdesk"):
             if name == "pg-restore-shell":
                 run, _ = measure(name, ["bash", "-c", shell])
@@ -573,7 +577,7 @@ def render(results: dict[str, Result], arguments: argparse.Namespace, database: 
                         f"WHERE TABLE_SCHEMA = '{database}'")
     baseline = "dump-only" if "dump-only" in results else "restore-shell"
     lines = [
-        f"### {arguments.rounds} alternating backup rounds, {arguments.restore_rounds or arguments.rounds} restore "
+        f"### {arguments.rounds} alternating backup rounds, {arguments.restore_rounds} restore "
         f"rounds (medians), {os.cpu_count()} CPUs, MariaDB database {raw} MB on disk; load average "
         f"(1/5/15 min) at start and after each part: {'; '.join(loads)}",
         "",
