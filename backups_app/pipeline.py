@@ -51,6 +51,16 @@ try:
     # faster. Level 2 of its 0-3: on the benchmark's 340 MB dump level 2 compressed at 449 MB/s to
     # 98.2 MB, level 3 at 175 MB/s to 98.1 MB, level 1 at 492 MB/s to 99.1 MB, where zlib -6 took
     # 25 MB/s for 84.5 MB (docs/BENCHMARKS.md, "gzip with ISA-L").
+    #
+    # Measured again (2026-11-30, CPU seconds, 1 MiB chunks, that dump; `gzip -6` = 84.5 MB):
+    #   ISA-L 1: 512 MB/s, 1.17x   ISA-L 2: 483 MB/s, 1.16x   ISA-L 3: 276 MB/s, 1.16x
+    #   zlib-ng 2: 182 MB/s, 1.16x   zlib-ng 3: 145 MB/s, 1.10x   zlib-ng 4: 103 MB/s, 1.05x
+    #   libdeflate 2 (gzip members of 4 MiB): 191 MB/s, 1.11x
+    # ISA-L level 3 buys nothing here (the same size for 1.75x the CPU), so neither does running it
+    # in more threads: on two cores the dump tool and the server already use about one core for
+    # the whole dump. Only a zlib-style lazy matcher (zlib-ng 3, libdeflate 2) gets under 1.12x
+    # `gzip -6`, at 2.3 to 3.3x ISA-L 2's CPU; in alternating backups on this machine zlib-ng 3 made
+    # the backup 9-68 % slower than ISA-L 2. A gzip backup exists to be fast, so the level stays 2.
     from isal import isal_zlib as gzip_zlib
 
     GZIP_LEVEL = 2

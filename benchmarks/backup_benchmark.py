@@ -357,8 +357,14 @@ def main() -> int:
     parser.add_argument("--postgresql", action="store_true", help="also time PostgreSQL restores")
     parser.add_argument("--pg-target-mb", type=int, default=200)
     parser.add_argument("--markdown", type=Path, help="append the results table to this file")
+    parser.add_argument("--variants", help="comma-separated backup variants to run (default: all), e.g. "
+                                           "dump-only,shell-gzip,opsdesk-gzip")
     arguments = parser.parse_args()
     PORT = arguments.port
+    if arguments.restore_rounds is None:
+        arguments.restore_rounds = arguments.rounds
+    if arguments.restore_rounds == 0:
+        arguments.skip_restore = True  # `--restore-rounds 0` used to mean "as many as --rounds"
 
     WORK.mkdir(parents=True, exist_ok=True)
     database = arguments.database
@@ -394,6 +400,13 @@ def main() -> int:
                             "dbbackup", "-z", "--noinput"],
             env={**os.environ, "PYTHONPATH": str(DBBACKUP_PROJECT)},
         )
+    if arguments.variants:
+        wanted = [name.strip() for name in arguments.variants.split(",") if name.strip()]
+        unknown = sorted(set(wanted) - set(variants))
+        if unknown:
+            parser.error(f"unknown variants {', '.join(unknown)}; choose from {', '.join(variants)}")
+        variants = {name: run for name, run in variants.items() if name in wanted}
+    print(f"opsdesk gzip: {gzip_description(python, environment)}", flush=True)
 
     source = WORK / "restore-source.sql.gz"
     source_record = WORK / "restore-source.json"
@@ -416,6 +429,7 @@ def main() -> int:
             results.setdefault(name, Result()).runs.append(run)
             print(f"round {round_number} {name:<14} {run.seconds:7.2f} s  "
                   f"{(run.output_bytes or 0) / 1e6:8.1f} MB  tree RSS {run.tree_rss_kib / 1024:6.1f} MiB", flush=True)
+        print(f"round {round_number} {round_ratios(results, round_number - 1)}  load {load_average()}", flush=True)
     loads.append(load_average())
 
     if not arguments.skip_restore and source_record.exists():
@@ -477,7 +491,7 @@ def run_restores(arguments, database: str, environment: dict[str, str], python: 
 
         shutil.rmtree(copy, ignore_errors=True)
         variants["restore-myloader"] = myloader_run
-    for round_number in range(1, (arguments.restore_rounds or arguments.rounds) + 1):
+    for round_number in range(1, arguments.restore_rounds + 1):
         for name, run_variant in variants.items():
             run = run_variant()
             results.setdefault(name, Result()).runs.append(run)
@@ -498,7 +512,7 @@ def run_postgresql_restores(arguments, pg_database: str, environment: dict[str, 
     shell = (f"set -o pipefail; cat '{reset}' <(zcat '{source}') | psql --host={PG_HOST} --port={PG_PORT} "
              f"--username={PG_USER} --no-psqlrc --quiet --single-transaction --set=ON_ERROR_STOP=1 "
              f"--dbname={pg_database} > /dev/null")
-    for round_number in range(1, (arguments.restore_rounds or arguments.rounds) + 1):
+    for round_number in range(1, arguments.restore_rounds + 1):
         for name in ("pg-restore-shell", "pg-restore-opsdesk"):
             if name == "pg-restore-shell":
                 run, _ = measure(name, ["bash", "-c", shell])
@@ -507,6 +521,46 @@ def run_postgresql_restores(arguments, pg_database: str, environment: dict[str, 
             results.setdefault(name, Result()).runs.append(run)
             print(f"round {round_number} {name:<18} {run.seconds:7.2f} s  tree RSS "
                   f"{run.tree_rss_kib / 1024:6.1f} MiB  load {load_average()}", flush=True)
+
+
+def gzip_description(python: str, environment: dict[str, str]) -> str:
+    """Which deflate library and level `backup_now --compression gzip` uses, from the pipeline itself."""
+    probe = ("from backups_app import pipeline; "
+             "print(pipeline.gzip_zlib.__name__, 'level', pipeline.GZIP_LEVEL)")
+    completed = subprocess.run([python, "-c", probe], cwd=PROJECT, env=environment, capture_output=True, text=True)
+    return completed.stdout.strip() or completed.stderr.strip().splitlines()[-1]
+
+
+def round_ratios(results: dict[str, Result], index: int) -> str:
+    """The gzip and zstd ratios of one round: the variants of a round ran back to back, under one load."""
+    def run(name: str) -> Run | None:
+        runs = results[name].runs if name in results else []
+        return runs[index] if index < len(runs) else None
+
+    parts = []
+    for label, numerator, denominator, attribute in (
+        ("gzip time / dump-only", "opsdesk-gzip", "dump-only", "seconds"),
+        ("gzip size / gzip -6", "opsdesk-gzip", "shell-gzip", "output_bytes"),
+        ("zstd time / shell zstd", "opsdesk-zstd", "shell-zstd", "seconds"),
+        ("zstd time / dump-only", "opsdesk-zstd", "dump-only", "seconds"),
+    ):
+        top, bottom = run(numerator), run(denominator)
+        if top is None:
+            continue
+        if bottom is None and attribute == "output_bytes" and denominator in results:
+            bottom = results[denominator].runs[-1]  # gzip -6's size is the same every round
+        if bottom is not None and getattr(bottom, attribute):
+            parts.append(f"{label} {getattr(top, attribute) / getattr(bottom, attribute):.2f}")
+    return "  ".join(parts) or "(no ratios: a variant of each pair was not run)"
+
+
+def per_round_lines(results: dict[str, Result], rounds: int) -> list[str]:
+    lines = []
+    for index in range(rounds):
+        text = round_ratios(results, index)
+        if not text.startswith("("):
+            lines.append(f"- round {index + 1}: {text}")
+    return lines
 
 
 def render(results: dict[str, Result], arguments: argparse.Namespace, database: str, loads: list[str]) -> str:
@@ -523,7 +577,7 @@ def render(results: dict[str, Result], arguments: argparse.Namespace, database: 
                         f"WHERE TABLE_SCHEMA = '{database}'")
     baseline = "dump-only" if "dump-only" in results else "restore-shell"
     lines = [
-        f"### {arguments.rounds} alternating backup rounds, {arguments.restore_rounds or arguments.rounds} restore "
+        f"### {arguments.rounds} alternating backup rounds, {arguments.restore_rounds} restore "
         f"rounds (medians), {os.cpu_count()} CPUs, MariaDB database {raw} MB on disk; load average "
         f"(1/5/15 min) at start and after each part: {'; '.join(loads)}",
         "",
@@ -562,6 +616,9 @@ def render(results: dict[str, Result], arguments: argparse.Namespace, database: 
         ratio("PostgreSQL: restore opsdesk / zcat \\| psql -1", seconds("pg-restore-opsdesk") / seconds("pg-restore-shell")),
     ]
     lines += ["", "| goal | measured | target | |", "|---|---:|---:|---|", *[row for row in rows if row]]
+    rounds = per_round_lines(results, arguments.rounds)
+    if rounds:
+        lines += ["", "Ratios round by round (each round's variants ran back to back):", "", *rounds]
     return "\n".join(lines)
 
 

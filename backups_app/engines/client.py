@@ -73,6 +73,33 @@ def tool_output(path: str, *arguments: str) -> str:
     return completed.stdout.decode("utf-8", "replace")
 
 
+class _VersionProbe:
+    """`tool --version` started now, its stdout collected later; "" where it cannot run.
+
+    The same answer as `tool_output(path, "--version")`, without waiting for it in between.
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            self._process: subprocess.Popen | None = subprocess.Popen(
+                [path, "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, env=tool_environment(),
+            )
+        except OSError:
+            self._process = None
+
+    def output(self) -> str:
+        if self._process is None:
+            return ""
+        try:
+            stdout, _stderr = self._process.communicate(timeout=PROBE_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.communicate()
+            return ""
+        return stdout.decode("utf-8", "replace")
+
+
 def first_line(text: str) -> str:
     return text.strip().splitlines()[0].strip() if text.strip() else ""
 
@@ -336,18 +363,25 @@ class ClientToolEngine(DumpEngine):
         self._dump_row_counts = counter.counts
 
     def tool_versions(self) -> dict[str, str]:
-        versions: dict[str, str] = {}
+        # Runs before every dump, so its time adds to every backup: the tools' `--version` calls
+        # run side by side, and beside the server's version query, instead of one after another.
+        probes: list[tuple[str, _VersionProbe]] = []
         for candidates in (self.dump_tools, self.restore_tools):
             try:
                 path = find_tool(candidates, self.bin_dir)
             except ToolNotFound:
                 continue  # the dump itself reports the missing tool, with the place it looked
-            versions[Path(path).name] = first_line(tool_output(path, "--version"))
+            probes.append((Path(path).name, _VersionProbe(path)))
+        server: str | None = None
         try:
             with driver_connection(self.settings_dict) as connection:
-                versions["server"] = self.server_version(connection)
+                server = self.server_version(connection)
         except database_errors(self.settings_dict):
             pass  # unreachable server: the dump fails next, with the tool's message
+        finally:
+            versions = {name: first_line(probe.output()) for name, probe in probes}
+        if server is not None:
+            versions["server"] = server
         return versions
 
     def table_row_counts(self) -> dict[str, int]:
