@@ -96,7 +96,7 @@ def documented_blocks(tag: str) -> list[str]:
     """The code blocks of docs/INSTALLING.md whose first line is exactly `# <tag>`, in order."""
     blocks = re.findall(r"^( *)```python\n(.*?)^\1```", INSTALLING.read_text(encoding="utf-8"), flags=re.M | re.S)
     found = []
-    for indent, body in blocks:
+    for _indent, body in blocks:
         body = textwrap.dedent(body)
         if body.splitlines()[0] == f"# {tag}":
             found.append(body)
