@@ -53,6 +53,12 @@ BACKUP_RESTORE_PARALLELISM = 2
 BACKUP_MYSQL_BIN_DIR = ""
 BACKUP_POSTGRESQL_BIN_DIR = ""
 BINLOG_SEGMENT_SECONDS = 60
+BACKUP_API_RATE_LIMIT = 60
+BACKUP_API_RATE_LIMIT_PERIOD = 60
+BACKUP_API_AUTH_FAILURE_LIMIT = 20
+BACKUP_API_AUTH_FAILURE_PERIOD = 60
+BACKUP_API_PAGE_SIZE = 50
+BACKUP_API_MAX_PAGE_SIZE = 500
 HEALTH_CHECK_TIMEOUT = 0.8
 HEALTH_TOKEN = ""
 REDIS_URL = ""
@@ -78,8 +84,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from backups_app.models import AuditEntry
+from backups_app.services.tokens import api_token_create
+
 result = {"secret_key_from_dotenv": settings.SECRET_KEY == os.environ["EXPECTED_SECRET_KEY"]}
-get_user_model().objects.create_superuser("root", "", "a-long-enough-password-1")
+root = get_user_model().objects.create_superuser("root", "", "a-long-enough-password-1")
 client = Client(HTTP_HOST="localhost")
 health = client.get("/health")
 result["health"] = [health.status_code, json.loads(health.content)]
@@ -88,6 +97,12 @@ index = client.get("/admin/")
 result["index"] = [index.status_code, 'id="ops-overview"' in index.content.decode()]
 backups = client.get("/admin/backups_app/backuprecord/")
 result["backups"] = [backups.status_code, backups.content.decode()]
+# The REST API with opsdesk's policy although the host has no REST_FRAMEWORK setting: a logged-in
+# session is not enough, a Bearer token is.
+result["api_with_session"] = client.get("/api/v1/backup/list").status_code
+raw_token = api_token_create(user=root, source=AuditEntry.Source.CLI).raw_token
+listed = Client(HTTP_HOST="localhost").get("/api/v1/backup/list", HTTP_AUTHORIZATION=f"Bearer {raw_token}")
+result["api_with_token"] = [listed.status_code, [backup["name"] for backup in json.loads(listed.content)["results"]]]
 print(json.dumps(result))
 """
 
@@ -167,3 +182,6 @@ def test_opsdesk_installs_into_a_new_project(tmp_path):
     status, page = probe["backups"]
     assert status == 200
     assert backup_name in page
+    assert probe["api_with_session"] == 401
+    status, names = probe["api_with_token"]
+    assert status == 200 and backup_name in names
