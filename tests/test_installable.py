@@ -103,6 +103,9 @@ result["api_with_session"] = client.get("/api/v1/backup/list").status_code
 raw_token = api_token_create(user=root, source=AuditEntry.Source.CLI).raw_token
 listed = Client(HTTP_HOST="localhost").get("/api/v1/backup/list", HTTP_AUTHORIZATION=f"Bearer {raw_token}")
 result["api_with_token"] = [listed.status_code, [backup["name"] for backup in json.loads(listed.content)["results"]]]
+from django_celery_beat.models import PeriodicTask
+
+result["schedule"] = sorted(PeriodicTask.objects.values_list("name", flat=True))
 print(json.dumps(result))
 """
 
@@ -183,5 +186,7 @@ def test_opsdesk_installs_into_a_new_project(tmp_path):
     assert status == 200
     assert backup_name in page
     assert probe["api_with_session"] == 401
+    # migrate gave the project's database its default schedule (docs: "In five lines", step 5).
+    assert "opsdesk: backup default" in probe["schedule"], probe["schedule"]
     status, names = probe["api_with_token"]
     assert status == 200 and backup_name in names
