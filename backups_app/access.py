@@ -13,12 +13,12 @@ account is trusted like a superuser).
 """
 from __future__ import annotations
 
-from django.conf import settings
 from django.core import checks
 from django.db import DEFAULT_DB_ALIAS
 from django.utils.translation import gettext as _
 from django.utils.translation import pgettext_lazy
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import AccessRefused, RestoreTargetRefused
 
 #: The alias of opsdesk's own tables (backups_app/routers.py).
@@ -77,7 +77,7 @@ def token_issue_check(*, owner, issued_by) -> None:
 def restore_targets() -> set[tuple[str, str]]:
     """The (source alias, target alias) pairs of BACKUP_RESTORE_TARGETS that are well formed."""
     pairs = set()
-    for entry in settings.BACKUP_RESTORE_TARGETS:
+    for entry in app_settings.BACKUP_RESTORE_TARGETS:
         source, separator, target = entry.strip().partition(":")
         if separator and source.strip() and target.strip():
             pairs.add((source.strip(), target.strip()))
@@ -104,7 +104,12 @@ def restore_target_check(*, source: str, target: str) -> None:
 def check_restore_targets(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """System check: every BACKUP_RESTORE_TARGETS entry is `source:target`, never into `default`."""
     errors = []
-    for entry in settings.BACKUP_RESTORE_TARGETS:
+    targets = app_settings.BACKUP_RESTORE_TARGETS
+    if isinstance(targets, str) or not isinstance(targets, (list, tuple)):
+        return errors  # not a list: backups_app.E007 (checks.check_setting_types) says so
+    for entry in targets:
+        if not isinstance(entry, str):
+            continue
         source, separator, target = (part.strip() for part in entry.partition(":"))
         if not (separator and source and target):
             errors.append(checks.Error(

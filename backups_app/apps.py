@@ -5,14 +5,29 @@ from django.utils.translation import gettext_lazy as _
 
 class BackupsConfig(AppConfig):
     name = "backups_app"
+    # The migrations were made with BigAutoField ids: a host project\'s DEFAULT_AUTO_FIELD must not change them.
+    default_auto_field = "django.db.models.BigAutoField"
     verbose_name = _("Backups")
+    # Contributed to /health (see cache_app.health): "database" adds the backup ages to cache_app's.
+    health_checks = [
+        "backups_app.health.DatabaseCheck", "backups_app.health.StorageCheck", "backups_app.health.BrokerCheck",
+        "backups_app.health.WorkerCheck", "backups_app.health.SchedulerCheck",
+        "backups_app.health.DirtyDatabasesCheck", "backups_app.health.BinlogArchiverCheck",
+    ]
+    health_authenticators = ["backups_app.health.api_token_of_staff"]
 
     def ready(self) -> None:
         from django.core import checks as django_checks
 
-        from .checks import check_backup_dir
+        from .checks import check_backup_dir, check_compression_and_encryption, check_offsite, check_setting_types
+        from .conf import storages_setdefault
 
         django_checks.register(check_backup_dir, django_checks.Tags.security)
+        django_checks.register(check_setting_types)
+        django_checks.register(check_compression_and_encryption)
+        django_checks.register(check_offsite)
+        # STORAGES["backups"] (and "backups_offsite" with a bucket) for projects that name neither.
+        storages_setdefault()
 
         # Admin area: dashboard cache invalidation and failure alerts react to finished backups.
         from django.db.models.signals import post_delete

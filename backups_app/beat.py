@@ -19,6 +19,7 @@ from celery.beat import Scheduler
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from backups_app import jobs, liveness
+from backups_app.conf import app_settings
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,8 @@ class OpsdeskScheduler(DatabaseScheduler):
         return delay
 
     def _heartbeat(self) -> None:
-        from django.conf import settings
-
         now = time.monotonic()
-        if now - self._last_heartbeat < settings.BACKUP_HEARTBEAT_SECONDS:
+        if now - self._last_heartbeat < app_settings.BACKUP_HEARTBEAT_SECONDS:
             return
         self._last_heartbeat = now
         try:

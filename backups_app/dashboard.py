@@ -8,16 +8,17 @@ backup finishes or a record is deleted (receivers below, connected by BackupsCon
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from backups_app.conf import app_settings
 from backups_app.models import BackupRecord
-from backups_app.selectors import backup_databases, dirty_databases
+from backups_app.selectors import backup_databases, dirty_databases, media_databases
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +91,17 @@ class DashboardSummary:
 
 def backup_alert_after() -> timedelta:
     """How old the newest good backup may be before it is an alert (BACKUP_ALERT_AFTER_HOURS)."""
-    return timedelta(hours=settings.BACKUP_ALERT_AFTER_HOURS)
+    return timedelta(hours=app_settings.BACKUP_ALERT_AFTER_HOURS)
 
 
-def dashboard_databases() -> list[str]:
-    """The aliases shown on the dashboard: every database that can be backed up."""
-    return list(backup_databases())
+def dashboard_databases(*, recorded: Iterable[str] | None = None) -> list[str]:
+    """The aliases shown on the dashboard: every database that can be backed up, then the media
+    aliases that are backed up or scheduled (selectors.media_databases; `recorded` as there)."""
+    databases = list(backup_databases())
+    return databases + [alias for alias in media_databases(recorded=recorded) if alias not in databases]
 
 
-def database_health_list() -> list[DatabaseHealth]:
+def database_health_list(*, aliases: list[str] | None = None) -> list[DatabaseHealth]:
     """Last good backup and last failure per configured database.
 
     Two indexed queries per configured alias (a handful), whatever the number of records: the
@@ -108,7 +111,7 @@ def database_health_list() -> list[DatabaseHealth]:
     dirty = dirty_databases()
     regular = BackupRecord.objects.filter(kind=BackupRecord.Kind.REGULAR).order_by("-created_at", "-id")
     health = []
-    aliases = dashboard_databases()
+    aliases = list(aliases) if aliases is not None else dashboard_databases()
     # A dirty alias that is not a database (media files) still gets its red row.
     aliases += sorted(dirty.difference(aliases))
     for alias in aliases:
@@ -139,20 +142,25 @@ def dashboard_summary_compute() -> DashboardSummary:
     final_statuses = [
         BackupRecord.Status.SUCCESS, BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED,
     ]
-    counts = BackupRecord.objects.filter(created_at__gte=since).aggregate(
-        finished=Count("id", filter=Q(status__in=final_statuses)),
-        succeeded=Count("id", filter=Q(status=BackupRecord.Status.SUCCESS)),
-        running=Count("id", filter=Q(status__in=[BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING])),
-    )
+    # Per alias, so the same query also says which aliases have backups at all (media ones get a row).
+    recent = Q(created_at__gte=since)
+    per_alias = list(BackupRecord.objects.order_by().values("database").annotate(
+        finished=Count("id", filter=recent & Q(status__in=final_statuses)),
+        succeeded=Count("id", filter=recent & Q(status=BackupRecord.Status.SUCCESS)),
+        running=Count("id", filter=recent & Q(
+            status__in=[BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING])),
+    ))
+    counts = {key: sum(row[key] for row in per_alias) for key in ("finished", "succeeded", "running")}
+    aliases = dashboard_databases(recorded=[row["database"] for row in per_alias])
     failures = list(
         BackupRecord.objects.filter(
             created_at__gte=timezone.now() - backup_alert_after(),
             status__in=[BackupRecord.Status.FAILED, BackupRecord.Status.INTERRUPTED],
         ).order_by("-created_at").values_list("name", "database", "created_at")[:5]
     )
-    chart = [point for alias in dashboard_databases() for point in chart_points(database=alias)]
+    chart = [point for alias in aliases for point in chart_points(database=alias)]
     return DashboardSummary(
-        databases=database_health_list(),
+        databases=database_health_list(aliases=aliases),
         finished_count=counts["finished"],
         success_count=counts["succeeded"],
         running_count=counts["running"],
@@ -175,7 +183,7 @@ def dashboard_summary() -> DashboardSummary:
         return summary
     summary = dashboard_summary_compute()
     try:
-        cache.set(DASHBOARD_CACHE_KEY, summary, settings.BACKUP_DASHBOARD_CACHE_SECONDS)
+        cache.set(DASHBOARD_CACHE_KEY, summary, app_settings.BACKUP_DASHBOARD_CACHE_SECONDS)
     except Exception:
         logger.warning("could not cache the dashboard summary", exc_info=True)
     return summary

@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupError, RestoreRefused
 
 #: Suffix of an encrypted backup file, after the compression's (".sql.zst.age").
@@ -302,9 +303,7 @@ class DecryptingReader(io.RawIOBase):
 
 # --- Configuration --------------------------------------------------------------------------------
 def encryption_enabled() -> bool:
-    from django.conf import settings
-
-    return getattr(settings, "BACKUP_ENCRYPTION", "") == "age"
+    return app_settings.BACKUP_ENCRYPTION == "age"
 
 
 def configured_recipients() -> list:
@@ -325,6 +324,14 @@ def configured_identities() -> list:
     from secrets_app import get_secret
 
     return parse_identities(get_secret("BACKUP_ENCRYPTION_IDENTITY", default=""))
+
+
+def decryption_available() -> bool:
+    """Whether this host has a usable private key (offer decrypted downloads only then)."""
+    try:
+        return bool(configured_identities())
+    except BackupError:
+        return False
 
 
 def required_identities(*, backup_name: str) -> list:

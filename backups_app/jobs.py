@@ -21,6 +21,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from backups_app.conf import app_settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,7 +58,7 @@ def job_spawn(*, task_name: str, args: list | None = None, kwargs: dict | None =
 
 def job_enqueue(task, *args) -> None:
     """Run the Celery task `task` with `args` the way this installation runs jobs (see above)."""
-    if settings.CELERY_BROKER_URL or not settings.BACKUP_BACKGROUND_JOBS:
+    if app_settings.CELERY_BROKER_URL or not app_settings.BACKUP_BACKGROUND_JOBS:
         task.delay(*args)  # to the broker, or inline (CELERY_TASK_ALWAYS_EAGER) when there is none
         return
     try:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterator
 
-from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
+from backups_app.conf import app_settings
 from backups_app.models import BackupRecord, ProcessHeartbeat, RestoreRecord
 
 logger = logging.getLogger(__name__)
@@ -39,15 +39,15 @@ STALE_AFTER_INTERVALS = 3
 
 
 def broker_configured() -> bool:
-    return bool(settings.CELERY_BROKER_URL)
+    return bool(app_settings.CELERY_BROKER_URL)
 
 
 def queue_name() -> str:
-    return settings.CELERY_TASK_DEFAULT_QUEUE
+    return app_settings.CELERY_TASK_DEFAULT_QUEUE
 
 
 def stale_after() -> timedelta:
-    return timedelta(seconds=settings.BACKUP_HEARTBEAT_SECONDS * STALE_AFTER_INTERVALS)
+    return timedelta(seconds=app_settings.BACKUP_HEARTBEAT_SECONDS * STALE_AFTER_INTERVALS)
 
 
 # --- Writing heartbeats ---------------------------------------------------------------------------
@@ -87,7 +87,7 @@ class HeartbeatThread(threading.Thread):
                 logger.warning("could not write the %s heartbeat: %s", self.component, error)
             finally:
                 connection.close()  # this thread's own connection; never kept between beats
-            self.stopped.wait(settings.BACKUP_HEARTBEAT_SECONDS)
+            self.stopped.wait(app_settings.BACKUP_HEARTBEAT_SECONDS)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -167,7 +167,7 @@ def queue_depth() -> int:
 
 
 def wait_threshold() -> timedelta:
-    return timedelta(seconds=settings.BACKUP_QUEUE_WAIT_SECONDS)
+    return timedelta(seconds=app_settings.BACKUP_QUEUE_WAIT_SECONDS)
 
 
 def is_waiting(record: BackupRecord | RestoreRecord) -> bool:
@@ -224,10 +224,10 @@ def _broker_connection_new(timeout_seconds: float):
     from kombu import Connection
 
     return Connection(
-        settings.CELERY_BROKER_URL,
+        app_settings.CELERY_BROKER_URL,
         connect_timeout=timeout_seconds,
         transport_options={
-            **settings.CELERY_BROKER_TRANSPORT_OPTIONS,  # master_name for a Sentinel broker
+            **app_settings.CELERY_BROKER_TRANSPORT_OPTIONS,  # master_name for a Sentinel broker
             # Redis (socket_*) and AMQP (read/write) names: every wait on the broker is bounded.
             "socket_timeout": timeout_seconds,
             "socket_connect_timeout": timeout_seconds,
@@ -261,11 +261,11 @@ def broker_connection(*, timeout_seconds: float) -> Iterator:
     if not _broker_lock.acquire(timeout=timeout_seconds):
         raise TimeoutError("the broker connection is busy (a previous check still waits on the broker)")
     try:
-        if _broker_connection is not None and _broker_url != settings.CELERY_BROKER_URL:
+        if _broker_connection is not None and _broker_url != app_settings.CELERY_BROKER_URL:
             broker_connection_reset()  # the setting changed (tests, a reload): not the same broker
         if _broker_connection is None:
             _broker_connection = _broker_connection_new(timeout_seconds)
-            _broker_url = settings.CELERY_BROKER_URL
+            _broker_url = app_settings.CELERY_BROKER_URL
         try:
             _broker_connection.ensure_connection(max_retries=1, timeout=timeout_seconds)
             yield _broker_connection

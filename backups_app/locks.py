@@ -30,11 +30,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupLocked, LockUnavailable
 
 try:
@@ -61,7 +61,7 @@ def _safe(alias: str) -> str:
 
 
 def lock_path(alias: str) -> Path:
-    return Path(settings.BACKUP_LOCK_DIR) / f"{_safe(alias)}.lock"
+    return Path(app_settings.BACKUP_LOCK_DIR) / f"{_safe(alias)}.lock"
 
 
 def _owner(operation: str) -> dict:
@@ -204,7 +204,7 @@ def _unreachable(alias: str, error: BaseException) -> LockUnavailable:
 def _session_seconds() -> int:
     """Idle time a lock session must survive: the longest job, plus margin (servers may cut idle
     sessions sooner, which would release the lock under a running job)."""
-    return int(getattr(settings, "BACKUP_DUMP_TIMEOUT", 21600) or 21600) + 3600
+    return int(app_settings.BACKUP_DUMP_TIMEOUT or 21600) + 3600
 
 
 # --- MariaDB / MySQL: GET_LOCK ----------------------------------------------------------------------

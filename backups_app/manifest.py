@@ -30,7 +30,7 @@ MANIFEST_SUFFIX = ".json"
 FIELDS = (
     "name", "database", "engine", "kind", "trigger", "compression", "raw_size_bytes", "size_bytes",
     "sha256", "duration_seconds", "tool_versions", "table_row_counts", "encrypted", "encryption_recipients",
-    "binlog_file", "binlog_position", "binlog_gtid",
+    "binlog_file", "binlog_position", "binlog_gtid", "media_mode", "media_file_list_sha256",
 )
 TIME_FIELDS = ("created_at", "started_at", "finished_at")
 
@@ -54,6 +54,11 @@ def _signing_keys() -> list[bytes]:
         return [configured.encode()]
     secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
     return [salted_hmac(DERIVED_KEY_SALT, "v1", secret=secret, algorithm="sha256").digest() for secret in secrets]
+
+
+def derived_key(purpose: str) -> bytes:
+    """A key for one other purpose (`purpose` names it), derived from the current signing key."""
+    return hmac.new(_signing_keys()[0], f"opsdesk derived key: {purpose}".encode(), sha256).digest()
 
 
 def _canonical(data: dict[str, Any]) -> bytes:
@@ -83,6 +88,8 @@ def manifest_from_record(record: BackupRecord) -> dict[str, Any]:
     data.update({field: getattr(record, field) for field in FIELDS})
     data.update({field: getattr(record, field).isoformat() if getattr(record, field) else None for field in TIME_FIELDS})
     data["user"] = record.user.get_username() if record.user_id else None
+    # A media incremental names its parent archive: a rebuilt record finds its chain again.
+    data["parent"] = record.parent.name if record.parent_id else None
     return manifest_sign(data)
 
 
@@ -125,5 +132,11 @@ def record_fields_from_manifest(data: dict[str, Any]) -> dict[str, Any]:
     # Manifests written before binlog coordinates existed have none.
     fields["binlog_file"] = fields["binlog_file"] or ""
     fields["binlog_gtid"] = fields["binlog_gtid"] or ""
+    # Manifests written before media chains existed have none; a parent is found by its name
+    # (manifests are read oldest first, so it is usually there already).
+    fields["media_mode"] = fields["media_mode"] or ""
+    fields["media_file_list_sha256"] = fields["media_file_list_sha256"] or ""
+    parent = data.get("parent")
+    fields["parent"] = BackupRecord.objects.filter(name=parent).first() if isinstance(parent, str) else None
     fields["status"] = BackupRecord.Status.SUCCESS
     return fields

@@ -3,8 +3,21 @@
 An archive is a POSIX (pax) tar, so `tar -x` reads it too:
 
     <every directory, file and symbolic link under the root, in sorted order>
-    .opsdesk/index.jsonl     one JSON line per entry: path, type, size, mtime, SHA-256, changed
+    .opsdesk/deleted.jsonl   (incremental archives only) the files of the parent gone since, one
+                             JSON string a line, when their names are known (see FileList)
+    .opsdesk/chain.json      (incremental archives only) the parent archive and what changed
+    .opsdesk/index.jsonl     one JSON line per entry: path, type, size, mtime, SHA-256, changed,
+                             and for a file the archive holding its content ("from")
     .opsdesk/complete        the completion marker: an archive without it was cut short
+
+A full archive holds every file. An incremental one holds every directory and link, but only the
+files that are new or whose size, mtime or content changed since its parent archive; its index
+still lists the whole tree, each unchanged file naming the earlier archive of the chain that holds
+its bytes, so a path missing from the index was deleted (or renamed) since. Deciding what changed
+needs no private key: the parent's file list (`FileList`) is kept beside the backups, its paths
+replaced by keyed hashes (HMAC with the manifest signing key). The names themselves are kept in it
+only when the archives are not encrypted (they show them anyway), so an encrypted installation's
+list reveals no file names, and its incrementals count the deleted files without naming them.
 
 Backing up reads each file once, hashing what goes into the archive; memory stays flat whatever
 the file count (the index is spooled to a temporary file). A file that changes while it is read
@@ -21,15 +34,17 @@ deleted unless asked for (`delete_extraneous`).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import os
+import sqlite3
 import stat
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -39,6 +54,8 @@ from django.utils.translation import gettext as _
 from backups_app.exceptions import DumpFailed, RestoreFailed
 
 INDEX_NAME = ".opsdesk/index.jsonl"
+CHAIN_NAME = ".opsdesk/chain.json"
+DELETED_NAME = ".opsdesk/deleted.jsonl"
 COMPLETE_NAME = ".opsdesk/complete"
 COMPLETE_TEXT = b"opsdesk media archive complete\n"
 _READ_SIZE = 1 << 20
@@ -54,6 +71,8 @@ class Entry:
     mtime: float = 0.0
     mode: int = 0o644
     link_target: str = ""
+    mtime_ns: int = 0
+    ctime_ns: int = 0
 
 
 def walk(root: Path) -> Iterator[Entry]:
@@ -75,7 +94,8 @@ def walk(root: Path) -> Iterator[Entry]:
                 yield Entry(path, "dir", mtime=info.st_mtime, mode=stat.S_IMODE(info.st_mode))
                 subdirectories.append(path)
             elif stat.S_ISREG(info.st_mode):
-                yield Entry(path, "file", info.st_size, info.st_mtime, stat.S_IMODE(info.st_mode))
+                yield Entry(path, "file", info.st_size, info.st_mtime, stat.S_IMODE(info.st_mode),
+                            mtime_ns=info.st_mtime_ns, ctime_ns=info.st_ctime_ns)
             elif stat.S_ISLNK(info.st_mode):
                 yield Entry(path, "symlink", mtime=info.st_mtime, link_target=os.readlink(child.path))
         stack.extend(reversed(subdirectories))
@@ -114,12 +134,146 @@ class _FileReader(io.RawIOBase):
 
 @dataclass
 class ArchiveSummary:
-    files: int = 0
+    files: int = 0  # files in the tree (archived here or, unchanged, in an earlier archive)
     directories: int = 0
     links: int = 0
     bytes: int = 0
     changed: list[str] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
+    stored: int = 0  # files whose content this archive holds
+    unchanged: int = 0  # files left to the earlier archives of the chain
+    deleted: int = 0  # files of the parent's list no longer in the tree
+
+
+# --- File lists: what an incremental compares with ------------------------------------------------
+FILE_LIST_FORMAT = 1
+FILE_LIST_END = b'{"complete": true}\n'
+_FILE_LIST_CHECK = b"opsdesk media file list"
+
+
+@dataclass(frozen=True)
+class FileState:
+    """One file as a backup left it: enough to tell, without reading it, whether it changed."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    sha256: str
+    source: str  # the name of the archive holding these bytes
+
+
+class FileList:
+    """The files of one archive's tree, keyed by a keyed hash of their path.
+
+    Kept in a temporary SQLite file, not in memory: a tree of millions of files costs disk, not RAM.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self._file = tempfile.NamedTemporaryFile(prefix="opsdesk-media-list-", suffix=".sqlite3")  # noqa: SIM115
+        self._db = sqlite3.connect(self._file.name, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE files (path_key TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+                         "ctime_ns INTEGER, sha256 TEXT, source TEXT, name TEXT, seen INTEGER DEFAULT 0)")
+        self.count = 0
+
+    def path_key(self, path: str) -> str:
+        return hmac.new(self.key, path.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+    def get(self, path: str) -> FileState | None:
+        """The state the parent recorded for `path` (None: new); marks it as still in the tree."""
+        path_key = self.path_key(path)
+        row = self._db.execute("SELECT size, mtime_ns, ctime_ns, sha256, source FROM files WHERE path_key = ?",
+                               (path_key,)).fetchone()
+        if row:
+            self._db.execute("UPDATE files SET seen = 1 WHERE path_key = ?", (path_key,))
+        return FileState(*row) if row else None
+
+    def unseen_names(self) -> Iterator[str]:
+        """The known names of the files no `get` asked about: deleted (or renamed) since."""
+        for (name,) in self._db.execute("SELECT name FROM files WHERE seen = 0 AND name IS NOT NULL ORDER BY name"):
+            yield name
+
+    def _add(self, path_key: str, state: FileState, name: str | None = None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                         (path_key, state.size, state.mtime_ns, state.ctime_ns, state.sha256, state.source, name))
+        self.count += 1
+
+    def close(self) -> None:
+        self._db.close()
+        self._file.close()
+
+    @classmethod
+    def read(cls, stream: BinaryIO, key: bytes) -> FileList:
+        """Load a list written by `FileListWriter`; ValueError when it is not one, was written with
+        another key, or ends early (the caller then makes a full archive instead)."""
+        file_list = cls(key)
+        try:
+            lines = iter(stream)
+            header = json.loads(next(lines, b"{}"))
+            if header.get("format") != FILE_LIST_FORMAT or not hmac.compare_digest(
+                    str(header.get("check", "")), file_list.path_key(_FILE_LIST_CHECK.decode())):
+                raise ValueError("not a media file list of this key")
+            complete = False
+            for line in lines:
+                if line == FILE_LIST_END:
+                    complete = True
+                    continue
+                if complete:
+                    raise ValueError("data after the end of the file list")
+                item = json.loads(line)
+                name = item.get("n")
+                file_list._add(str(item["k"]), FileState(int(item["s"]), int(item["m"]), int(item["c"]),
+                                                         str(item["h"]), str(item["f"])),
+                               name if isinstance(name, str) else None)
+            if not complete:
+                raise ValueError("the file list is cut short")
+            file_list._db.commit()
+        except BaseException:
+            file_list.close()
+            raise
+        return file_list
+
+
+class FileListWriter:
+    """Writes the file list of the archive being made to a temporary file, one JSON line per file.
+
+    ``keep_names``: the paths themselves are written too (only for archives that are not encrypted).
+    """
+
+    def __init__(self, key: bytes, *, keep_names: bool = False) -> None:
+        self.key = key
+        self.keep_names = keep_names
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller, after storing it
+        header = {"format": FILE_LIST_FORMAT,
+                  "check": hmac.new(key, _FILE_LIST_CHECK, hashlib.sha256).hexdigest()}
+        self.file.write(json.dumps(header).encode() + b"\n")
+
+    def add(self, path: str, state: FileState) -> None:
+        path_key = hmac.new(self.key, path.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+        line = {"k": path_key, "s": state.size, "m": state.mtime_ns, "c": state.ctime_ns, "h": state.sha256,
+                "f": state.source}
+        if self.keep_names:
+            line["n"] = path
+        self.file.write(json.dumps(line).encode() + b"\n")
+
+    def finish(self) -> BinaryIO:
+        self.file.write(FILE_LIST_END)
+        self.file.flush()
+        self.file.seek(0)
+        return self.file
+
+
+@dataclass
+class Increment:
+    """What an archive is compared with: its parent's list (None: a full archive), and who it is."""
+
+    name: str  # the name of the archive being written
+    parent: FileList | None = None
+    parent_name: str = ""
+    parent_sha256: str = ""
+    output_list: FileListWriter | None = None
 
 
 def _tar_info(entry: Entry) -> tarfile.TarInfo:
@@ -163,28 +317,76 @@ class _UnpaddedTarFile(tarfile.TarFile):
                 self.fileobj.close()
 
 
-def write_archive(root: Path, output: BinaryIO, summary: ArchiveSummary) -> None:
-    """Write the whole archive of ``root`` to ``output`` (a stream: nothing is seeked)."""
+def _hash_file(path: Path) -> str | None:
+    """The SHA-256 of a file (never through a link), None when it cannot be read any more."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb", opener=_open_no_follow) as handle:
+            while chunk := handle.read(_READ_SIZE):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _unchanged(root: Path, entry: Entry, previous: FileState | None) -> bool:
+    """Whether the parent archive's chain already holds this file's current bytes.
+
+    Same size and mtime and an untouched ctime: unchanged without reading it (restic's rule). Same
+    size and mtime but another ctime (content rewritten and its mtime put back, or only its inode
+    touched): read and hashed, unchanged only when the hash is the same.
+    """
+    if previous is None or previous.size != entry.size or previous.mtime_ns != entry.mtime_ns:
+        return False
+    if previous.ctime_ns == entry.ctime_ns:
+        return True
+    return _hash_file(root / entry.path) == previous.sha256
+
+
+def write_archive(root: Path, output: BinaryIO, summary: ArchiveSummary, increment: Increment | None = None) -> None:
+    """Write the archive of ``root`` to ``output`` (a stream: nothing is seeked).
+
+    With an ``increment`` whose ``parent`` is set, files unchanged since the parent are listed, not
+    archived; with its ``output_list``, the tree's file list is written there for the next archive.
+    """
+    own_name = increment.name if increment else ""
+    parent = increment.parent if increment else None
+    output_list = increment.output_list if increment else None
+    matched = 0
     with tempfile.TemporaryFile() as index, _UnpaddedTarFile.open(
         fileobj=output, mode="w|", format=tarfile.PAX_FORMAT
     ) as archive:
         for entry in walk(root):
             line = {"path": entry.path, "type": entry.kind, "mtime": entry.mtime}
             if entry.kind == "file":
-                try:
-                    handle = open(root / entry.path, "rb", opener=_open_no_follow)  # noqa: SIM115
-                except (FileNotFoundError, OSError):
-                    summary.vanished.append(entry.path)  # deleted (or replaced by a link) meanwhile
-                    continue
-                with handle:
-                    reader = _FileReader(handle, entry.size)
-                    archive.addfile(_tar_info(entry), io.BufferedReader(reader, _READ_SIZE))
-                    reader.finish()
-                line.update(size=entry.size, sha256=reader.digest.hexdigest(), changed=reader.changed)
+                previous = parent.get(entry.path) if parent is not None else None
+                matched += previous is not None
+                if _unchanged(root, entry, previous):
+                    line.update(size=entry.size, sha256=previous.sha256, changed=False, **{"from": previous.source})
+                    state = FileState(entry.size, entry.mtime_ns, entry.ctime_ns, previous.sha256, previous.source)
+                    summary.unchanged += 1
+                else:
+                    try:
+                        handle = open(root / entry.path, "rb", opener=_open_no_follow)  # noqa: SIM115
+                    except (FileNotFoundError, OSError):
+                        summary.vanished.append(entry.path)  # deleted (or replaced by a link) meanwhile
+                        continue
+                    with handle:
+                        reader = _FileReader(handle, entry.size)
+                        archive.addfile(_tar_info(entry), io.BufferedReader(reader, _READ_SIZE))
+                        reader.finish()
+                    sha256 = reader.digest.hexdigest()
+                    line.update(size=entry.size, sha256=sha256, changed=reader.changed, **{"from": own_name})
+                    # A file torn while read gets a ctime of 0: the next archive reads it again.
+                    state = FileState(entry.size, entry.mtime_ns, 0 if reader.changed else entry.ctime_ns,
+                                      sha256, own_name)
+                    summary.stored += 1
+                    summary.bytes += entry.size
+                    if reader.changed:
+                        summary.changed.append(entry.path)
                 summary.files += 1
-                summary.bytes += entry.size
-                if reader.changed:
-                    summary.changed.append(entry.path)
+                if output_list is not None:
+                    output_list.add(entry.path, state)
             else:
                 archive.addfile(_tar_info(entry))
                 if entry.kind == "dir":
@@ -193,6 +395,21 @@ def write_archive(root: Path, output: BinaryIO, summary: ArchiveSummary) -> None
                     line["target"] = entry.link_target
                     summary.links += 1
             index.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
+        if parent is not None:
+            summary.deleted = parent.count - matched
+            with tempfile.TemporaryFile() as deleted:
+                for name in parent.unseen_names():
+                    deleted.write(json.dumps(name, ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n")
+                if deleted.tell():
+                    size = deleted.tell()
+                    deleted.seek(0)
+                    _add_bytes(archive, DELETED_NAME, deleted, size)
+            chain = json.dumps({
+                "format": 1, "kind": "incremental", "parent": increment.parent_name,
+                "parent_sha256": increment.parent_sha256, "stored": summary.stored,
+                "unchanged": summary.unchanged, "deleted": summary.deleted,
+            }, ensure_ascii=False).encode()
+            _add_bytes(archive, CHAIN_NAME, io.BytesIO(chain), len(chain))
         size = index.tell()
         index.seek(0)
         _add_bytes(archive, INDEX_NAME, index, size)
@@ -204,7 +421,7 @@ def _open_no_follow(path: str, flags: int) -> int:
 
 
 @contextmanager
-def archive_stream(root: Path) -> Iterator[tuple[BinaryIO, ArchiveSummary]]:
+def archive_stream(root: Path, increment: Increment | None = None) -> Iterator[tuple[BinaryIO, ArchiveSummary]]:
     """The archive of ``root`` as a readable stream, produced by a thread through a pipe.
 
     Leaving the context waits for the producer; an error while archiving raises ``DumpFailed``.
@@ -218,7 +435,7 @@ def archive_stream(root: Path) -> Iterator[tuple[BinaryIO, ArchiveSummary]]:
     def produce() -> None:
         try:
             with open(write_end, "wb", buffering=_READ_SIZE) as output:
-                write_archive(root, output, summary)
+                write_archive(root, output, summary, increment)
         except BaseException as error:  # noqa: BLE001 - reported when the context exits
             failure.append(error)
 
@@ -249,6 +466,8 @@ class RestoreSummary:
     links: int = 0
     skipped: int = 0
     deleted: int = 0
+    #: The index of the (newest) archive: path -> (SHA-256, archive holding the bytes).
+    index: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
 
 def _inside(prefix: str, path: str) -> bool:
@@ -315,19 +534,20 @@ def _restore_member(archive: tarfile.TarFile, member: tarfile.TarInfo, root: Pat
     return "file", _write_file(directory, relative.name, payload, member.mode or 0o644, member.mtime)
 
 
-def _read_index(archive: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, str]:
-    """The archive's own list: path -> SHA-256 ("" for directories and links)."""
+def _read_index(archive: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, tuple[str, str]]:
+    """The archive's own list: path -> (SHA-256, archive holding the bytes); ("", "") for directories
+    and links, and "" as the archive for a file of this very archive."""
     index = {}
     for line in archive.extractfile(member):
         if line.strip():
             entry = json.loads(line)
-            index[entry["path"]] = entry.get("sha256", "")
+            index[entry["path"]] = (entry.get("sha256", ""), entry.get("from", ""))
     return index
 
 
-def _check_against_index(restored: dict[str, str], index: dict[str, str]) -> None:
+def _check_against_index(restored: dict[str, str], index: dict[str, tuple[str, str]]) -> None:
     for path, sha256 in restored.items():
-        if index.get(path) != sha256:
+        if path not in index or index[path][0] != sha256:
             raise RestoreFailed(_("%(path)s does not match the SHA-256 the archive lists for it.") % {"path": path})
 
 
@@ -348,35 +568,37 @@ def _delete_extraneous(root: Path, keep: set[str], prefix: str) -> int:
     return deleted
 
 
-def extract_archive(stream: BinaryIO, root: Path, *, prefix: str = "", delete_extraneous: bool = False) -> RestoreSummary:
-    """Restore the archive read from ``stream`` under ``root`` (only paths under ``prefix``).
+@dataclass
+class _Extraction:
+    index: dict[str, tuple[str, str]] | None = None
+    restored: dict[str, str] = field(default_factory=dict)
+    complete: bool = False
 
-    Raises ``RestoreFailed`` on an unsafe member or an archive without its completion member; files
-    restored before that point stay (they are inside the root). ``delete_extraneous`` removes, once
-    the whole archive was read, what is under the root (and the prefix) but not in the archive.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    root = root.resolve()
-    prefix = str(PurePosixPath(prefix)) if prefix and prefix not in ("", ".", "/") else ""
-    summary = RestoreSummary()
-    archived: dict[str, str] | None = None
-    restored: dict[str, str] = {}
-    complete = False
+
+def _extract_one(stream: BinaryIO, root: Path, summary: RestoreSummary, *, prefix: str,
+                 wanted: set[str] | None = None) -> _Extraction:
+    """Restore the members of one archive under ``prefix`` (only the files in ``wanted``, when given:
+    an earlier archive of a chain contributes just the files its successors left unchanged)."""
+    found = _Extraction()
     try:
         with tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
                 if member.name == INDEX_NAME:
-                    archived = _read_index(archive, member)
+                    found.index = _read_index(archive, member)
                     continue
                 if member.name == COMPLETE_NAME:
-                    complete = True
+                    found.complete = True
+                    continue
+                if member.name in (CHAIN_NAME, DELETED_NAME):
+                    continue
+                if wanted is not None and member.name not in wanted:
                     continue
                 if not _inside(prefix, member.name):
                     summary.skipped += 1
                     continue
                 kind, sha256 = _restore_member(archive, member, root)
                 if kind == "file":
-                    restored[member.name] = sha256
+                    found.restored[member.name] = sha256
                     summary.files += 1
                 elif kind == "dir":
                     summary.directories += 1
@@ -388,9 +610,74 @@ def extract_archive(stream: BinaryIO, root: Path, *, prefix: str = "", delete_ex
             pass
     except tarfile.TarError as error:
         raise RestoreFailed(_("The archive is damaged: %(error)s") % {"error": error}) from None
-    if not complete or archived is None:
+    if not found.complete or found.index is None:
         raise RestoreFailed(_("The archive ends before its completion marker; it was cut short."))
-    _check_against_index(restored, archived)
+    return found
+
+
+#: Opens the checked stream of an earlier archive of the chain, by name (a context manager).
+OpenEarlier = Callable[[str], AbstractContextManager[BinaryIO]]
+
+
+def extract_archive(stream: BinaryIO, root: Path, *, prefix: str = "", delete_extraneous: bool = False,
+                    own_name: str = "", chain: tuple[str, ...] = (), open_earlier: OpenEarlier | None = None,
+                    ) -> RestoreSummary:
+    """Restore the archive read from ``stream`` under ``root`` (only paths under ``prefix``).
+
+    For an incremental archive (``own_name``), ``chain`` names the earlier archives, full one first,
+    and ``open_earlier`` opens each: every file the index says is held by one of them is taken from
+    it, so the result is the tree as it was when this archive was written; each file is written
+    once, from the archive holding its latest bytes.
+
+    Raises ``RestoreFailed`` on an unsafe member or an archive without its completion member; files
+    restored before that point stay (they are inside the root). ``delete_extraneous`` removes, once
+    every archive was read, what is under the root (and the prefix) but not in the index.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    prefix = str(PurePosixPath(prefix)) if prefix and prefix not in ("", ".", "/") else ""
+    summary = RestoreSummary()
+    newest = _extract_one(stream, root, summary, prefix=prefix)
+    index = summary.index = newest.index
+    restored = dict(newest.restored)
+    wanted: dict[str, set[str]] = {}
+    for path, (_sha256, source) in index.items():
+        if source and source != own_name and _inside(prefix, path):
+            wanted.setdefault(source, set()).add(path)
+    unknown = sorted(set(wanted).difference(chain))
+    if unknown or (wanted and open_earlier is None):
+        raise RestoreFailed(_("The archive lists files held by %(name)s, which is not an earlier archive of "
+                              "its chain; restore stopped.") % {"name": (unknown or sorted(wanted))[0]})
+    for source in chain:
+        if source not in wanted:
+            continue
+        with open_earlier(source) as earlier:
+            found = _extract_one(earlier, root, summary, prefix=prefix, wanted=wanted[source])
+        missing = sorted(wanted[source].difference(found.restored))
+        if missing:
+            raise RestoreFailed(_("%(path)s is missing from %(name)s, the archive that should hold it.")
+                                % {"path": missing[0], "name": source})
+        restored.update(found.restored)
+    _check_against_index(restored, index)
     if delete_extraneous:
-        summary.deleted = _delete_extraneous(root, set(archived), prefix)
+        summary.deleted = _delete_extraneous(root, set(index), prefix)
     return summary
+
+
+def tree_problems(root: Path, index: dict[str, tuple[str, str]], *, limit: int = 5) -> list[str]:
+    """Re-read and re-hash every file under ``root`` against an archive's index: what is missing,
+    different or not listed (at most ``limit`` paths each)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for entry in walk(root):
+        seen.add(entry.path)
+        if entry.path not in index:
+            problems.append(_("%(path)s is not in the backup's index") % {"path": entry.path})
+        elif entry.kind == "file" and _hash_file(root / entry.path) != index[entry.path][0]:
+            problems.append(_("%(path)s does not match its SHA-256") % {"path": entry.path})
+        if len(problems) >= limit:
+            return problems
+    for path in sorted(set(index).difference(seen))[:limit - len(problems)]:
+        problems.append(_("%(path)s is missing after the restore") % {"path": path})
+    return problems
+

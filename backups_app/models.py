@@ -46,6 +46,12 @@ class BackupRecord(models.Model):
         UPLOADED = "uploaded", _("uploaded")
         FAILED = "failed", _("failed")
 
+    class MediaMode(models.TextChoices):
+        # Media archives only (empty for a database dump): a full archive holds every file, an
+        # incremental one only what changed since its parent (backups_app.media).
+        FULL = "full", _("full")
+        INCREMENTAL = "incremental", _("incremental")
+
     class VerificationStatus(models.TextChoices):
         UNVERIFIED = "unverified", _("not verified")
         VERIFIED = "verified", _("verified")
@@ -112,6 +118,15 @@ class BackupRecord(models.Model):
     binlog_file = models.CharField(_("binlog file"), max_length=255, blank=True)
     binlog_position = models.BigIntegerField(_("binlog position"), null=True, blank=True)
     binlog_gtid = models.CharField(_("binlog GTID position"), max_length=1000, blank=True)
+    media_mode = models.CharField(_("archive"), max_length=20, choices=MediaMode.choices, blank=True)
+    # The archive an incremental builds on. SET_NULL, not CASCADE: a chain whose link vanished must
+    # say so at restore, never lose its later members silently (retention deletes chains whole).
+    parent = models.ForeignKey(
+        "self", verbose_name=_("parent archive"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="incrementals",
+    )
+    # SHA-256 of the file list stored beside the archive, which the next incremental compares with.
+    media_file_list_sha256 = models.CharField(_("file list SHA-256"), max_length=64, blank=True)
 
     class Meta:
         verbose_name = _("backup")
@@ -177,6 +192,9 @@ class RestoreRecord(models.Model):
     # Who runs it: lets the next run tell a live restore from one whose process was killed.
     owner_host = models.CharField(_("host"), max_length=255, blank=True)
     owner_pid = models.IntegerField(_("process id"), null=True, blank=True)
+    # Media only: restore the files under this path only, and delete what the archive does not hold.
+    media_path = models.CharField(_("path restored"), max_length=1000, blank=True)
+    delete_extraneous = models.BooleanField(_("delete files not in the backup"), default=False)
 
     class Meta:
         verbose_name = _("restore")
@@ -387,6 +405,9 @@ class BinlogSegment(models.Model):
     raw_size_bytes = models.BigIntegerField(_("raw size (bytes)"))
     size_bytes = models.BigIntegerField(_("compressed size (bytes)"))
     sha256 = models.CharField(_("SHA-256"), max_length=64)
+    # age encryption, as for backups: the stored file holds ciphertext for these recipients.
+    encrypted = models.BooleanField(_("encrypted"), default=False)
+    encryption_recipients = models.JSONField(_("encrypted for"), default=list, blank=True)
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.OK)
     status_message = models.TextField(_("status details"), blank=True)
     offsite_status = models.CharField(

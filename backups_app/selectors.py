@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupNotFound
 from backups_app.models import BackupRecord
 
@@ -21,9 +23,27 @@ def backup_databases() -> list[str]:
     return sorted(settings.DATABASES, key=lambda alias: (alias != "default", alias))
 
 
+def media_databases(*, recorded: Iterable[str] | None = None) -> list[str]:
+    """The media aliases (`media`, `media:<storage>`) that deserve a health row and alerts: `media`
+    when BACKUP_MEDIA_SCHEDULE is on (the default schedule then backs it up daily), and every media
+    alias that has backups. A media folder nobody backs up then shows red instead of being left out.
+
+    `recorded`: the aliases that have backups, when the caller already has them (else one query).
+    """
+    from backups_app.engines.media import is_media_alias
+
+    if recorded is None:
+        recorded = BackupRecord.objects.filter(database__startswith="media").values_list(
+            "database", flat=True).distinct()
+    aliases = {alias for alias in recorded if is_media_alias(alias)}
+    if app_settings.BACKUP_MEDIA_SCHEDULE:
+        aliases.add("media")
+    return sorted(aliases)
+
+
 def backup_list(*, database: str | None = None, status: str | None = None) -> QuerySet[BackupRecord]:
     """Backups, newest first, optionally of one database and/or in one status."""
-    backups = BackupRecord.objects.select_related("user")
+    backups = BackupRecord.objects.select_related("user", "parent")
     if database is not None:
         backups = backups.filter(database=database)
     if status is not None:

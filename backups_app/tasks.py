@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.conf import settings
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupError
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services import offsite, retention, verify
@@ -51,6 +51,7 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
         backup_restore(
             backup=restore.backup, database=restore.database, trigger=restore.trigger, user=restore.user,
             safety_backup=safety_backup, restore=restore,
+            media_path=restore.media_path, delete_extraneous=restore.delete_extraneous,
         )
     except BackupError as error:
         logger.error("Restore of %s failed: %s", restore.backup_name, error)
@@ -78,7 +79,7 @@ def pitr_restore_run(restore_id: int, to_time: str = "", to_position: str = "", 
 @shared_task(name="backups_app.tasks.backup_database", ignore_result=True)
 def backup_database(database: str = "default") -> str | None:
     """The scheduled backup of one database; a no-op while BACKUP_ENABLED is false."""
-    if not settings.BACKUP_ENABLED:
+    if not app_settings.BACKUP_ENABLED:
         logger.info("BACKUP_ENABLED is false: scheduled backup of %s skipped.", database)
         return None
     from backups_app.services.backup import backup_create
@@ -113,6 +114,23 @@ def verify_backup(database: str = "default", name: str | None = None) -> dict:
         return {"database": database, "verified": None}
     backup = verify.backup_verify(backup=backup, source=AuditEntry.Source.SCHEDULE)
     return {"database": database, "name": backup.name, "verification": backup.verification_status}
+
+
+@shared_task(name="backups_app.tasks.backup_verify_run", ignore_result=True)
+def backup_verify_run(backup_id: int, user_id: int | None, source: str, ip_address: str | None = None) -> None:
+    """Run the verification queued by `backup_verify_queue` (the admin's Verify)."""
+    from django.contrib.auth import get_user_model
+
+    backup = BackupRecord.objects.filter(pk=backup_id).first()
+    if backup is None:
+        logger.warning("Backup %s was deleted before its verification ran; nothing to verify.", backup_id)
+        return
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    try:
+        verify.backup_verify(backup=backup, user=user, source=source, ip_address=ip_address)
+    except BackupError as error:
+        # Refused (access withdrawn meanwhile) or no longer a good backup: audited by the service.
+        logger.error("Verification of %s did not run: %s", backup.name, error)
 
 
 @shared_task(name="backups_app.tasks.offsite_upload_run")

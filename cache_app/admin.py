@@ -1,7 +1,6 @@
 """The Redis page of the admin: statistics and "clear application cache" (thin over services)."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -10,6 +9,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods
 
+from cache_app.conf import app_settings
 from cache_app.exceptions import CacheUnavailable, RedisNotConfigured
 from cache_app.models import RedisServer
 from cache_app.services import cache_clear, redis_stats_collect
@@ -85,5 +85,5 @@ class RedisServerAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(stats_url)
         context = self._context(request, _("Clear the application cache?"))
         context["stats_url"] = stats_url
-        context["key_prefix"] = settings.CACHE_KEY_PREFIX
+        context["key_prefix"] = app_settings.CACHE_KEY_PREFIX
         return TemplateResponse(request, "admin/cache_app/clear_cache_confirmation.html", context)

@@ -1,5 +1,12 @@
 """Health checks behind /health, one class per component (the plugin design of django-health-check).
 
+Each app contributes its checks: a list of dotted paths in its AppConfig's `health_checks`
+attribute (this app: the database and Redis; backups_app.health: storage, broker, worker,
+scheduler, dirty databases, binlog archiver). settings.HEALTH_CHECKS, when set, replaces the list.
+The same for who may see the details: `health_authenticators` / settings.HEALTH_AUTHENTICATORS.
+cache_app imports no other app: `HealthCheck` and `bearer_token` here are the API the checks of
+other apps build on.
+
 django-health-check itself was not used: its JSON is `{"<Check name>": "working"}` (a string per
 plugin), while opsdesk's contract is one boolean per component at the top level, details beside it,
 503 only for *required* components, and a shared deadline for all checks. Its design is kept: a
@@ -7,19 +14,21 @@ documented base class, one subclass per backend, a registry, `check_status()` ra
 """
 from __future__ import annotations
 
+import hmac
 import logging
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar
 
-from django.conf import settings
+from django.apps import apps
 from django.core.cache import caches
-from django.core.files.storage import FileSystemStorage, storages
 from django.db import connections
-from django.utils import timezone
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
 
-from backups_app.selectors import last_good_backups
+from cache_app.conf import app_settings
 
 logger = logging.getLogger("cache_app.health")
 
@@ -71,7 +80,7 @@ class HealthCheck:
 
 
 class DatabaseCheck(HealthCheck):
-    """opsdesk's own database answers `SELECT 1`; also reports the age of the last good backups."""
+    """opsdesk's own database answers `SELECT 1`."""
 
     component = "database"
 
@@ -82,23 +91,14 @@ class DatabaseCheck(HealthCheck):
                 cursor.execute("SELECT 1")
                 if cursor.fetchone() != (1,):
                     raise HealthCheckFailed("unexpected answer to SELECT 1")
-            return {"backups": last_good_backup_ages()}
+            return self.details()
         finally:
             # The check runs in a pool thread: its connection must not outlive the thread.
             connection.close()
 
-
-def last_good_backup_ages() -> dict[str, dict[str, Any]]:
-    """Per database alias: when its newest successful backup finished and how old it is (seconds)."""
-    now = timezone.now()
-    ages: dict[str, dict[str, Any]] = {}
-    for alias, record in last_good_backups().items():
-        if record is None:
-            ages[alias] = {"last_good_at": None, "age_seconds": None}
-            continue
-        moment = record.finished_at or record.created_at
-        ages[alias] = {"last_good_at": moment.isoformat(), "age_seconds": int((now - moment).total_seconds())}
-    return ages
+    def details(self) -> dict[str, Any]:
+        """What to publish once the database answered (a subclass adds its own figures)."""
+        return {}
 
 
 class RedisCheck(HealthCheck):
@@ -107,7 +107,7 @@ class RedisCheck(HealthCheck):
     component = "redis"
 
     def is_configured(self) -> bool:
-        return bool(settings.REDIS_URL)
+        return bool(app_settings.REDIS_URL)
 
     def check_status(self) -> dict[str, Any]:
         from cache_app.ratelimit import rate_limit_backend
@@ -135,186 +135,75 @@ class RedisCheck(HealthCheck):
         return {"configured": False, "cache": "per-process", "rate_limit": rate_limit_backend()}
 
 
-class StorageCheck(HealthCheck):
-    """The "backups" storage can be listed (and, on a local disk, written)."""
-
-    component = "storage"
-
-    def check_status(self) -> dict[str, Any]:
-        storage = storages["backups"]
-        if isinstance(storage, FileSystemStorage):
-            location = os.fspath(storage.location)
-            if not os.path.isdir(location):
-                # Created with the first backup; what matters now is that it can be.
-                parent = os.path.dirname(location.rstrip(os.sep)) or os.sep
-                if not (os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)):
-                    raise HealthCheckFailed("backup folder missing and cannot be created")
-                return {"exists": False}
-            if not os.access(location, os.W_OK | os.X_OK):
-                raise HealthCheckFailed("backup folder not writable")
-            usage = os.statvfs(location)
-            return {"free_bytes": usage.f_bavail * usage.f_frsize}
-        storage.listdir("")
-        return {}
+# The app whose checks come first in /health, before every other app's (in INSTALLED_APPS order).
+_OWN_LABEL = "cache_app"
 
 
-class BrokerCheck(HealthCheck):
-    """The Celery broker answers (required only when CELERY_BROKER_URL is set).
+def _contributions(attribute: str) -> list[str]:
+    configs = sorted(apps.get_app_configs(), key=lambda config: config.label != _OWN_LABEL)
+    return [path for config in configs for path in getattr(config, attribute, ())]
 
-    Uses the process' one kept connection (backups_app.liveness.broker_connection): a probe every
-    few seconds must not open a new broker connection each time. Every wait on the broker (connect,
-    handshake, reads) is bounded by `timeout_seconds`, so a broker that accepts the connection and
-    never answers makes this check false, not /health slow.
+
+@lru_cache(maxsize=8)
+def _import_all(paths: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(import_string(path) for path in paths)
+
+
+def default_health_check_paths() -> list[str]:
+    """The checks of the installed apps: cache_app's first, then each app's `health_checks`.
+
+    A check whose component is already listed takes that entry's place, so an app can extend
+    another app's check: backups_app's "database" check adds the age of the last good backups
+    to cache_app's SELECT 1.
     """
-
-    component = "broker"
-
-    def __init__(self, *, timeout_seconds: float = 1.0) -> None:
-        self.timeout_seconds = timeout_seconds
-
-    def is_configured(self) -> bool:
-        return bool(settings.CELERY_BROKER_URL)
-
-    def check_status(self) -> dict[str, Any]:
-        from backups_app.liveness import broker_queue_size
-
-        return {"queue": settings.CELERY_TASK_DEFAULT_QUEUE,
-                "messages": broker_queue_size(timeout_seconds=self.timeout_seconds)}
-
-    def not_configured_details(self) -> dict[str, Any]:
-        return {"configured": False, "tasks": "background processes"}
-
-
-class _DatabaseReadingCheck(HealthCheck):
-    """A check that reads opsdesk's database from a pool thread, closing that thread's connection."""
-
-    def check_status(self) -> dict[str, Any]:
-        try:
-            return self.read()
-        finally:
-            connections["default"].close()
-
-    def read(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class WorkerCheck(_DatabaseReadingCheck):
-    """A worker consumes the queue (heartbeat); required, so 503, only while jobs wait in the queue."""
-
-    component = "worker"
-
-    def is_required(self) -> bool:
-        from backups_app.liveness import queue_depth
-
-        try:
-            return queue_depth() > 0
-        finally:
-            connections["default"].close()
-
-    def read(self) -> dict[str, Any]:
-        from backups_app import liveness
-
-        details = {
-            "queue": liveness.queue_name(),
-            "mode": "celery" if liveness.broker_configured() else "background processes",
-            "queued": liveness.queue_depth(),
-            "waiting": liveness.waiting_jobs(),
-        }
-        if not liveness.worker_alive():
-            raise HealthCheckFailed(f"no worker is taking jobs from queue {liveness.queue_name()}")
-        return details
-
-
-class SchedulerCheck(_DatabaseReadingCheck):
-    """The scheduler (celery beat or its broker-less form) ticked recently. Reported, never a 503:
-    a load balancer must not take the web servers out because beat stopped."""
-
-    component = "scheduler"
-
-    def is_required(self) -> bool:
-        return False
-
-    def read(self) -> dict[str, Any]:
-        from backups_app import liveness
-
-        seen = liveness.last_seen(liveness.Component.SCHEDULER)
-        if not liveness.scheduler_alive():
-            raise HealthCheckFailed("the scheduler (celery beat) is not running")
-        return {"last_tick_at": seen.isoformat() if seen else None}
-
-
-class DirtyDatabasesCheck(HealthCheck):
-    """No database is left dirty by an interrupted restore (backups_app.services.dirty).
-
-    Details: one boolean per database alias, false for a dirty one.
-    """
-
-    component = "databases"
-
-    def __init__(self) -> None:
-        self.clean: dict[str, bool] = {}
-
-    def check_status(self) -> dict[str, Any]:
-        from backups_app.selectors import backup_databases, dirty_databases
-
-        try:
-            dirty = dirty_databases()
-        finally:
-            connections["default"].close()  # a pool thread's connection must not outlive it
-        self.clean = {**{alias: True for alias in backup_databases()}, **{alias: False for alias in dirty}}
-        if dirty:
-            raise HealthCheckFailed("dirty after an interrupted restore: " + ", ".join(sorted(dirty)))
-        return dict(self.clean)
-
-    def failure_details(self) -> dict[str, Any]:
-        return dict(self.clean)
-
-
-class BinlogArchiverCheck(_DatabaseReadingCheck):
-    """Every binlog archive (point-in-time recovery) has a running archiver and no hole.
-
-    Configured once a database archives its binlog; reported, never a 503 (like the scheduler).
-    The details give each database's recoverable windows and gaps.
-    """
-
-    component = "binlog_archiver"
-
-    def is_configured(self) -> bool:
-        from backups_app.services.binlogs import archived_databases
-
-        try:
-            return bool(archived_databases())
-        finally:
-            connections["default"].close()
-
-    def is_required(self) -> bool:
-        return False
-
-    def read(self) -> dict[str, Any]:
-        from backups_app.services.binlogs import binlog_health_details
-
-        details = binlog_health_details()
-        down = [database for database, state in details.items() if not state["archiver_running"]]
-        holes = [database for database, state in details.items() if state["gaps"]]
-        if down or holes:
-            raise HealthCheckFailed(f"binlog archiver down: {down or '-'}; archive with a gap: {holes or '-'}")
-        return details
-
-    def failure_details(self) -> dict[str, Any]:
-        from backups_app.services.binlogs import binlog_health_details
-
-        try:
-            return binlog_health_details()
-        finally:
-            connections["default"].close()
+    by_component: dict[str, str] = {}
+    for path in _contributions("health_checks"):
+        by_component[import_string(path).component] = path
+    return list(by_component.values())
 
 
 def health_checks() -> list[HealthCheck]:
-    """The registry: every component /health reports, in the order it reports them."""
-    return [
-        DatabaseCheck(), RedisCheck(), StorageCheck(), BrokerCheck(timeout_seconds=settings.HEALTH_CHECK_TIMEOUT),
-        WorkerCheck(), SchedulerCheck(), DirtyDatabasesCheck(), BinlogArchiverCheck(),
-    ]
+    """The registry: one fresh instance of every check in HEALTH_CHECKS, in the order reported.
+
+    settings.HEALTH_CHECKS (dotted paths of HealthCheck subclasses) unset or None: the installed
+    apps' defaults (default_health_check_paths).
+    """
+    paths = app_settings.HEALTH_CHECKS
+    if paths is None:
+        paths = default_health_check_paths()
+    return [check_class() for check_class in _import_all(tuple(paths))]
+
+
+# --- Who sees the details -------------------------------------------------------------------------
+
+def bearer_token(request: HttpRequest) -> str:
+    """The value of `Authorization: Bearer <value>`, or "" when the request has none."""
+    scheme, _space, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def staff_session(request: HttpRequest) -> bool:
+    """A logged-in staff user (the admin's session)."""
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def health_token(request: HttpRequest) -> bool:
+    """The HEALTH_TOKEN secret as a Bearer token (for a monitoring system that has no user)."""
+    presented, expected = bearer_token(request), app_settings.HEALTH_TOKEN
+    return bool(presented and expected and hmac.compare_digest(presented.encode(), expected.encode()))
+
+
+def health_authenticators() -> list[Callable[[HttpRequest], bool]]:
+    """Functions `(request) -> bool`, any of which lets the caller see /health's details.
+
+    settings.HEALTH_AUTHENTICATORS (dotted paths) unset or None: every installed app's
+    `health_authenticators` (cache_app's staff session and HEALTH_TOKEN; backups_app's API tokens).
+    """
+    paths = app_settings.HEALTH_AUTHENTICATORS
+    if paths is None:
+        paths = _contributions("health_authenticators")
+    return list(_import_all(tuple(paths)))
 
 
 class _LogThrottle:

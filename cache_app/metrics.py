@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterator
 from functools import lru_cache
 
-from django.conf import settings
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from cache_app.conf import app_settings
 from secrets_app import get_secret
 
 logger = logging.getLogger("cache_app.metrics")
@@ -60,7 +60,7 @@ def _collector_classes(paths: tuple[str, ...]) -> tuple[type, ...]:
 def metrics_registry() -> CollectorRegistry:
     """A fresh registry holding one instance of every collector in METRICS_COLLECTORS."""
     registry = CollectorRegistry(auto_describe=False)
-    for collector_class in _collector_classes(tuple(settings.METRICS_COLLECTORS)):
+    for collector_class in _collector_classes(tuple(app_settings.METRICS_COLLECTORS)):
         registry.register(collector_class())
     return registry
 
@@ -72,7 +72,7 @@ def metrics_render(*, accept: str) -> tuple[bytes, str]:
 
 
 def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(entry, strict=False) for entry in settings.METRICS_ALLOWED_IPS]
+    return [ipaddress.ip_network(entry, strict=False) for entry in app_settings.METRICS_ALLOWED_IPS]
 
 
 def address_allowed(address: str) -> bool:

@@ -7,6 +7,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+# The audit log's public entry point (works with or without backups_app installed).
+from backups_app.audit import audit_log
 from cache_app.health import CheckResult, HealthCheck, HealthCheckFailed, health_checks, log_throttle
 
 logger = logging.getLogger("cache_app.health")
@@ -133,13 +135,13 @@ class RedisStats:
 
 
 def _resilient_cache():
-    from django.conf import settings
     from django.core.cache import caches
 
+    from cache_app.conf import app_settings
     from cache_app.exceptions import RedisNotConfigured
 
     cache = caches["default"]
-    if not settings.REDIS_URL or not hasattr(cache, "redis_client"):
+    if not app_settings.REDIS_URL or not hasattr(cache, "redis_client"):
         raise RedisNotConfigured("REDIS_URL is not set: the cache is in process memory")
     return cache
 
@@ -202,7 +204,6 @@ def cache_clear(*, user=None, request=None, source: str = "admin") -> int:
     Audited as `cache_clear` whatever the outcome. Returns the number of keys removed; raises
     RedisNotConfigured without REDIS_URL, CacheUnavailable when Redis does not answer.
     """
-    from backups_app.services.audit import audit_log
     from cache_app.exceptions import CacheUnavailable
 
     cache = _resilient_cache()

@@ -266,6 +266,15 @@ BACKUP_ENCRYPTION = env.str("BACKUP_ENCRYPTION", default="").strip().lower()
 if BACKUP_ENCRYPTION not in ("", "none", "age"):
     raise ImproperlyConfigured("BACKUP_ENCRYPTION must be age, or empty for none.")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
+# Media backups (backup_now --media) are incremental after a full archive; a new full one is made
+# after this many incrementals or when the chain's full archive is this many days old (0: always full).
+BACKUP_MEDIA_FULL_EVERY = env.int("BACKUP_MEDIA_FULL_EVERY", default=7)
+BACKUP_MEDIA_FULL_EVERY_DAYS = env.int("BACKUP_MEDIA_FULL_EVERY_DAYS", default=7)
+if BACKUP_MEDIA_FULL_EVERY < 0 or BACKUP_MEDIA_FULL_EVERY_DAYS < 0:
+    raise ImproperlyConfigured("BACKUP_MEDIA_FULL_EVERY and BACKUP_MEDIA_FULL_EVERY_DAYS must be 0 or more.")
+# The default schedule backs up MEDIA_ROOT daily (and the admin's health table shows it) when this
+# is true; by default, when MEDIA_ROOT is set in the environment.
+BACKUP_MEDIA_SCHEDULE = env.bool("BACKUP_MEDIA_SCHEDULE", default=bool(env.str("MEDIA_ROOT", default="")))
 # Point-in-time recovery: archive_binlogs closes a binlog segment at least this often (seconds);
 # it bounds what the offsite copy can lose, the local copy is written event by event.
 BINLOG_SEGMENT_SECONDS = env.int("BINLOG_SEGMENT_SECONDS", default=60)
@@ -345,40 +354,30 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Retention and offsite copies (S3) -----------------------------------------------------------
-# With AWS_S3_BUCKET set, every good backup is also copied to S3 (or an S3-compatible store such as
-# MinIO or Ceph through AWS_S3_ENDPOINT_URL). Credentials come from boto3's usual chain
-# (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, ~/.aws, an instance role), never
-# from this file.
-AWS_S3_BUCKET = env.str("AWS_S3_BUCKET", default="")
+# With BACKUP_OFFSITE_BUCKET set, every good backup is also copied to S3 (or an S3-compatible store
+# such as MinIO or Ceph through BACKUP_OFFSITE_ENDPOINT_URL). Credentials come from boto3's usual
+# chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment, ~/.aws, an instance role),
+# never from this file. backups_app builds STORAGES["backups_offsite"] from these settings
+# (backups_app/conf.py), with endpoint and region of its own: never django-storages' global ones.
+BACKUP_OFFSITE_BUCKET = env.str("BACKUP_OFFSITE_BUCKET", default="")
 # Empty means AWS itself; for MinIO/Ceph e.g. https://minio.internal:9000.
-AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")
+BACKUP_OFFSITE_ENDPOINT_URL = env.str("BACKUP_OFFSITE_ENDPOINT_URL", default="")
 # Empty lets boto3 pick it from AWS_DEFAULT_REGION or its config.
-AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
+BACKUP_OFFSITE_REGION_NAME = env.str("BACKUP_OFFSITE_REGION_NAME", default="")
 # Key prefix inside the bucket, so that one bucket can hold several installations.
-AWS_S3_PREFIX = env.str("AWS_S3_PREFIX", default="opsdesk-backups").strip("/")
+BACKUP_OFFSITE_PREFIX = env.str("BACKUP_OFFSITE_PREFIX", default="opsdesk-backups").strip("/")
+# The names of earlier versions (AWS_S3_BUCKET, AWS_S3_ENDPOINT_URL, AWS_S3_REGION_NAME,
+# AWS_S3_PREFIX) still work while BACKUP_OFFSITE_BUCKET is unset: they become settings of the same
+# name, which backups_app reads with a DeprecationWarning and `manage.py check` reports (W001).
+if not BACKUP_OFFSITE_BUCKET and env.str("AWS_S3_BUCKET", default=""):
+    for _name in ("AWS_S3_BUCKET", "AWS_S3_ENDPOINT_URL", "AWS_S3_REGION_NAME", "AWS_S3_PREFIX"):
+        if _name in env.ENVIRON:
+            globals()[_name] = env.str(_name)
 # Uploads larger than this go up in parts of this size (S3's minimum part size is 5 MiB).
 BACKUP_OFFSITE_CHUNK_MB = env.int("BACKUP_OFFSITE_CHUNK_MB", default=64)
 # A failed upload is retried with exponential backoff from this delay, up to this many attempts.
 BACKUP_OFFSITE_RETRY_SECONDS = env.int("BACKUP_OFFSITE_RETRY_SECONDS", default=300)
 BACKUP_OFFSITE_MAX_ATTEMPTS = env.int("BACKUP_OFFSITE_MAX_ATTEMPTS", default=8)
-if AWS_S3_BUCKET:
-    STORAGES["backups_offsite"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": AWS_S3_BUCKET,
-            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
-            "region_name": AWS_S3_REGION_NAME or None,
-            "location": AWS_S3_PREFIX,
-            # Backups are private: no public ACL, no unsigned URLs, and retries overwrite the same
-            # key rather than leaving renamed copies behind.
-            "default_acl": "private",
-            "querystring_auth": True,
-            "file_overwrite": True,
-            "object_parameters": {"ContentType": "application/octet-stream"},
-            # The multipart part size (BACKUP_OFFSITE_CHUNK_MB) is applied by the offsite service:
-            # a TransferConfig here would import boto3 into every process at startup.
-        },
-    }
 
 # --- Redis, cache, sessions and rate limiting (cache_app) -----------------------------------------
 # REDIS_URL: redis://[:password@]host:6379/0, rediss:// (TLS), unix://, or
@@ -463,7 +462,7 @@ AXES_VERBOSE = False
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_CALLABLE = "cache_app.login_lockout.lockout_response"
 # The same client address as the audit log: REMOTE_ADDR, never a forgeable X-Forwarded-For.
-AXES_CLIENT_IP_CALLABLE = "backups_app.services.audit.client_ip"
+AXES_CLIENT_IP_CALLABLE = "backups_app.audit.client_ip"
 # Successful logins are not logged by axes (the audit log covers what matters); failures are.
 AXES_DISABLE_ACCESS_LOG = True
 # /health answers within this many seconds even when a component hangs (checks run in parallel).
@@ -471,6 +470,11 @@ HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=0.8)
 # /health gives anonymous callers its booleans only; `Authorization: Bearer <HEALTH_TOKEN>` (or a
 # staff session or API token) also gets the details. A secret: read through get_secret.
 HEALTH_TOKEN = get_secret("HEALTH_TOKEN", default="") or ""
+# /health's checks and who sees its details, as dotted paths (cache_app.health). Unset: what each
+# installed app contributes (its AppConfig's `health_checks` / `health_authenticators`). Empty counts
+# as unset: a /health with no checks at all would answer "ok" whatever is down.
+HEALTH_CHECKS = env.list("HEALTH_CHECKS", default=None) or None
+HEALTH_AUTHENTICATORS = env.list("HEALTH_AUTHENTICATORS", default=None) or None
 # Load balancers probe /health over plain HTTP on the private network.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
 

@@ -10,17 +10,23 @@ logger = logging.getLogger("secrets_app")
 
 class SecretsConfig(AppConfig):
     name = "secrets_app"
+    # The migrations were made with BigAutoField ids: a host project\'s DEFAULT_AUTO_FIELD must not change them.
+    default_auto_field = "django.db.models.BigAutoField"
     verbose_name = _("Secrets")
 
     def ready(self) -> None:
         # The access log was buffered while settings loaded (no ORM yet); from now on it is
         # written after requests, Celery tasks and at exit, never on the get_secret hot path.
-        from django.conf import settings
+        from django.core import checks
         from django.core.signals import request_finished
 
         from secrets_app import default_manager
-        from secrets_app.services import secrets_access_flush_soon, secrets_access_flush_at_exit
+        from secrets_app.checks import check_provider, check_setting_types
+        from secrets_app.conf import app_settings
+        from secrets_app.services import secrets_access_flush_at_exit, secrets_access_flush_soon
 
+        checks.register(check_provider)
+        checks.register(check_setting_types)
         request_finished.connect(secrets_access_flush_soon, dispatch_uid="secrets_access_flush")
         atexit.register(secrets_access_flush_at_exit)
         default_manager.send_alerts()
@@ -30,7 +36,7 @@ class SecretsConfig(AppConfig):
 
             task_postrun.connect(secrets_access_flush_soon, weak=False, dispatch_uid="secrets_access_flush")
 
-        redis_url = getattr(settings, "SECRETS_REDIS_URL", "") or getattr(settings, "REDIS_URL", "")
+        redis_url = app_settings.SECRETS_REDIS_URL or app_settings.REDIS_URL
         if redis_url:
-            prefix = getattr(settings, "SECRETS_REDIS_PREFIX", "") or f"{settings.CACHE_KEY_PREFIX}:secrets"
+            prefix = app_settings.SECRETS_REDIS_PREFIX or f"{app_settings.CACHE_KEY_PREFIX}:secrets"
             default_manager.start_rotation_listener(redis_url=redis_url, prefix=prefix)

@@ -1,9 +1,9 @@
 """Read-only queries about secrets. No values."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import connections
 
+from secrets_app.conf import app_settings
 from secrets_app.manager import SecretManager, default_manager
 from secrets_app.models import KnownSecret
 
@@ -20,7 +20,7 @@ def known_secret_names(*, manager: SecretManager | None = None) -> dict[str, boo
         names[name] = required
     for name, required in manager.known.items():
         names[name] = names.get(name, False) or required
-    for name in getattr(settings, "SECRETS_REQUIRED", []):
+    for name in app_settings.SECRETS_REQUIRED:
         names[name] = True
     obsolete = set(obsolete_secret_names(names))
     return dict(sorted((name, required) for name, required in names.items() if name not in obsolete))
@@ -38,7 +38,7 @@ def obsolete_secret_names(names=None) -> list[str]:
     if names is None:
         names = KnownSecret.objects.filter(name__startswith=DATABASE_PASSWORD_PREFIX).values_list("name", flat=True)
     configured = {alias.upper() for alias in connections.settings}
-    required = set(getattr(settings, "SECRETS_REQUIRED", []))
+    required = set(app_settings.SECRETS_REQUIRED)
     return [
         name for name in names
         if name.startswith(DATABASE_PASSWORD_PREFIX) and name not in required

@@ -6,10 +6,12 @@ import secrets as secrets_module
 import time
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.views.decorators.debug import sensitive_variables
 
+# The audit log's public entry point (works with or without backups_app installed).
+from backups_app.audit import audit_log
+from secrets_app.conf import app_settings
 from secrets_app.exceptions import RotationRefused, SecretsError
 from secrets_app.manager import HIT, SecretManager, SecretStatus, default_manager, secrets_actor
 from secrets_app.models import KnownSecret, SecretAccess
@@ -68,7 +70,7 @@ def secrets_access_flush_soon(**kwargs) -> None:
     """Signal receiver (request_finished, task_postrun): flush at most every few seconds."""
     global _last_flush
     now = time.monotonic()
-    if now - _last_flush < getattr(settings, "SECRETS_ACCESS_LOG_FLUSH_SECONDS", 60):
+    if now - _last_flush < app_settings.SECRETS_ACCESS_LOG_FLUSH_SECONDS:
         return
     _last_flush = now
     secrets_access_flush()
@@ -117,8 +119,6 @@ def secret_rotate(
     With Redis configured (SECRETS_REDIS_URL) every process drops it within seconds; otherwise each
     process sees it when its cached value expires (SECRETS_CACHE_TTL). Audited as rotate_secret.
     """
-    from backups_app.services.audit import audit_log
-
     manager = manager or default_manager
     if generate == (value is not None):
         raise RotationRefused("Give either a new value or generate=True.")

@@ -38,10 +38,11 @@ from backups_app.access import backup_access_allowed, backup_needs_superuser
 from backups_app.admin.base import AppendOnlyAdmin, ServiceWrittenAdmin
 from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
-from backups_app.api.streaming import download_response
+from backups_app.api.streaming import DECRYPTED_DOWNLOAD, decrypted_download_response, download_response
+from backups_app.encryption import decryption_available
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord, Trigger
-from backups_app.services.audit import audit_log, audit_request
+from backups_app.services.audit import audit_log, audit_request, client_ip
 from backups_app.services.backup import (
     backup_adopt,
     backup_delete,
@@ -56,7 +57,7 @@ from backups_app.services.binlogs import (
 )
 from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
-from backups_app.services.verify import backup_verify
+from backups_app.services.verify import backup_verify_queue
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +218,9 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         if running:
             # Only a running backup is still writing; afterwards the compressed size says it all.
             file_fields.insert(2, "progress_display")
+        if obj is not None and obj.media_mode:
+            # A media archive: full, or incremental on top of its parent (restored as a chain).
+            file_fields += ["media_mode", "parent"]
         offsite = ()
         if obj is None or obj.offsite_status != BackupRecord.OffsiteStatus.NOT_CONFIGURED:
             offsite = ((_("Offsite copy"), {"fields": (
@@ -360,6 +364,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             good = good and backup_access_allowed(database=record.database, user=request.user)
             extra_context.update(
                 can_download=good and self.has_download_permission(request),
+                can_download_decrypted=good and record.encrypted and self.has_download_permission(request)
+                and decryption_available(),
                 can_restore=good and self.has_restore_permission(request),
                 can_verify=good and self.has_verify_permission(request),
                 backup_running=record.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING),
@@ -428,24 +434,29 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             return HttpResponseNotAllowed(["GET"])
         if not self.has_download_permission(request):
             raise PermissionDenied
+        # ?decrypted=1: the age-decrypted (still compressed) bytes of an encrypted backup, audited
+        # under its own action; the same permission and checks as the stored file's download.
+        decrypted = request.GET.get("decrypted") == "1"
+        action = DECRYPTED_DOWNLOAD if decrypted else "download"
         record = self._good_record(pk)
-        self._require_access(request, record, "download")
+        self._require_access(request, record, action)
         filename = posixpath.basename(record.storage_name) or record.name
+        respond = decrypted_download_response if decrypted else download_response
         try:
             # The same streamed, checked download as the API's: a damaged or truncated file cuts
             # the response instead of ending it cleanly.
-            response = download_response(backup=record, source=ADMIN, user=request.user, request=request,
-                                         filename=filename)
+            response = respond(backup=record, source=ADMIN, user=request.user, request=request, filename=filename)
         except (BackupNotFound, FileNotFoundError) as error:
-            audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
+            audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
                       request=request, target=record.name, detail=str(error))
             raise Http404(gettext("The file of this backup is gone.")) from None
         except RestoreRefused as error:
-            audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
+            # No private key on this host, a plain backup, no checksum, a symlink: one line, no byte.
+            audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
                       request=request, target=record.name, detail=str(error))
             self.message_user(request, str(error), messages.ERROR)
             return redirect(self._changelist_url())
-        audit_log(action="download", source=ADMIN, outcome=AuditEntry.Outcome.SUCCESS, user=request.user,
+        audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.SUCCESS, user=request.user,
                   request=request, target=record.name)
         return response
 
@@ -551,24 +562,22 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
 
     # --- Verify -----------------------------------------------------------------------------------
     def _verify(self, request: HttpRequest, records) -> None:
+        # A test restore lasts as long as a restore: queued, never run inside the request.
         for record in records:
             try:
                 with audit_request(request):
-                    record = backup_verify(backup=record, user=request.user, source=ADMIN)
+                    backup_verify_queue(backup=record, user=request.user, source=ADMIN, ip_address=client_ip(request))
             except BackupError as error:
                 self.message_user(
                     request, gettext("%(name)s could not be verified: %(error)s") % {"name": record.name, "error": error},
                     messages.ERROR,
                 )
                 continue
-            level = messages.SUCCESS if record.verification_status == BackupRecord.VerificationStatus.VERIFIED else messages.ERROR
             self.message_user(
                 request,
-                gettext("%(name)s: %(status)s. %(details)s") % {
-                    "name": record.name, "status": record.get_verification_status_display(),
-                    "details": record.verification_message,
-                },
-                level,
+                gettext("Verification of %(name)s queued: the result will be shown on the backup's page.")
+                % {"name": record.name},
+                messages.SUCCESS,
             )
 
     def verify_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -629,7 +638,17 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     # --- Delete: through the service, which removes every copy and audits --------------------------
     def delete_model(self, request: HttpRequest, obj: BackupRecord) -> None:
         with audit_request(request):
-            backup_delete(backup=obj, user=request.user, source=ADMIN)
+            try:
+                backup_delete(backup=obj, user=request.user, source=ADMIN)
+            except BackupError as error:
+                # A media archive an incremental builds on: said on its page, not as a server error.
+                request.backup_delete_refused = True
+                self.message_user(request, str(error), messages.ERROR)
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id):
+        if getattr(request, "backup_delete_refused", False):
+            return redirect(reverse("admin:backups_app_backuprecord_change", args=[obj_id]))
+        return super().response_delete(request, obj_display, obj_id)
 
     def delete_queryset(self, request: HttpRequest, queryset) -> None:
         with audit_request(request):

@@ -8,7 +8,6 @@ policy deletes nothing either: the next cleanup (after the nightly backup, or
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db import connections
@@ -16,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from backups_app.conf import app_settings
 from backups_app.models import AuditEntry, RetentionPolicy
 from backups_app.services import retention
 from backups_app.services.audit import audit_log
@@ -54,7 +54,7 @@ class RetentionPolicyForm(forms.ModelForm):
         ) % {"aliases": ", ".join(aliases)}
         if not self.instance.pk:
             # What applies to a database without a policy, so that saving changes nothing by surprise.
-            self.initial.setdefault("keep_days", settings.BACKUP_RETENTION_DAYS)
+            self.initial.setdefault("keep_days", app_settings.BACKUP_RETENTION_DAYS)
             self.initial.setdefault("keep_last", DEFAULT_KEEP_LAST)
 
 
@@ -133,7 +133,7 @@ class RetentionPolicyAdmin(admin.ModelAdmin):
             # An invalid policy: Django's own form view shows the errors beside the fields (the same
             # data fails the same validation, so nothing is saved).
         extra_context = {**(extra_context or {}), "retention_defaults": {
-            "keep_days": settings.BACKUP_RETENTION_DAYS, "keep_last": DEFAULT_KEEP_LAST,
+            "keep_days": app_settings.BACKUP_RETENTION_DAYS, "keep_last": DEFAULT_KEEP_LAST,
         }}
         return super().changeform_view(request, object_id, form_url, extra_context)
 

@@ -1,11 +1,11 @@
 """Bearer-token authentication for the REST API (DRF authentication class)."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import ApiTokenRejected
 from backups_app.services.audit import client_ip
 from backups_app.services.tokens import api_token_authenticate
@@ -23,7 +23,7 @@ def _count_failure(request) -> None:
     address = client_ip(request._request) or "unknown"
     retry_after = rate_limit_check(
         scope=FAILED_AUTHENTICATION_SCOPE, key=address,
-        limit=settings.BACKUP_API_AUTH_FAILURE_LIMIT, period_seconds=settings.BACKUP_API_AUTH_FAILURE_PERIOD,
+        limit=app_settings.BACKUP_API_AUTH_FAILURE_LIMIT, period_seconds=app_settings.BACKUP_API_AUTH_FAILURE_PERIOD,
     )
     if retry_after is not None:
         # The audit log records the first of these per window only (backups_app/api/audit.py).

@@ -15,6 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from backups_app.encryption import EncryptionKeyMissing
 from backups_app.exceptions import (
     AccessRefused,
     BackupError,
@@ -70,6 +71,8 @@ def _as_api_exception(exc: Exception) -> Exception:
         return Conflict(str(exc) or _("Another backup or restore of this database is running."), code="locked")
     if isinstance(exc, ChecksumMismatch):
         return Conflict(str(exc), code="checksum_mismatch")
+    if isinstance(exc, EncryptionKeyMissing):
+        return Conflict(str(exc), code="encryption_key_missing")
     if isinstance(exc, RestoreRefused):
         return Conflict(str(exc), code="restore_refused")
     if isinstance(exc, BackupError):

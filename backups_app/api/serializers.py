@@ -52,14 +52,29 @@ class BackupRecordSerializer(serializers.ModelSerializer):
             "created_at", "started_at", "finished_at", "duration_seconds",
             "raw_size_bytes", "size_bytes", "sha256", "encrypted", "encryption_recipients", "error_message",
             "offsite_status", "offsite_uploaded_at",
-            "verification_status", "verified_at", "verification_message",
+            "verification_status", "verified_at", "verification_message", "media_mode", "parent_name",
         ]
         read_only_fields = fields
+
+    parent_name = serializers.SerializerMethodField(
+        help_text=_("Media incremental archives: the archive it builds on (restored with it).")
+    )
+
+    def get_parent_name(self, record: BackupRecord) -> str | None:
+        return record.parent.name if record.parent_id else None
 
 
 class BackupListQuerySerializer(serializers.Serializer):
     database = serializers.CharField(required=False, max_length=100, help_text=_("Only this database alias."))
     status = serializers.ChoiceField(choices=BackupRecord.Status.choices, required=False)
+
+
+class BackupDownloadQuerySerializer(serializers.Serializer):
+    decrypted = serializers.BooleanField(
+        required=False, default=False,
+        help_text=_("Stream the age-decrypted (still compressed) file of an encrypted backup; needs "
+                    "BACKUP_ENCRYPTION_IDENTITY on the server (409 encryption_key_missing otherwise)."),
+    )
 
 
 class BackupCreateSerializer(serializers.Serializer):
@@ -70,6 +85,38 @@ class BackupCreateSerializer(serializers.Serializer):
         choices=Compression.choices, required=False, allow_null=True, default=None,
         help_text=_("Defaults to BACKUP_COMPRESSION."),
     )
+    media = serializers.BooleanField(
+        required=False, default=False,
+        help_text=_("Back up the uploaded files (MEDIA_ROOT, or the `storage` entry) instead of a database."),
+    )
+    storage = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=100,
+        help_text=_("With media: the STORAGES entry to back up (default: default)."),
+    )
+    full = serializers.BooleanField(
+        required=False, default=False,
+        help_text=_("With media: a full archive, even when an incremental one is due."),
+    )
+
+    def validate(self, attrs):
+        if not attrs["media"] and (attrs["storage"] or attrs["full"]):
+            raise serializers.ValidationError(_("`storage` and `full` go with `media: true`."), code="media_only")
+        if attrs["media"] and "database" in self.initial_data:
+            raise serializers.ValidationError(_("Give `database` or `media: true`, not both."), code="media_only")
+        return attrs
+
+
+def validate_media_path(path: str) -> str:
+    """A path inside the media folder: relative, without `..`, NUL or control characters."""
+    if (
+        path.startswith(("/", "\\"))
+        or _ABSOLUTE_PATH.match(path)
+        or ".." in path.replace("\\", "/").split("/")
+        or any(not character.isprintable() for character in path)
+    ):
+        raise serializers.ValidationError(_("A path inside the media folder, relative, without `..`."),
+                                          code="invalid_path")
+    return path
 
 
 class BackupQueuedSerializer(serializers.Serializer):
@@ -94,6 +141,15 @@ class BackupRestoreSerializer(serializers.Serializer):
                                         help_text=_("Point-in-time restore: stop right before binlog FILE:POSITION."))
     to_gtid = serializers.CharField(required=False, max_length=100,
                                     help_text=_("Point-in-time restore: stop right after this GTID."))
+    path = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=1000, trim_whitespace=False,
+        validators=[validate_media_path],
+        help_text=_("Media backups: restore only the files under this path (relative to the media folder)."),
+    )
+    delete_extraneous = serializers.BooleanField(
+        required=False, default=False,
+        help_text=_("Media backups: delete the files (under `path`) that the backup does not hold."),
+    )
 
     def validate(self, attrs):
         point_in_time = [attrs.get(key) for key in ("to_time", "to_position", "to_gtid") if attrs.get(key)]

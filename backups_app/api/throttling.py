@@ -1,9 +1,9 @@
 """Per-token rate limit for the REST API, counted by the cache area's shared limiter."""
 from __future__ import annotations
 
-from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
+from backups_app.conf import app_settings
 from backups_app.models import ApiToken
 from cache_app.ratelimit import rate_limit_check
 
@@ -28,8 +28,8 @@ class ApiTokenRateThrottle(BaseThrottle):
         self.retry_after = rate_limit_check(
             scope=self.scope,
             key=str(token.pk),  # the token's id, never the token
-            limit=settings.BACKUP_API_RATE_LIMIT,
-            period_seconds=settings.BACKUP_API_RATE_LIMIT_PERIOD,
+            limit=app_settings.BACKUP_API_RATE_LIMIT,
+            period_seconds=app_settings.BACKUP_API_RATE_LIMIT_PERIOD,
         )
         return self.retry_after is None
 

@@ -7,13 +7,14 @@ shapes the answer.
 """
 from __future__ import annotations
 
-from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, generics, status
+from rest_framework.fields import BooleanField
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -27,6 +28,7 @@ from backups_app.api.exceptions import Conflict
 from backups_app.api.policy import ApiPolicyMixin
 from backups_app.api.serializers import (
     BackupCreateSerializer,
+    BackupDownloadQuerySerializer,
     BackupListQuerySerializer,
     BackupQueuedSerializer,
     BackupRecordSerializer,
@@ -37,8 +39,11 @@ from backups_app.api.serializers import (
     RestoreQueuedSerializer,
     validate_backup_name,
 )
-from backups_app.api.streaming import download_response
+from backups_app.api.streaming import DECRYPTED_DOWNLOAD, decrypted_download_response, download_response
+from backups_app.conf import app_settings
+from backups_app.encryption import EncryptionKeyMissing
 from backups_app.engines import get_engine
+from backups_app.engines.media import is_media_alias
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
@@ -64,6 +69,23 @@ def _configured_database(alias: str) -> str:
             code="unknown_database",
         )
     return alias
+
+
+def _media_alias(storage: str) -> str:
+    """The media alias of a STORAGES entry that holds uploads; anything else is a 400."""
+    alias = f"media:{storage}" if storage and storage != "default" else "media"
+    try:
+        get_engine(alias)
+    except ImproperlyConfigured as error:
+        raise exceptions.ValidationError({"storage": [str(error)]}, code="unknown_storage") from None
+    return alias
+
+
+def _restore_target(alias: str) -> str:
+    """A configured database, or a media alias whose storage exists."""
+    if is_media_alias(alias):
+        return _media_alias(alias.partition(":")[2])
+    return _configured_database(alias)
 
 
 def _backup_by_name(name: str) -> BackupRecord:
@@ -99,11 +121,11 @@ class BackupPagination(PageNumberPagination):
     # Properties, so that settings overridden at run time (tests, reloads) are honoured.
     @property
     def page_size(self) -> int:
-        return settings.BACKUP_API_PAGE_SIZE
+        return app_settings.BACKUP_API_PAGE_SIZE
 
     @property
     def max_page_size(self) -> int:
-        return settings.BACKUP_API_MAX_PAGE_SIZE
+        return app_settings.BACKUP_API_MAX_PAGE_SIZE
 
 
 class BackupCreateView(ApiView):
@@ -120,13 +142,15 @@ class BackupCreateView(ApiView):
     def post(self, request):
         serializer = BackupCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        database = _configured_database(serializer.validated_data["database"])
+        data = serializer.validated_data
+        database = _media_alias(data["storage"]) if data["media"] else _configured_database(data["database"])
         self.audit_target = database
         record = backup_queue(
             database=database,
             trigger=Trigger.API,
             user=request.user,
-            compression=serializer.validated_data["compression"],
+            compression=data["compression"],
+            full=data["full"],
         )
         # Without a broker the task has already run inline: report where it stands now.
         record.refresh_from_db(fields=["status"])
@@ -180,18 +204,37 @@ class BackupDownloadView(ApiView):
     permission_classes = [permissions.CanDownloadBackups]
     audit_action = "download"
 
+    def initial(self, request, *args, **kwargs):
+        # Decided before authentication and permissions run, so that a refused decrypted download
+        # is audited as one too.
+        if request.query_params.get("decrypted") in BooleanField.TRUE_VALUES:
+            self.audit_action = DECRYPTED_DOWNLOAD
+        super().initial(request, *args, **kwargs)
+
     @extend_schema(
+        parameters=[OpenApiParameter(
+            "decrypted", OpenApiTypes.BOOL, OpenApiParameter.QUERY, required=False,
+            description=_("Stream the age-decrypted (still compressed) file of an encrypted backup; needs "
+                          "BACKUP_ENCRYPTION_IDENTITY on the server (409 encryption_key_missing otherwise)."),
+        )],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
             **_errors(400, 404, 409, *COMMON_ERRORS),
         },
-        summary=_("Download the backup file (streamed)"),
+        summary=_("Download the backup file (streamed), or with decrypted=true its decrypted content"),
     )
     def get(self, request, name: str):
+        query = BackupDownloadQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        decrypted = query.validated_data["decrypted"]
         backup = _backup_by_name(name)
         backup_access_check(database=backup.database, user=request.user, action="download")
         _require_restorable(backup, _("downloaded"))
         actor = f"{request.user.get_username()} (token {request.auth.prefix})"
+        if decrypted:
+            # EncryptionKeyMissing (409 encryption_key_missing) when this server has no private key,
+            # RestoreRefused (409) for a plain backup: all before the first byte.
+            return decrypted_download_response(backup=backup, source=AuditEntry.Source.API, actor=actor)
         # BackupNotFound (404) when the file is gone; RestoreRefused (409) for no checksum or a symlink.
         return download_response(backup=backup, source=AuditEntry.Source.API, actor=actor)
 
@@ -216,7 +259,7 @@ class BackupRestoreView(ApiView):
         self.audit_target = backup.name
         backup_access_check(database=backup.database, user=request.user, action="restore")
         _require_restorable(backup, _("restored"))
-        database = _configured_database(serializer.validated_data.get("database") or backup.database)
+        database = _restore_target(serializer.validated_data.get("database") or backup.database)
         restore_target_check(source=backup.database, target=database)
         # The service refuses this too, but only once the task runs; with a broker the client would
         # get a 202 for a restore that can never happen.
@@ -228,7 +271,9 @@ class BackupRestoreView(ApiView):
                 code="engine_mismatch",
             )
         restore = restore_queue(
-            backup=backup, database=database, trigger=Trigger.API, user=request.user, safety_backup=True
+            backup=backup, database=database, trigger=Trigger.API, user=request.user, safety_backup=True,
+            media_path=serializer.validated_data["path"],
+            delete_extraneous=serializer.validated_data["delete_extraneous"],
         )
         # Restored inline (no broker), the ops database may predate the caller's user and token.
         self.audit_user_may_be_gone = database == CONTROL_DATABASE
@@ -254,6 +299,8 @@ class BackupRestoreView(ApiView):
             raise exceptions.ValidationError({"to_time": [str(error)]}, code="invalid_target") from None
         try:
             restore = pitr_restore_queue(database=database, target=target, trigger=Trigger.API, user=request.user)
+        except EncryptionKeyMissing as error:
+            raise Conflict(str(error), code="encryption_key_missing") from None
         except RestoreRefused as error:
             raise Conflict(str(error), code="outside_recoverable_window") from None
         restore.refresh_from_db()

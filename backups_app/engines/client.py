@@ -21,10 +21,11 @@ from pathlib import Path
 from secrets import token_hex
 from typing import IO, Any, ClassVar
 
-from django.conf import settings
 from django.db import DatabaseError as DjangoDatabaseError
 from django.db.utils import load_backend
 from django.utils.translation import gettext as _
+
+from backups_app.conf import app_settings
 
 from ..exceptions import BackupError, DumpFailed, RestoreFailed
 from .base import DumpEngine
@@ -129,11 +130,11 @@ def copy_stream(source: IO[bytes] | Iterable[bytes], target: IO[bytes]) -> None:
 
 
 def configured_bin_dir(setting_name: str) -> str:
-    return str(getattr(settings, setting_name, "") or "")
+    return str(getattr(app_settings, setting_name) or "")
 
 
 def configured_timeout() -> float | None:
-    timeout = getattr(settings, "BACKUP_DUMP_TIMEOUT", None)
+    timeout = app_settings.BACKUP_DUMP_TIMEOUT
     return float(timeout) if timeout else None
 
 

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
+
 from backups_app import media
 
 from .base import DumpEngine
@@ -52,6 +53,10 @@ class MediaEngine(DumpEngine):
 
     ``restore_prefix`` limits a restore to the paths under it; ``delete_extraneous`` makes a restore
     remove what the archive does not hold (off by default: a restore never deletes uploads).
+
+    The media service (backups_app.services.media) sets the rest: ``increment`` (what the next dump
+    is compared with), ``force_full``, and for restoring an incremental archive its ``own_name``,
+    the ``chain`` of earlier archives and ``open_earlier`` to read them.
     """
 
     vendor = "media"
@@ -62,6 +67,12 @@ class MediaEngine(DumpEngine):
         self.root = Path(settings_dict["NAME"])
         self.restore_prefix = ""
         self.delete_extraneous = False
+        self.force_full = False
+        self.increment: media.Increment | None = None
+        self.own_name = ""
+        self.chain: tuple[str, ...] = ()
+        self.open_earlier: media.OpenEarlier | None = None
+        self.last_restore: media.RestoreSummary | None = None
         self._summary: media.ArchiveSummary | None = None
 
     @classmethod
@@ -70,7 +81,7 @@ class MediaEngine(DumpEngine):
 
     @contextmanager
     def dump(self) -> Iterator[BinaryIO]:
-        with media.archive_stream(self.root) as (stream, summary):
+        with media.archive_stream(self.root, self.increment) as (stream, summary):
             self._summary = summary
             yield stream
 
@@ -80,7 +91,10 @@ class MediaEngine(DumpEngine):
     def restore(self, stream: BinaryIO, *, before_target_change: Callable[[], None] = lambda: None) -> None:
         # Files are replaced one by one: not atomic, so the folder is marked dirty while it runs.
         before_target_change()
-        media.extract_archive(stream, self.root, prefix=self.restore_prefix, delete_extraneous=self.delete_extraneous)
+        self.last_restore = media.extract_archive(
+            stream, self.root, prefix=self.restore_prefix, delete_extraneous=self.delete_extraneous,
+            own_name=self.own_name, chain=self.chain, open_earlier=self.open_earlier,
+        )
 
     def tool_versions(self) -> dict[str, str]:
         return {"archive": "tar (POSIX pax), Python tarfile"}
@@ -98,6 +112,11 @@ class MediaEngine(DumpEngine):
 
     def changed_during_backup(self) -> list[str]:
         return list(self._summary.changed) if self._summary else []
+
+    @property
+    def archive_summary(self) -> media.ArchiveSummary | None:
+        """What the last dump archived (None before one ran)."""
+        return self._summary
 
     @contextmanager
     def scratch_engine(self) -> Iterator[MediaEngine]:

@@ -37,8 +37,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, ClassVar
 
-from django.conf import settings
 from django.utils.translation import gettext as _
+
+from backups_app.conf import app_settings
 
 from ..exceptions import DumpFailed, RestoreFailed
 from . import mysql_staging as staging
@@ -314,7 +315,7 @@ class MySQLDumpEngine(ClientToolEngine):
             self._drop_work_databases(lambda _cursor, _target: [staging_name, trash_name], target)
 
     def restore_into(self, stream: IO[bytes], database_name: str) -> None:
-        connections = int(getattr(settings, "BACKUP_RESTORE_PARALLELISM", 0) or default_connections())
+        connections = int(app_settings.BACKUP_RESTORE_PARALLELISM or default_connections())
         if connections <= 1:
             super().restore_into(stream, database_name)  # one `mariadb --binary-mode --sandbox` client
             return

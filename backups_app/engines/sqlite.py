@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from django.conf import settings
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import DumpFailed, RestoreFailed
 
 from .base import DumpEngine, final_lines
@@ -147,7 +147,7 @@ class SQLiteDumpEngine(DumpEngine):
     @contextmanager
     def dump(self) -> Iterator[BinaryIO]:
         connection = self._connect()
-        timeout = getattr(settings, "BACKUP_DUMP_TIMEOUT", None)
+        timeout = app_settings.BACKUP_DUMP_TIMEOUT
         timed_out = threading.Event()
 
         def on_timeout() -> None:

@@ -1,45 +1,20 @@
-"""The append-only audit log: who did what, when, from where, with which outcome."""
+"""The append-only audit log: who did what, when, from where, with which outcome.
+
+The AuditEntry writer. Other apps call the public entry point `backups_app.audit.audit_log`, which
+comes here when backups_app is installed; backups_app's own modules call this one directly.
+"""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 from django.http import HttpRequest
 
+# audit_request and client_ip are model-free and live in the public API module; imported here too
+# because backups_app's own modules have always found them here.
+from backups_app.audit import audit_request, client_ip, current_request  # noqa: F401
 from backups_app.models import AuditEntry
 
 logger = logging.getLogger(__name__)
-
-# The request on whose behalf services are running, for entries written by services that take no
-# request argument (backup_queue, restore_queue, backup_delete, ...): see audit_request().
-_current_request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
-
-
-@contextmanager
-def audit_request(request: HttpRequest) -> Iterator[None]:
-    """Entries written inside this block without a request of their own carry `request`'s address.
-
-    Views wrap their service calls in it, so that the services' own audit entries say from which
-    IP the operation came without every service growing a `request` argument.
-    """
-    token = _current_request.set(request)
-    try:
-        yield
-    finally:
-        _current_request.reset(token)
-
-
-def client_ip(request: HttpRequest | None) -> str | None:
-    """The caller's address as the WSGI server saw it.
-
-    X-Forwarded-For is not trusted here: any client can set it, and an audit log must not be
-    forgeable. Behind a proxy, have the proxy set REMOTE_ADDR (gunicorn --forwarded-allow-ips).
-    """
-    if request is None:
-        return None
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def audit_log(
@@ -58,7 +33,7 @@ def audit_log(
     if user is not None and not getattr(user, "is_authenticated", False):
         user = None
     if request is None and ip_address is None:
-        request = _current_request.get()
+        request = current_request()
     if not actor:
         actor = user.get_username() if user is not None else source
     entry = AuditEntry.objects.create(

@@ -31,6 +31,7 @@ from django.utils.translation import gettext as _
 
 from backups_app import locks
 from backups_app.access import backup_access_check, restore_target_check
+from backups_app.conf import app_settings
 from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
 from backups_app.encryption import (
     DecryptingReader,
@@ -78,6 +79,14 @@ from backups_app.pipeline import (
 )
 from backups_app.services.audit import audit_log
 from backups_app.services.dirty import DIRTY_BACKUP_ERROR, dirty_alert, dirty_clear, dirty_mark, is_dirty
+from backups_app.services.media import (
+    media_backup_options,
+    media_backup_prepare,
+    media_chain_prepare,
+    media_delete_check,
+    media_file_list_delete,
+    media_file_list_store,
+)
 from backups_app.signals import backup_finished, restore_finished
 
 logger = logging.getLogger(__name__)
@@ -120,7 +129,7 @@ def _error_text(error: BaseException, engine: DumpEngine | None) -> str:
 
 
 def _check_compression(compression: str | None) -> str:
-    compression = compression or settings.BACKUP_COMPRESSION
+    compression = compression or app_settings.BACKUP_COMPRESSION
     if compression not in Compression.values:
         raise BackupError(
             _("Unknown compression %(value)r: use one of %(choices)s.")
@@ -257,7 +266,7 @@ def backups_mark_interrupted(*, database: str | None = None, lock_held: bool = F
     record whose task never ran is an orphan after that long too.
     """
     now = timezone.now()
-    horizon = now - timedelta(seconds=settings.BACKUP_DUMP_TIMEOUT + 3600)
+    horizon = now - timedelta(seconds=app_settings.BACKUP_DUMP_TIMEOUT + 3600)
     records = BackupRecord.objects.filter(status__in=[BackupRecord.Status.RUNNING, BackupRecord.Status.QUEUED])
     if database is not None:
         records = records.filter(database=database)
@@ -331,6 +340,8 @@ def _backup_run(
         except Exception as error:  # noqa: BLE001 - the dump itself reports a missing tool
             logger.warning("Could not read tool versions for %s: %s", engine.alias, _error_text(error, engine))
         compressor = _compressor_for(record, compression)
+        if engine.vendor == "media":  # full or incremental: decided now, from the chain so far
+            media_backup_prepare(engine=engine, record=record, storage=storage)
         with engine.dump() as stream:
             pending = stream_to_storage(
                 stream, storage=storage, name=record.name, compression=compression,
@@ -348,6 +359,8 @@ def _backup_run(
             record.binlog_file = str(coordinates["file"])
             record.binlog_position = int(coordinates["position"])
             record.binlog_gtid = str(coordinates.get("gtid") or "")
+        if engine.vendor == "media":
+            media_file_list_store(engine=engine, record=record, storage=storage)
         result = pending.result
         record.status = BackupRecord.Status.SUCCESS
         record.raw_size_bytes = result.raw_size_bytes
@@ -370,6 +383,7 @@ def _backup_run(
             _delete_quietly(storage, record.name)
         if manifest_written:
             _delete_quietly(storage, manifest_name(record.name))
+        media_file_list_delete(record=record, storage=storage)
         record.status = BackupRecord.Status.FAILED
         record.finished_at = timezone.now()
         record.duration_seconds = round(time.monotonic() - clock, 3)
@@ -448,8 +462,11 @@ def backup_create(
     record: BackupRecord | None = None,
     kind: str = BackupRecord.Kind.REGULAR,
     progress: Progress | None = None,
+    full: bool = False,
 ) -> BackupRecord:
     """Back up `database` now (synchronously) and return the final record.
+
+    For media, `full` makes a full archive where an incremental one would be due.
 
     `record` is a queued record (from `backup_queue`) to run; otherwise one is created.
     Raises `BackupLocked` when another backup/restore of that database runs (a given queued record is
@@ -463,6 +480,7 @@ def backup_create(
     try:
         compression = _check_compression(compression)
         engine = get_engine(database)
+        media_backup_options(engine=engine, full=full)
     except (BackupError, ImproperlyConfigured) as error:
         # e.g. a queued backup of an alias removed from the configuration since.
         _fail_queued_record(record, error)
@@ -498,17 +516,20 @@ def backup_create(
 
 
 def backup_queue(
-    *, database: str = "default", trigger: str, user=None, compression: str | None = None
+    *, database: str = "default", trigger: str, user=None, compression: str | None = None, full: bool = False
 ) -> BackupRecord:
     """Create a `queued` record (its name reserved) and run it through Celery after commit.
+
+    `full` (media only) asks for a full archive; the queued record remembers it.
 
     Without a broker the task runs in a background process of its own (backups_app.jobs).
     """
     compression = _check_compression(compression)
     engine = get_engine(database)
+    media_backup_options(engine=engine, full=full)
     record = _reserve_record(
         database=database, engine=engine, compression=compression, trigger=trigger, user=user,
-        status=BackupRecord.Status.QUEUED,
+        status=BackupRecord.Status.QUEUED, media_mode=BackupRecord.MediaMode.FULL if full else "",
     )
     audit_log(action="create", source=_source(trigger), outcome="started", user=user,
               actor=_actor(trigger, user), target=record.name,
@@ -831,6 +852,7 @@ def backup_restore(
     if restore is None:
         restore = RestoreRecord.objects.create(
             backup=backup, backup_name=backup.name, database=database, trigger=trigger, user=user,
+            media_path=media_path, delete_extraneous=delete_extraneous,
         )
     clock = time.monotonic()
     engine: DumpEngine | None = None
@@ -868,6 +890,8 @@ def backup_restore(
             restore.owner_host, restore.owner_pid = _host(), os.getpid()
             restore.save(update_fields=["status", "owner_host", "owner_pid"])
             backup_check(backup=backup, engine=engine)
+            if engine.vendor == "media":  # every earlier archive of its chain, checked the same way
+                media_chain_prepare(backup=backup, engine=engine)
             if safety_backup and is_dirty(database=database):
                 # Its content is half a restore: no backup of it may be kept, a safety one neither.
                 safety_backup = False
@@ -949,9 +973,12 @@ def backup_restore(
 
 
 def restore_queue(
-    *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True
+    *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True,
+    media_path: str = "", delete_extraneous: bool = False,
 ) -> RestoreRecord:
     """Create a queued RestoreRecord and run it through Celery (`restore_run`) after commit.
+
+    `media_path` and `delete_extraneous` (media backups only) are kept on the record for the task.
 
     Raises AccessRefused or RestoreRefused at once (and audits the refusal) when `user` may not
     restore this backup or `database` is not an allowed target; the task would refuse it anyway.
@@ -959,6 +986,8 @@ def restore_queue(
     try:
         backup_access_check(database=backup.database, user=user, action="restore")
         restore_target_check(source=backup.database, target=database or backup.database)
+        if (media_path or delete_extraneous) and backup.engine != "media":
+            raise RestoreRefused(_("--path and --delete-extraneous apply to media backups only."))
     except (AccessRefused, RestoreRefused) as error:
         audit_log(action="restore", source=_source(trigger), outcome="refused", user=user,
                   actor=_actor(trigger, user), target=f"{backup.name} -> {database or backup.database}",
@@ -966,7 +995,7 @@ def restore_queue(
         raise
     restore = RestoreRecord.objects.create(
         backup=backup, backup_name=backup.name, database=database or backup.database,
-        trigger=trigger, user=user,
+        trigger=trigger, user=user, media_path=media_path, delete_extraneous=delete_extraneous,
     )
     audit_log(action="restore", source=_source(trigger), outcome="started", user=user,
               actor=_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))
@@ -991,7 +1020,9 @@ def backup_delete(*, backup: BackupRecord, user=None, source: str) -> None:
         audit_log(action="delete", source=source, outcome="refused", user=user, target=backup.name,
                   detail=_("backup still running"))
         raise BackupError(_("Backup %(name)s is still running; it cannot be deleted.") % {"name": backup.name})
+    media_delete_check(backup=backup, user=user, source=source)
     storage = backup_storage()
+    media_file_list_delete(record=backup, storage=storage)
     for name in filter(None, [backup.storage_name, manifest_name(backup.name)]):
         if storage.exists(name):
             storage.delete(name)

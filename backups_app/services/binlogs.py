@@ -45,6 +45,17 @@ from backups_app.binlog_events import (
     events,
     next_binlog_name,
 )
+from backups_app.conf import app_settings
+from backups_app.encryption import EXTENSION as ENCRYPTED_EXTENSION
+from backups_app.encryption import (
+    DecryptingReader,
+    EncryptingCompressor,
+    EncryptionKeyMissing,
+    configured_identities,
+    configured_recipient_fingerprints,
+    configured_recipients,
+    encryption_enabled,
+)
 from backups_app.engines import get_engine
 from backups_app.engines.binlog import (
     BinlogSettings,
@@ -57,6 +68,7 @@ from backups_app.models import BackupRecord, BinlogArchiver, BinlogSegment
 from backups_app.pipeline import (
     EXTENSIONS,
     DecompressingReader,
+    make_compressor,
     stream_to_storage,
     write_small_file,
 )
@@ -81,11 +93,11 @@ def _segment_folder(database: str) -> str:
 
 
 def live_directory(database: str) -> Path:
-    return Path(settings.BACKUP_DIR) / _segment_folder(database) / "live"
+    return Path(app_settings.BACKUP_DIR) / _segment_folder(database) / "live"
 
 
 def segment_seconds() -> float:
-    return float(getattr(settings, "BINLOG_SEGMENT_SECONDS", 60))
+    return float(app_settings.BINLOG_SEGMENT_SECONDS)
 
 
 def binlog_tools(database: str) -> MySQLBinlogTools:
@@ -118,20 +130,25 @@ def segment_close(*, database: str, binlog_file: str, content: bytes, start: int
     """Store `content`, the bytes of `binlog_file` from position `start` on, as a segment."""
     end = start + len(content)
     storage = backup_storage()
-    compression = settings.BACKUP_COMPRESSION
-    name = f"{_segment_folder(database)}/{binlog_file}.{start:012d}-{end:012d}{EXTENSIONS[compression]}"
+    compression = app_settings.BACKUP_COMPRESSION
+    encrypted = encryption_enabled()
+    name = (f"{_segment_folder(database)}/{binlog_file}.{start:012d}-{end:012d}{EXTENSIONS[compression]}"
+            + (ENCRYPTED_EXTENSION if encrypted else ""))
     summary = _segment_summary(content, start)
     for stale in (name, name + ".json"):
         # A run killed between writing the file and recording it left these: the same bytes again.
         if storage.exists(stale) and not BinlogSegment.objects.filter(name=name).exists():
             storage.delete(stale)
-    pending = stream_to_storage(BytesIO(content), storage=storage, name=name,
-                                compression=compression, is_complete=lambda tail: True)
+    # Encrypted in the pipeline, like backups: compress -> encrypt -> SHA-256 -> fsync -> rename.
+    compressor = EncryptingCompressor(make_compressor(compression), configured_recipients()) if encrypted else None
+    pending = stream_to_storage(BytesIO(content), storage=storage, name=name, compression=compression,
+                                is_complete=lambda tail: True, compressor=compressor)
     result = pending.result
     segment = BinlogSegment(
         database=database, name=name, storage_name=name, binlog_file=binlog_file, start_position=start,
         end_position=end, compression=compression, raw_size_bytes=result.raw_size_bytes,
-        size_bytes=result.size_bytes, sha256=result.sha256, **summary,
+        size_bytes=result.size_bytes, sha256=result.sha256, encrypted=encrypted,
+        encryption_recipients=configured_recipient_fingerprints() if encrypted else [], **summary,
     )
     try:
         pending.commit()
@@ -156,6 +173,7 @@ def _segment_manifest(segment: BinlogSegment) -> bytes:
         "last_event_at": segment.last_event_at.isoformat() if segment.last_event_at else None,
         "compression": segment.compression, "raw_size_bytes": segment.raw_size_bytes,
         "size_bytes": segment.size_bytes, "sha256": segment.sha256,
+        "encrypted": segment.encrypted, "encryption_recipients": segment.encryption_recipients,
     }
     # Signed like the backups' manifests: a manifest opsdesk did not write is never adopted.
     return json.dumps(manifest_sign(data), indent=2, sort_keys=True).encode()
@@ -237,15 +255,33 @@ def _segment_fields_from_manifest(data: dict, *, expected_name: str) -> dict:
         "last_gtid", "compression", "raw_size_bytes", "size_bytes", "sha256")}
     for key in ("first_event_at", "last_event_at"):
         fields[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
+    # Manifests written before segments were encrypted lack these: such a segment is plain.
+    fields["encrypted"] = bool(data.get("encrypted", False))
+    fields["encryption_recipients"] = list(data.get("encryption_recipients") or [])
+    if fields["encrypted"] != fields["name"].endswith(ENCRYPTED_EXTENSION):
+        raise ValueError("its name and its encryption disagree")
     fields["storage_name"] = data["name"]
     return fields
 
 
-def segment_read(*, segment: BinlogSegment) -> bytes:
-    """The raw bytes of a segment, checked against its SHA-256 and sizes; BackupError otherwise.
+def segment_identities(segments) -> list:
+    """The private keys that decrypt `segments` ([] when none is encrypted). EncryptionKeyMissing
+    (a refusal, one line) when one is encrypted and this host has no private key, so a restore or a
+    check stops before anything is read or changed."""
+    encrypted = next((segment for segment in segments if segment.encrypted), None)
+    if encrypted is None:
+        return []
+    identities = configured_identities()
+    if not identities:
+        raise EncryptionKeyMissing(
+            _("Binlog segment %(name)s is encrypted and BACKUP_ENCRYPTION_IDENTITY is not configured on this host.")
+            % {"name": encrypted.name}
+        )
+    return identities
 
-    The stored file is read once; the bytes that were hashed are the bytes returned.
-    """
+
+def _segment_stored_bytes(segment: BinlogSegment) -> bytes:
+    """The stored file of a segment, read once and checked against its recorded SHA-256 and size."""
     storage = backup_storage()
     try:
         with storage.open(segment.storage_name, "rb") as stored:
@@ -254,19 +290,65 @@ def segment_read(*, segment: BinlogSegment) -> bytes:
         raise BackupError(_("binlog segment %(name)s is missing") % {"name": segment.name}) from None
     if hashlib.sha256(stored_bytes).hexdigest() != segment.sha256 or len(stored_bytes) != segment.size_bytes:
         raise BackupError(_("binlog segment %(name)s does not match its SHA-256") % {"name": segment.name})
-    with DecompressingReader(BytesIO(stored_bytes), compression=segment.compression) as plain:
+    return stored_bytes
+
+
+def segment_read(*, segment: BinlogSegment, identities: list | None = None) -> bytes:
+    """The raw bytes of a segment, checked against its SHA-256 and sizes; BackupError otherwise.
+
+    The stored file is read once; the bytes that were hashed are the bytes returned. An encrypted
+    segment is decrypted with `identities` (default: BACKUP_ENCRYPTION_IDENTITY): age authenticates
+    every chunk, so a wrong key or a damaged file raises, never hands out other bytes. Without a
+    key, EncryptionKeyMissing before the file is read.
+    """
+    if segment.encrypted and not identities:
+        identities = segment_identities([segment])
+    compressed = BytesIO(_segment_stored_bytes(segment))
+    if segment.encrypted:
+        with DecryptingReader(compressed, identities) as decrypted:
+            try:
+                compressed = BytesIO(decrypted.read())
+            except BackupError:
+                # The bytes are exactly the ones recorded (SHA-256 above), so the key is wrong: a
+                # configuration problem to refuse on, not a corrupt segment to mark.
+                raise EncryptionKeyMissing(
+                    _("BACKUP_ENCRYPTION_IDENTITY does not decrypt binlog segment %(name)s (wrong key?).")
+                    % {"name": segment.name}
+                ) from None
+    with DecompressingReader(compressed, compression=segment.compression) as plain:
         raw = plain.read()
     if len(raw) != segment.raw_size_bytes or len(raw) != segment.end_position - segment.start_position:
         raise BackupError(_("binlog segment %(name)s decompresses to an unexpected size") % {"name": segment.name})
     return raw
 
 
+def _check_identities() -> list:
+    """The configured private keys, or [] (none, or unreadable): the archiver's checks run without."""
+    try:
+        return configured_identities()
+    except BackupError:
+        return []
+
+
 def segments_check(*, database: str) -> list[BinlogSegment]:
-    """Read every segment of `database`; mark the missing and corrupt ones. Returns those."""
+    """Read every segment of `database`; mark the missing and corrupt ones. Returns those.
+
+    The archiver runs this on hosts that only write (no BACKUP_ENCRYPTION_IDENTITY): there an
+    encrypted segment is checked against its recorded SHA-256 and size, which proves its stored
+    bytes intact; with the key it is also decrypted and decompressed. A key that does not decrypt
+    is a configuration problem, logged, never a reason to mark an intact segment corrupt.
+    """
     bad = []
+    identities = _check_identities()
     for segment in BinlogSegment.objects.filter(database=database):
         try:
-            segment_read(segment=segment)
+            if segment.encrypted and not identities:
+                _segment_stored_bytes(segment)
+            else:
+                segment_read(segment=segment, identities=identities)
+            status, message = BinlogSegment.Status.OK, ""
+        except EncryptionKeyMissing as error:
+            logger.warning("%s", error)
             status, message = BinlogSegment.Status.OK, ""
         except BackupError as error:
             status = BinlogSegment.Status.MISSING if "missing" in str(error) else BinlogSegment.Status.CORRUPT
@@ -727,6 +809,6 @@ def segments_prune(*, database: str, kept_bases: list[BackupRecord], dry_run: bo
 
 
 __all__ = [
-    "BinlogArchiverRun", "archive_runs", "binlog_availability", "binlog_window", "segment_read",
+    "BinlogArchiverRun", "archive_runs", "binlog_availability", "binlog_window", "segment_identities", "segment_read",
     "segments_check", "segments_prune",
 ]

@@ -7,7 +7,7 @@ to be whole. A failed multipart upload is aborted (its parts would otherwise be 
 and retried later with exponential backoff by `offsite_retry`, run by the cleanup task.
 
 The storage is Django's `storages["backups_offsite"]` (django-storages' S3Storage, private ACL),
-configured in settings.py when AWS_S3_BUCKET is set.
+configured by backups_app.conf when BACKUP_OFFSITE_BUCKET is set.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, Trigger
@@ -42,8 +43,8 @@ class OffsiteUploadFailed(BackupError):
 
 
 def offsite_enabled() -> bool:
-    """Whether offsite copies are configured (AWS_S3_BUCKET set)."""
-    return bool(getattr(settings, "AWS_S3_BUCKET", "")) and "backups_offsite" in settings.STORAGES
+    """Whether offsite copies are configured (BACKUP_OFFSITE_BUCKET set)."""
+    return bool(app_settings.BACKUP_OFFSITE_BUCKET) and "backups_offsite" in settings.STORAGES
 
 
 def offsite_storage():
@@ -57,7 +58,7 @@ def offsite_storage():
         if "transfer_config" not in settings.STORAGES["backups_offsite"].get("OPTIONS", {}):
             from boto3.s3.transfer import TransferConfig
 
-            part_bytes = max(settings.BACKUP_OFFSITE_CHUNK_MB, 5) * 1024 * 1024
+            part_bytes = max(app_settings.BACKUP_OFFSITE_CHUNK_MB, 5) * 1024 * 1024
             storage.transfer_config = TransferConfig(
                 multipart_threshold=part_bytes, multipart_chunksize=part_bytes
             )
@@ -200,7 +201,7 @@ def offsite_next_attempt_at(*, backup: BackupRecord) -> datetime:
     the schedule needs no extra column and survives restarts.
     """
     start = backup.finished_at or backup.created_at
-    delay = settings.BACKUP_OFFSITE_RETRY_SECONDS * (2 ** backup.offsite_attempts - 1)
+    delay = app_settings.BACKUP_OFFSITE_RETRY_SECONDS * (2 ** backup.offsite_attempts - 1)
     return start + timedelta(seconds=delay)
 
 
@@ -212,7 +213,7 @@ def offsite_retry(*, database: str | None = None, now: datetime | None = None) -
     candidates = BackupRecord.objects.filter(
         status=BackupRecord.Status.SUCCESS,
         offsite_status__in=[BackupRecord.OffsiteStatus.PENDING, BackupRecord.OffsiteStatus.FAILED],
-        offsite_attempts__lt=settings.BACKUP_OFFSITE_MAX_ATTEMPTS,
+        offsite_attempts__lt=app_settings.BACKUP_OFFSITE_MAX_ATTEMPTS,
     ).exclude(storage_name="")
     if database:
         candidates = candidates.filter(database=database)
@@ -229,11 +230,11 @@ def _retry_due(backup: BackupRecord, now: datetime) -> bool:
         if backup.offsite_attempts == 0:
             # Queued but not started: give the queued task its chance first.
             due = (backup.finished_at or backup.created_at) + timedelta(
-                seconds=settings.BACKUP_OFFSITE_RETRY_SECONDS
+                seconds=app_settings.BACKUP_OFFSITE_RETRY_SECONDS
             )
         else:
             # An attempt is under way (or its worker died): only take over when it is stuck.
-            due += timedelta(seconds=settings.BACKUP_DUMP_TIMEOUT)
+            due += timedelta(seconds=app_settings.BACKUP_DUMP_TIMEOUT)
     return due <= now
 
 

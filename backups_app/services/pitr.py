@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
@@ -31,13 +30,14 @@ from django.utils.translation import gettext as _
 from backups_app import locks
 from backups_app.access import backup_access_check
 from backups_app.binlog_events import binlog_sequence, events
+from backups_app.conf import app_settings
 from backups_app.engines import get_engine
 from backups_app.engines.binlog import MySQLBinlogTools
 from backups_app.exceptions import BackupError, RestoreFailed, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord
-from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
-from backups_app.services.backup import backup_check, backup_open, backup_restore
+from backups_app.encryption import required_identities
+from backups_app.services.backup import backup_check, backup_read, backup_restore
 from backups_app.services.dirty import dirty_clear, dirty_mark
 from backups_app.services.binlogs import (
     ArchiveRun,
@@ -45,6 +45,7 @@ from backups_app.services.binlogs import (
     binlog_position_key,
     binlog_window,
     live_directory,
+    segment_identities,
     segment_read,
 )
 
@@ -201,16 +202,28 @@ def pitr_plan(*, database: str, target: RecoveryTarget) -> RecoveryPlan:
                         "binary logging on and the binlog archived from there (archive_binlogs).")
                       % {"database": database})
     if target.to_time is not None:
-        return _plan_for_time(database, target, status)
-    if target.to_gtid is not None:
+        plan = _plan_for_time(database, target, status)
+    elif target.to_gtid is not None:
+        # Finding the GTID reads segments: an encrypted archive needs the private key already here.
+        segment_identities([s for window in status.windows for s in window.run.segments])
         position = _gtid_position(database, target.to_gtid, status)
         if position is None:
             raise _refuse(_("GTID %(gtid)s is not in the binlog archive of %(database)s.")
                           % {"gtid": target.to_gtid, "database": database})
         plan = _plan_for_position(database, RecoveryTarget(to_position=position), status)
         plan.target = target
-        return plan
-    return _plan_for_position(database, target, status)
+    else:
+        plan = _plan_for_position(database, target, status)
+    _require_keys(plan)
+    return plan
+
+
+def _require_keys(plan: RecoveryPlan) -> None:
+    """EncryptionKeyMissing (a refusal, one line) when the base backup or a segment to replay is
+    encrypted and this host has no private key: refused when planned, before anything is read."""
+    if plan.base.encrypted:
+        required_identities(backup_name=plan.base.name)
+    segment_identities(plan.segments())
 
 
 def _live_bytes(database: str, segment: BinlogSegment) -> bytes:
@@ -252,7 +265,7 @@ class _ReplayFolder:
     """A private temporary folder beside the backups (same disk, mode 0700), removed on exit."""
 
     def __enter__(self) -> Path:
-        root = Path(settings.BACKUP_DIR) / "binlogs"
+        root = Path(app_settings.BACKUP_DIR) / "binlogs"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = Path(tempfile.mkdtemp(prefix=".replay-", dir=root))
         return self.path
@@ -403,8 +416,9 @@ def pitr_verify(*, database: str, target: RecoveryTarget, user=None, source: str
             files = _prepared_files(plan, folder)
             backup_check(backup=plan.base, engine=engine)
             with engine.scratch_engine() as scratch:
-                with backup_open(backup=plan.base) as stored:
-                    scratch.restore(DecompressingReader(stored, compression=plan.base.compression))
+                # Checked (and, when encrypted, decrypted) on the way, like any restore.
+                with backup_read(backup=plan.base, engine=scratch) as plain:
+                    scratch.restore(plain)
                 _replay(plan, files, scratch)
                 counts = scratch.table_row_counts()
     except BackupError as error:

@@ -41,7 +41,7 @@ from backups_app.encryption import (
 )
 from backups_app.exceptions import BackupError, ChecksumMismatch, RestoreRefused
 from backups_app.manifest import manifest_name, manifest_write
-from backups_app.models import BackupRecord
+from backups_app.models import BackupRecord, BinlogSegment
 from backups_app.pipeline import (
     HashingReader,
     LocalStorageTarget,
@@ -50,6 +50,7 @@ from backups_app.pipeline import (
     make_compressor,
     open_stored,
     stream_to_storage,
+    write_small_file,
 )
 from backups_app.services.audit import audit_log
 from backups_app.services.backup import backup_storage
@@ -266,19 +267,29 @@ def _save_if_unchanged(backup: BackupRecord, updated: BackupRecord) -> None:
 
 def _put_in_place(backup: BackupRecord, updated: BackupRecord, *, storage: Storage, pending: PendingFile) -> None:
     """New file and manifest in place, record saved; on any failure, everything as it was."""
-    swap = _Swap(folder=_local_folder(storage), old_name=backup.storage_name, new_name=updated.storage_name)
+    _swap_in(old_name=backup.storage_name, new_name=updated.storage_name, storage=storage, pending=pending,
+             name_taken=lambda: BackupRecord.objects.filter(name=updated.storage_name).exists(),
+             write_manifest=lambda: manifest_write(storage=storage, record=updated),
+             save=lambda: _save_if_unchanged(backup, updated), display_name=backup.name)
+
+
+def _swap_in(*, old_name: str, new_name: str, storage: Storage, pending: PendingFile, name_taken,
+             write_manifest, save, display_name: str) -> None:
+    """Put the new file and manifest in place and save the record (`save`); on any failure, the
+    previous file and manifest go back (backups and binlog segments alike)."""
+    swap = _Swap(folder=_local_folder(storage), old_name=old_name, new_name=new_name)
     try:
         if not swap.same_name and (storage.exists(swap.new_name) or storage.exists(manifest_name(swap.new_name))
-                                   or BackupRecord.objects.filter(name=swap.new_name).exists()):
+                                   or name_taken()):
             raise ReencryptFailed(_("%(name)s already exists; backup %(old)s is not re-encrypted.")
-                                  % {"name": swap.new_name, "old": backup.name})
+                                  % {"name": swap.new_name, "old": display_name})
         swap.keep_previous()
         pending.commit()
         swap.file_in_place = True  # from here on, undo() removes the new file
         swap.move_manifest_aside()
-        manifest_write(storage=storage, record=updated)
+        write_manifest()
         swap.manifest_in_place = True
-        _save_if_unchanged(backup, updated)
+        save()
     except BaseException:
         pending.abort()  # the temporary, if it was not put in place
         swap.undo()
@@ -349,4 +360,112 @@ def backup_reencrypt(*, backup: BackupRecord, recipients: Sequence[str], user=No
     return updated
 
 
-__all__ = ["CONFIGURED", "ReencryptFailed", "backup_reencrypt", "backups_to_reencrypt", "reencrypt_recipients"]
+
+
+# --- Binlog segments (the point-in-time archive) ----------------------------------------------------
+def segments_to_reencrypt(*, database: str | None = None, names: Sequence[str] = (),
+                          recipients: Sequence[str] = ()) -> list[BinlogSegment]:
+    """Intact archived binlog segments (of `database`, or named) not already encrypted to exactly
+    `recipients`."""
+    segments = BinlogSegment.objects.filter(status=BinlogSegment.Status.OK)
+    if database:
+        segments = segments.filter(database=database)
+    if names:
+        segments = segments.filter(name__in=list(names))
+    wanted = sorted(recipient_fingerprint(key) for key in recipients)
+    return [segment for segment in segments.order_by("database", "created_at", "id")
+            if not (segment.encrypted and sorted(segment.encryption_recipients) == wanted)]
+
+
+def _segment_source(segment: BinlogSegment, storage: Storage, identities: list):
+    """The segment's compressed stream: hashed against the record, decrypted if encrypted."""
+    try:
+        stored = open_stored(storage, segment.storage_name)
+    except FileNotFoundError:
+        raise RestoreRefused(_("Binlog segment %(name)s is missing from the backup folder.")
+                             % {"name": segment.name}) from None
+    except UnsafeStoredFile as error:
+        raise RestoreRefused(str(error)) from None
+    checked = HashingReader(stored, sha256=segment.sha256, size_bytes=segment.size_bytes, name=segment.name)
+    return DecryptingReader(checked, identities) if segment.encrypted else checked
+
+
+def _save_segment_if_unchanged(segment: BinlogSegment, updated: BinlogSegment) -> None:
+    with transaction.atomic():
+        current = BinlogSegment.objects.select_for_update().filter(pk=segment.pk).first()
+        if current is None or current.sha256 != segment.sha256 or current.storage_name != segment.storage_name:
+            raise ReencryptFailed(_("Binlog segment %(name)s changed or was deleted during re-encryption.")
+                                  % {"name": segment.name})
+        updated.save()
+
+
+def segment_reencrypt(*, segment: BinlogSegment, recipients: Sequence[str], user=None,
+                      source: str) -> BinlogSegment:
+    """Re-encrypt an archived binlog segment to `recipients`, like `backup_reencrypt` (streamed,
+    checked against the recorded SHA-256, atomic, audited; a plain segment's name gains `.age`);
+    the offsite copy is replaced. Any failure leaves the file, manifest and record as they were."""
+    from backups_app.services.binlogs import _segment_manifest, _segment_offsite, segment_identities
+
+    target = segment.name
+    try:
+        if user is not None and not user.is_superuser:
+            raise RestoreRefused(_("Only a superuser can re-encrypt backups."))
+        parsed = parse_recipients(",".join(recipients))
+        if not parsed:
+            raise BackupError(_("No recipient given: name at least one age public key (age1…)."))
+        identities = segment_identities([segment])
+        with locks._file_lock(LOCK_NAME, "reencrypt"):
+            storage = backup_storage()
+            _local_folder(storage)
+            new_name = segment.storage_name if segment.encrypted else segment.storage_name + ENCRYPTED_EXTENSION
+            compressor = EncryptingCompressor(make_compressor("none"), parsed)
+            reader = _segment_source(segment, storage, identities)
+            try:
+                replacing = _ReplacingTarget(storage, new_name) if new_name == segment.storage_name else None
+                pending = stream_to_storage(reader, storage=storage, name=new_name, compression=segment.compression,
+                                            is_complete=lambda tail: True, compressor=compressor, target=replacing)
+            finally:
+                reader.close()
+            updated = BinlogSegment.objects.get(pk=segment.pk)
+            updated.name = updated.storage_name = new_name
+            updated.sha256, updated.size_bytes = pending.result.sha256, pending.result.size_bytes
+            updated.encrypted = True
+            updated.encryption_recipients = [recipient_fingerprint(key) for key in recipients]
+            _swap_in(old_name=segment.storage_name, new_name=new_name, storage=storage, pending=pending,
+                     name_taken=lambda: BinlogSegment.objects.filter(name=new_name).exists(),
+                     write_manifest=lambda: write_small_file(storage, manifest_name(new_name),
+                                                             _segment_manifest(updated)),
+                     save=lambda: _save_segment_if_unchanged(segment, updated), display_name=segment.name)
+    except BackupError as error:
+        refused = isinstance(error, RestoreRefused) and not isinstance(error, ChecksumMismatch)
+        audit_log(action="reencrypt", source=source, outcome="refused" if refused else "failure", user=user,
+                  target=target, detail=str(error))
+        raise
+    except Exception as error:
+        message = _("Backup %(name)s could not be re-encrypted (%(error)s); it is as it was.") % {
+            "name": segment.name, "error": str(error) or error.__class__.__name__}
+        audit_log(action="reencrypt", source=source, outcome="failure", user=user, target=target, detail=message)
+        raise ReencryptFailed(message) from error
+    if _offsite_enabled():
+        previous_offsite = segment.offsite_name
+        _segment_offsite(updated)  # uploads and reads back; a failure is retried by the archiver
+        if updated.offsite_status == BackupRecord.OffsiteStatus.UPLOADED and previous_offsite \
+                and previous_offsite != updated.offsite_name:
+            from backups_app.services.offsite import offsite_storage
+
+            for name in (previous_offsite, manifest_name(segment.name)):
+                try:
+                    offsite_storage().delete(name)
+                except Exception:  # noqa: BLE001 - the record is right; a leftover object is only logged
+                    logger.warning("Could not delete the previous offsite copy %s.", name, exc_info=True)
+    detail = _("%(old)s -> %(new)s, %(size)d bytes, sha256 %(sha)s, for %(recipients)s") % {
+        "old": segment.name, "new": updated.name, "size": updated.size_bytes, "sha": updated.sha256,
+        "recipients": ", ".join(updated.encryption_recipients)}
+    audit_log(action="reencrypt", source=source, outcome="success", user=user, target=target, detail=detail)
+    return updated
+
+
+__all__ = [
+    "CONFIGURED", "ReencryptFailed", "backup_reencrypt", "backups_to_reencrypt", "reencrypt_recipients",
+    "segment_reencrypt", "segments_to_reencrypt",
+]

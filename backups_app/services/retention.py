@@ -9,6 +9,10 @@ copy or a changed clock can make meaningless. The rules follow restic's `forget`
 - `keep_daily` / `keep_weekly` / `keep_monthly`: for each of the last N days (ISO weeks, months)
   that have a good backup, the newest good backup of that day (week, month).
 
+Media archives form chains (a full archive, then incrementals each building on the one before):
+every archive a kept incremental builds on is kept too, whatever the rules say, so a chain is
+deleted as a whole once its newest member expires, newest first.
+
 Only good backups (status success, verification not failed) count toward what is kept: a run of
 failed backups can never push the last restorable one out. Failed and interrupted backups have
 their files removed at once (their records stay until they are older than `keep_days`, so the
@@ -26,12 +30,12 @@ import posixpath
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone as dt_timezone
 
-from django.conf import settings
 from django.core.files.storage import storages
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
+from backups_app.conf import app_settings
 from backups_app.manifest import manifest_name
 from backups_app.models import AuditEntry, BackupRecord, RetentionPolicy
 from backups_app.services import offsite
@@ -51,6 +55,7 @@ REASON_MONTHLY = _lazy("monthly")
 REASON_ACTIVE = _lazy("queued or running")
 REASON_RECENT_FAILURE = _lazy("failed, record kept for keep_days")
 REASON_UNTRUSTED = _lazy("untrusted, awaiting a superuser's adoption or deletion")
+REASON_CHAIN = _lazy("needed by a kept incremental")
 
 
 @dataclasses.dataclass
@@ -135,7 +140,7 @@ def retention_policy_for(*, database: str) -> RetentionPolicy:
     policy = RetentionPolicy.objects.filter(database=database).first()
     if policy is None:
         policy = RetentionPolicy(
-            database=database, keep_days=settings.BACKUP_RETENTION_DAYS, keep_last=DEFAULT_KEEP_LAST
+            database=database, keep_days=app_settings.BACKUP_RETENTION_DAYS, keep_last=DEFAULT_KEEP_LAST
         )
     return policy
 
@@ -208,7 +213,19 @@ def retention_plan(
                 item.remove_files_only = bool(record.storage_name or record.offsite_name)
                 item.keep_reasons.append(REASON_RECENT_FAILURE)
         items.append(item)
+    _keep_chains(records, reasons)
     return RetentionPlan(database=database, policy=policy, now=now, items=items)
+
+
+def _keep_chains(records: list[BackupRecord], reasons: dict[int, list[str]]) -> None:
+    """Keep every archive that a kept media archive builds on, however old (its parent, the parent's
+    parent...). Walking newest first, a kept archive's parent is marked before it is reached."""
+    by_pk = {record.pk: record for record in records}
+    for record in records:  # newest first
+        parent = by_pk.get(record.parent_id) if record.parent_id else None
+        if (parent is not None and record.status == BackupRecord.Status.SUCCESS and reasons[record.pk]
+                and REASON_CHAIN not in reasons[parent.pk]):
+            reasons[parent.pk].append(REASON_CHAIN)
 
 
 def _record_files(storage_name: str) -> list[str]:
@@ -245,6 +262,10 @@ def _check_listable(storage, names: Iterable[str], label: str) -> str:
 def _delete_files(record: BackupRecord, local, offsite_storage, cleanup: DatabaseCleanup) -> bool:
     """Remove the record's local and offsite files; False (and an error noted) when one failed."""
     targets = [(local, name) for name in _record_files(record.storage_name)]
+    if record.media_file_list_sha256:
+        from backups_app.services.media import file_list_name
+
+        targets.append((local, file_list_name(record.name)))
     if offsite_storage is not None:
         targets += [(offsite_storage, name) for name in _record_files(record.offsite_name)]
     ok = True

@@ -24,6 +24,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils.translation import gettext as _
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
+from backups_app.conf import app_settings
 from backups_app.models import AuditEntry, ScheduleRemoval
 from backups_app.services.audit import audit_log
 
@@ -61,8 +62,12 @@ def periodic_task_name(*, label: str, database: str) -> str:
 
 
 def schedule_databases() -> list[str]:
-    """Every configured database alias: each can be backed up (DATABASE_URL_<ALIAS>)."""
-    return list(connections.settings)
+    """Every configured database alias: each can be backed up (DATABASE_URL_<ALIAS>); and `media`
+    (the uploaded files under MEDIA_ROOT) when BACKUP_MEDIA_SCHEDULE is on."""
+    databases = list(connections.settings)
+    if app_settings.BACKUP_MEDIA_SCHEDULE:
+        databases.append("media")
+    return databases
 
 
 @dataclasses.dataclass
@@ -217,7 +222,7 @@ def backup_schedule_ensure_on_start(**kwargs) -> None:
     process must start even when the database is not migrated yet.
     """
     global _ensured_in_this_process
-    if _ensured_in_this_process or not settings.BACKUP_SCHEDULE_ON_START:
+    if _ensured_in_this_process or not app_settings.BACKUP_SCHEDULE_ON_START:
         return
     _ensured_in_this_process = True
     try:

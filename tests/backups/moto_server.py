@@ -103,5 +103,5 @@ def offsite_settings(settings, server: MotoServer, *, bucket: str | None = None,
         },
     }
     settings.STORAGES = storages
-    settings.AWS_S3_BUCKET = bucket
+    settings.BACKUP_OFFSITE_BUCKET = bucket
     return bucket

@@ -311,7 +311,9 @@ def test_verify_calls_the_retention_service(operator, app_database, django_captu
     with django_capture_on_commit_callbacks(execute=True):
         client.post(BACKUP_NOW, {"database": APP_ALIAS})
     record = BackupRecord.objects.get(status=BackupRecord.Status.SUCCESS)
-    response = client.post(CHANGELIST, {"action": "verify_selected", "_selected_action": [record.pk]}, follow=True)
+    # The test restore is queued (backup_verify_queue); the queue runs it once the request commits.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(CHANGELIST, {"action": "verify_selected", "_selected_action": [record.pk]}, follow=True)
     assert response.status_code == 200
     record.refresh_from_db()
     # Verified, failed, or unverified with the reason when the engine cannot test-restore here.
@@ -320,9 +322,44 @@ def test_verify_calls_the_retention_service(operator, app_database, django_captu
     entry = AuditEntry.objects.get(action="verify")
     assert entry.source == "admin" and entry.user == operator and entry.ip_address == "127.0.0.1"
     # The record page's Verify button does the same, through a POST.
-    response = client.post(verify_url(record))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(verify_url(record))
     assert response.status_code == 302
     assert AuditEntry.objects.filter(action="verify").count() == 2
+
+
+def test_verify_is_queued_and_the_job_records_the_result(operator, app_database, django_capture_on_commit_callbacks):
+    client = logged_in(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(BACKUP_NOW, {"database": APP_ALIAS})
+    record = BackupRecord.objects.get(status=BackupRecord.Status.SUCCESS)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = client.post(CHANGELIST, {"action": "verify_selected", "_selected_action": [record.pk]}, follow=True)
+    # The request only queued the job: nothing verified yet, and the page says so.
+    assert response.status_code == 200
+    assert f"Verification of {record.name} queued" in response.content.decode()
+    record.refresh_from_db()
+    assert record.verified_at is None and not AuditEntry.objects.filter(action="verify").exists()
+    assert len(queued) == 1
+    queued[0]()  # what the worker (or background process) runs
+    record.refresh_from_db()
+    assert record.verified_at is not None and record.verification_message
+    entry = AuditEntry.objects.get(action="verify")
+    assert entry.source == "admin" and entry.user == operator and entry.ip_address == "127.0.0.1"
+
+
+def test_the_queued_verification_runs_as_a_background_job(operator, stored_backup):
+    """What a background process (BACKUP_BACKGROUND_JOBS, no broker) runs: manage.py run_task."""
+    import json
+
+    from django.core.management import call_command
+
+    call_command("run_task", "backups_app.tasks.backup_verify_run",
+                 "--args", json.dumps([stored_backup.pk, operator.pk, "admin", "127.0.0.1"]))
+    stored_backup.refresh_from_db()
+    assert stored_backup.verified_at is not None
+    entry = AuditEntry.objects.get(action="verify")
+    assert (entry.user, entry.source, entry.ip_address) == (operator, "admin", "127.0.0.1")
 
 
 # --- Speed ---------------------------------------------------------------------------------------

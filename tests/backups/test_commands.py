@@ -68,8 +68,9 @@ def test_backup_now_shows_progress_on_a_terminal(fake_alias, backup_dir):
         def isatty(self):
             return True
 
-    err = Terminal()
-    call_command("backup_now", "--database", "fake", stdout=io.StringIO(), stderr=err)
+    # On a terminal: stdout is one (progress goes to stderr, keeping stdout to the backup's name).
+    err = io.StringIO()
+    call_command("backup_now", "--database", "fake", stdout=Terminal(), stderr=err)
     assert "dumped" in err.getvalue() and "/s)" in err.getvalue()
 
 

@@ -17,11 +17,13 @@ def test_writes_the_password_where_it_is_told_and_it_logs_in(tmp_path):
     assert authenticate(username="admin", password=password_file.read_text().strip()) is not None
 
 
-def test_a_project_without_var_dir_must_name_the_file(settings):
+def test_a_project_without_var_dir_gets_the_file_under_its_base_dir(settings, tmp_path):
     del settings.VAR_DIR
-    with pytest.raises(CommandError, match="--password-file"):
-        call_command("ensure_staff")
-    assert not get_user_model().objects.filter(is_superuser=True).exists()
+    settings.BASE_DIR = tmp_path
+    call_command("ensure_staff", stdout=open(os.devnull, "w"))
+    password_file = tmp_path / "var" / "initial_admin_password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    assert authenticate(username="admin", password=password_file.read_text().strip()) is not None
 
 
 def test_an_existing_readable_file_becomes_owner_only(tmp_path):

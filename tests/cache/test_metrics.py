@@ -149,7 +149,7 @@ def test_an_unreadable_database_answers_503_without_details(client, settings, no
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_scrape_reports_the_records(client, settings, metrics_token):
     settings.DATABASES = {**settings.DATABASES, "chat": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
-    settings.AWS_S3_BUCKET = "opsdesk-test"
+    settings.BACKUP_OFFSITE_BUCKET = "opsdesk-test"
     settings.STORAGES = {**settings.STORAGES, "backups_offsite": {"BACKEND": "storages.backends.s3.S3Storage"}}
 
     # chat: an old good backup copied offsite, then two good ones waiting for their copy (the
@@ -246,7 +246,7 @@ def test_offsite_lag_is_left_out_when_offsite_copies_are_off(client, metrics_tok
 
 
 def test_offsite_lag_is_zero_once_the_newest_good_backup_is_copied(client, settings, metrics_token):
-    settings.AWS_S3_BUCKET = "opsdesk-test"
+    settings.BACKUP_OFFSITE_BUCKET = "opsdesk-test"
     settings.STORAGES = {**settings.STORAGES, "backups_offsite": {"BACKEND": "storages.backends.s3.S3Storage"}}
     # An upload that failed for good long ago is history once a newer backup reached the bucket.
     backup("old", age=timedelta(days=3), offsite_status="failed")
@@ -335,7 +335,7 @@ def test_a_scrape_costs_the_same_handful_of_queries_for_10_and_10000_records(
 ):
     # Only the scrape's own queries: no secret access-log flush at the end of the request.
     settings.SECRETS_ACCESS_LOG_FLUSH_SECONDS = 10**9
-    settings.AWS_S3_BUCKET = "opsdesk-test"
+    settings.BACKUP_OFFSITE_BUCKET = "opsdesk-test"
     settings.STORAGES = {**settings.STORAGES, "backups_offsite": {"BACKEND": "storages.backends.s3.S3Storage"}}
     _bulk_backups(10)
     few = _queries_per_scrape(client, metrics_token)
@@ -375,7 +375,7 @@ def test_alert_rules_pass_their_promtool_unit_tests():
 
 
 def _exported_names(client, settings, token) -> set[str]:
-    settings.AWS_S3_BUCKET = "opsdesk-test"
+    settings.BACKUP_OFFSITE_BUCKET = "opsdesk-test"
     settings.STORAGES = {**settings.STORAGES, "backups_offsite": {"BACKEND": "storages.backends.s3.S3Storage"}}
     backup("b", age=timedelta(hours=1), verification_status="verified", verified_at=timezone.now(),
            duration_seconds=3, size_bytes=10)

@@ -156,3 +156,20 @@ def test_the_page_speaks_plainly_and_forgets_removed_databases(admin_client, scr
     assert "icon-no.svg" not in page and "optional" in page
     assert ".0</td>" not in page  # durations in words ("5 minutes"), not "300.0"
     assert "Test connection to scripted" in page
+
+
+def test_secret_commands_are_silent_at_verbosity_0_but_for_errors(scripted, settings, monkeypatch):
+    settings.SECRETS_REQUIRED = ["SGP_TOKEN"]
+    out = io.StringIO()
+    call_command("secrets_check", "-v", "0", stdout=out)
+    assert out.getvalue() == ""
+    settings.SECRETS_REQUIRED = ["SGP_TOKEN", "OPSDESK_MISSING_REQUIRED"]
+    with pytest.raises(CommandError, match="OPSDESK_MISSING_REQUIRED"):
+        call_command("secrets_check", "-v", "0", stdout=out)
+    assert out.getvalue() == ""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("rotated-quietly-value-1\n"))
+    call_command("rotate_secret", "SGP_TOKEN", "-v", "0", stdout=out)
+    assert out.getvalue() == "" and get_secret("SGP_TOKEN") == "rotated-quietly-value-1"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("rotated-loudly-value-2\n"))
+    call_command("rotate_secret", "SGP_TOKEN", stdout=out)
+    assert "SGP_TOKEN rotated" in out.getvalue()

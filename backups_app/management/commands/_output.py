@@ -11,6 +11,14 @@ from backups_app.models import BackupRecord
 
 
 def backup_as_dict(record: BackupRecord) -> dict[str, Any]:
+    payload = _backup_fields(record)
+    if record.media_mode:  # media archives only: full, or incremental on top of `parent`
+        payload["media_mode"] = record.media_mode
+        payload["parent"] = record.parent.name if record.parent_id else None
+    return payload
+
+
+def _backup_fields(record: BackupRecord) -> dict[str, Any]:
     return {
         "name": record.name,
         "database": record.database,
@@ -40,7 +48,7 @@ def human_bytes(count: float) -> str:
 
 
 class ProgressLine:
-    """`dumped 1.2 GiB (34.5 MiB/s), written 210.3 MiB` on stderr, rewritten in place on a TTY."""
+    """`dumped 1.2 GiB (34.5 MiB/s), written 210.3 MiB`, rewritten in place (for a terminal only)."""
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr

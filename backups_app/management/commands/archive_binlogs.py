@@ -40,7 +40,7 @@ class Command(BackupCommand):
 
     def handle(self, *args, databases, **options):
         if not databases and not binlog_databases():
-            self.stdout.write(_("No MySQL/MariaDB database is configured; no binary log to archive."))
+            self.say(_("No MySQL/MariaDB database is configured; no binary log to archive."))
             return
         databases = databases or binlog_databases()
         usable = []
@@ -84,7 +84,7 @@ class Command(BackupCommand):
             try:
                 check_segments()
                 run.start()
-                self.stdout.write(_("%(database)s: archiving from %(file)s") % {"database": database, "file": run.first_file})
+                self.say(_("%(database)s: archiving from %(file)s") % {"database": database, "file": run.first_file})
                 while not stop.is_set() and run.running():
                     run.poll()
                     check_segments()

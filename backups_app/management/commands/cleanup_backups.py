@@ -26,14 +26,14 @@ class Command(BackupCommand):
         # Without Celery (cron), this is what retries failed offsite uploads.
         retried = [] if dry_run else offsite_retry(database=database)
         if json:
-            self.stdout.write(_dumps({
+            self.stdout.write(_dumps({  # asked for explicitly: whatever the verbosity
                 **result.as_dict(),
                 "offsite_retried": {backup.name: backup.offsite_status for backup in retried},
             }))
         else:
             self._print(result)
             for backup in retried:
-                self.stdout.write(f"offsite upload of {backup.name}: {backup.get_offsite_status_display()}")
+                self.say(f"offsite upload of {backup.name}: {backup.get_offsite_status_display()}")
         if not result.ok:
             problems = [
                 f"{cleanup.database}: {cleanup.refused or '; '.join(cleanup.errors)}"
@@ -44,19 +44,19 @@ class Command(BackupCommand):
     def _print(self, result) -> None:
         verb = "would delete" if result.dry_run else "deleted"
         if not result.databases:
-            self.stdout.write("No backups.")
+            self.say("No backups.")
         for cleanup in result.databases:
-            self.stdout.write(self.style.MIGRATE_HEADING(f"{cleanup.database}:"))
+            self.say(self.style.MIGRATE_HEADING(f"{cleanup.database}:"))
             if cleanup.refused:
-                self.stdout.write(self.style.ERROR(f"  nothing deleted: {cleanup.refused}"))
+                self.say(self.style.ERROR(f"  nothing deleted: {cleanup.refused}"))
             for name in cleanup.deleted:
-                self.stdout.write(f"  {verb} {name}")
+                self.say(f"  {verb} {name}")
             for name in cleanup.files_removed:
-                self.stdout.write(f"  {verb} the files of failed backup {name}")
+                self.say(f"  {verb} the files of failed backup {name}")
             for name, reasons in cleanup.kept.items():
-                self.stdout.write(f"  keep {name} ({', '.join(reasons)})")
+                self.say(f"  keep {name} ({', '.join(reasons)})")
             for error in cleanup.errors:
-                self.stdout.write(self.style.WARNING(f"  {error}"))
+                self.say(self.style.WARNING(f"  {error}"))
 
 
 def _dumps(data) -> str:

@@ -12,11 +12,12 @@ from django.utils.translation import gettext as _
 from backups_app.access import token_issue_check
 from backups_app.exceptions import AccessRefused
 from backups_app.management.acting import acting_user, add_as_user_argument, operating_system_account
+from backups_app.management.base import CommandOutput
 from backups_app.models import AuditEntry
 from backups_app.services.tokens import api_token_create
 
 
-class Command(BaseCommand):
+class Command(CommandOutput, BaseCommand):
     help = _("Create an API token for a user and print it once (the last word of the last line).")
 
     def add_arguments(self, parser):
@@ -57,10 +58,11 @@ class Command(BaseCommand):
             expiry = _("expires %(when)s UTC") % {"when": f"{issued.token.expires_at:%Y-%m-%d %H:%M}"}
         else:
             expiry = _("never expires")
-        self.stdout.write(
+        self.say(
             _("Created token %(prefix)s... for %(username)s (%(expiry)s).")
             % {"prefix": issued.token.prefix, "username": username, "expiry": expiry}
         )
-        self.stdout.write(_("It is shown only once; opsdesk stores only its hash."))
+        self.say(_("It is shown only once; opsdesk stores only its hash."))
         # The token is the last word of the last line, so scripts can take it with `tail -1 | awk`.
+        # Written whatever the verbosity: it cannot be shown again.
         self.stdout.write(_("Token: %(token)s") % {"token": issued.raw_token})

@@ -2,10 +2,11 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from backups_app.management.base import CommandOutput
 from backups_app.services.operators import BACKUP_OPERATORS, operators_group_ensure
 
 
-class Command(BaseCommand):
+class Command(CommandOutput, BaseCommand):
     help = (
         "Create or refresh the 'Backup operators' group (view, create, download, restore and verify "
         "backups; read the restore history and the audit log) and add the given users to it."
@@ -27,6 +28,6 @@ class Command(BaseCommand):
             user.is_staff = True
             user.save(update_fields=["is_staff"])
             user.groups.add(group)
-        self.stdout.write(f"Group '{group.name}' holds {group.permissions.count()} permissions.")
+        self.say(f"Group '{group.name}' holds {group.permissions.count()} permissions.")
         for user in users:
-            self.stdout.write(f"Added {user.get_username()} (staff).")
+            self.say(f"Added {user.get_username()} (staff).")

@@ -3,34 +3,32 @@ import os
 import secrets
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
+from backups_app.conf import app_settings
+from backups_app.management.base import CommandOutput
 
-class Command(BaseCommand):
+
+class Command(CommandOutput, BaseCommand):
     help = "Create a superuser 'admin' when no superuser exists; its password goes to a 0600 file."
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin")
         parser.add_argument(
             "--password-file", type=Path,
-            help=_("Where the first password is written (default: initial_admin_password in the project's VAR_DIR)."),
+            help=_("Where the first password is written (default: initial_admin_password in VAR_DIR)."),
         )
 
     def handle(self, *args, username: str, password_file: Path | None, **options):
         User = get_user_model()
         if password_file is None:
-            # VAR_DIR is the standalone project's state folder; a host project may have none.
-            var_dir = getattr(settings, "VAR_DIR", None)
-            if not var_dir:
-                raise CommandError(_("This project has no VAR_DIR setting: give --password-file PATH."))
-            password_file = Path(var_dir) / "initial_admin_password"
+            password_file = Path(app_settings.VAR_DIR) / "initial_admin_password"
         if User.objects.filter(is_superuser=True).exists():
-            self.stdout.write("A superuser exists; log in with it at /admin/.")
+            self.say("A superuser exists; log in with it at /admin/.")
             if password_file.exists():
-                self.stdout.write(f"Its first password is in {password_file} until you change it.")
+                self.say(f"Its first password is in {password_file} until you change it.")
             return
         password = secrets.token_urlsafe(18)
         # The file first: a superuser whose password was never written down would lock everyone out.
@@ -46,8 +44,8 @@ class Command(BaseCommand):
                 _("Cannot write the password file %(path)s: %(reason)s") % {"path": password_file, "reason": error.strerror}
             ) from None
         User.objects.create_superuser(username=username, email="", password=password)
-        self.stdout.write(self.style.SUCCESS(f"Created superuser '{username}'."))
-        self.stdout.write(
+        self.say(self.style.SUCCESS(f"Created superuser '{username}'."))
+        self.say(
             f"Its password is in {password_file} (readable by you only): `cat {password_file}`.\n"
             "Change it after logging in (top right, 'Change password'), then delete that file."
         )

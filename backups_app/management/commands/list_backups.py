@@ -1,4 +1,7 @@
-"""List backups: `python manage.py list_backups [--database ALIAS] [--json]`."""
+"""List backups: `python manage.py list_backups [--database ALIAS] [--json]`.
+
+`-v 2` adds each backup's trigger, duration and SHA-256; `-v 0` prints nothing unless --json.
+"""
 import json
 
 from django.utils.translation import gettext as _
@@ -22,7 +25,7 @@ class Command(BackupCommand):
             self.stdout.write(json.dumps([backup_as_dict(record) for record in backups], ensure_ascii=False))
             return
         if not backups:
-            self.stdout.write(_("No backups."))
+            self.say(_("No backups."))
             return
         for record in backups:
             size = human_bytes(record.size_bytes) if record.size_bytes is not None else "-"
@@ -30,4 +33,7 @@ class Command(BackupCommand):
                     f"{record.created_at:%Y-%m-%d %H:%M:%S}Z {size:>10}")
             if record.kind != "regular":
                 line += f"  [{record.kind}]"
-            self.stdout.write(line)
+            if self.verbosity >= 2:
+                duration = f"{record.duration_seconds:.1f}s" if record.duration_seconds is not None else "-"
+                line += f"  {record.trigger} {duration} {record.sha256 or '-'}"
+            self.say(line)

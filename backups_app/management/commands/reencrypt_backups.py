@@ -2,8 +2,9 @@
 
 KEYS: age public keys, comma-separated, or `@config` for the current BACKUP_ENCRYPTION_RECIPIENTS.
 Every good backup (of --database, or each --name) not already encrypted to exactly those keys is
-re-encrypted (plain ones become encrypted); see backups_app/services/reencrypt.py. Runs as the host
-operator. Exit 1 when any backup could not be re-encrypted (each of those is left as it was).
+re-encrypted (plain ones become encrypted), and so is every archived binlog segment (the
+point-in-time archive); see backups_app/services/reencrypt.py. Runs as the host operator. Exit 1
+when any file could not be re-encrypted (each of those is left as it was).
 """
 from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
@@ -11,13 +12,20 @@ from django.utils.translation import gettext as _
 from backups_app.exceptions import BackupError
 from backups_app.management.base import BackupCommand
 from backups_app.models import AuditEntry
-from backups_app.services.reencrypt import backup_reencrypt, backups_to_reencrypt, reencrypt_recipients
+from backups_app.services.reencrypt import (
+    backup_reencrypt,
+    backups_to_reencrypt,
+    reencrypt_recipients,
+    segment_reencrypt,
+    segments_to_reencrypt,
+)
 
 
 class Command(BackupCommand):
     help = _(
-        "Re-encrypt existing good backups to other age public keys (plain ones become encrypted), so "
-        "that a key can be retired. Streamed, checked against each backup's SHA-256, atomic per file."
+        "Re-encrypt existing good backups and archived binlog segments to other age public keys (plain ones "
+        "become encrypted), so that a key can be retired. Streamed, checked against each file's SHA-256, atomic "
+        "per file."
     )
 
     def add_arguments(self, parser):
@@ -25,7 +33,7 @@ class Command(BackupCommand):
                             help=_("age public keys, comma-separated, or @config (BACKUP_ENCRYPTION_RECIPIENTS)."))
         parser.add_argument("--database", default=None, help=_("Only the backups of this alias (default: all)."))
         parser.add_argument("--name", action="append", default=[], dest="names", metavar="NAME",
-                            help=_("Only this backup (repeatable)."))
+                            help=_("Only this backup or binlog segment (repeatable)."))
         parser.add_argument("--dry-run", action="store_true", help=_("List what would be re-encrypted; change nothing."))
 
     def handle(self, *args, to_recipients, database, names, dry_run, verbosity, **options):
@@ -34,7 +42,8 @@ class Command(BackupCommand):
         except BackupError as error:
             raise CommandError(str(error)) from error
         backups = backups_to_reencrypt(database=database, names=names, recipients=recipients)
-        missing = set(names) - {backup.name for backup in backups}
+        segments = segments_to_reencrypt(database=database, names=names, recipients=recipients)
+        missing = set(names) - {backup.name for backup in backups} - {segment.name for segment in segments}
         for name in sorted(missing):
             self.stderr.write(_("%(name)s: not a good backup, or already encrypted to these keys; skipped.") % {"name": name})
         failures = 0
@@ -54,8 +63,22 @@ class Command(BackupCommand):
                     _(", offsite copy %(status)s") % {"status": updated.get_offsite_status_display()}
                 self.stdout.write(self.style.SUCCESS(_("%(old)s: re-encrypted as %(new)s%(offsite)s") % {
                     "old": backup.name, "new": updated.name, "offsite": offsite}))
+        for segment in segments:
+            if dry_run:
+                self.stdout.write(_("%(name)s: would be re-encrypted (%(state)s)") % {
+                    "name": segment.name, "state": _("encrypted") if segment.encrypted else _("plain")})
+                continue
+            try:
+                updated = segment_reencrypt(segment=segment, recipients=recipients, source=AuditEntry.Source.CLI)
+            except BackupError as error:
+                failures += 1
+                self.stderr.write(self.style.ERROR(f"{segment.name}: {error}"))
+                continue
+            if verbosity >= 1:
+                self.stdout.write(self.style.SUCCESS(_("%(old)s: re-encrypted as %(new)s%(offsite)s") % {
+                    "old": segment.name, "new": updated.name, "offsite": ""}))
         if failures:
             raise CommandError(_("%(count)d backup(s) could not be re-encrypted; each was left as it was.")
                                % {"count": failures})
-        if not backups and verbosity >= 1:
+        if not backups and not segments and verbosity >= 1:
             self.stdout.write(_("Nothing to re-encrypt."))

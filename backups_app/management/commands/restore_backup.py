@@ -10,6 +10,9 @@ base backup before the target is chosen and the binlog replayed up to it.
 
 Media backups (uploaded files): `--path PREFIX` restores only the files under it, and
 `--delete-extraneous` removes what the archive does not hold (never done otherwise).
+
+Output: what was restored (`-v 2`: also the safety backup and the duration; `-v 0`: nothing but
+errors); "restoring..." before the long part when stdout is a terminal.
 """
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
@@ -65,6 +68,8 @@ class Command(BackupCommand):
         if interactive:
             confirm(_("This replaces ALL data in database '%(database)s' with backup %(name)s.\n")
                     % {"database": target, "name": name})
+        self.progress(_("Restoring %(name)s into %(database)s: checking the file, then the safety backup "
+                                "and the restore...") % {"name": name, "database": target})
         try:
             with terminate_cleanly():
                 restore = backup_restore(
@@ -73,12 +78,20 @@ class Command(BackupCommand):
                 )
         except (BackupError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from None
-        if restore.safety_backup_id:
-            self.stdout.write(_("Safety backup of the previous state: %(name)s") % {"name": restore.safety_backup.name})
-        self.stdout.write(self.style.SUCCESS(
+        self._safety_backup_said(restore)
+        self.say(self.style.SUCCESS(
             _("Restored %(name)s into %(database)s in %(seconds).1f s.")
             % {"name": name, "database": target, "seconds": restore.duration_seconds or 0}
         ))
+        self.say(_("Backup %(name)s: %(engine)s, taken %(created)s, SHA-256 %(sha256)s.") % {
+            "name": backup.name, "engine": backup.engine, "created": backup.created_at.isoformat(),
+            "sha256": backup.sha256}, level=2)
+
+    def _safety_backup_said(self, restore) -> None:
+        if restore.safety_backup_id:
+            self.say(_("Safety backup of the previous state: %(name)s") % {"name": restore.safety_backup.name})
+        else:
+            self.say(_("No safety backup was taken."), level=2)
 
     def point_in_time(self, name, database, interactive, safety_backup, targets, user):
         if name or not database:
@@ -91,15 +104,15 @@ class Command(BackupCommand):
         if interactive:
             confirm(_("This replaces ALL data in database '%(database)s' with its state at %(target)s:\n%(plan)s.\n")
                     % {"database": database, "target": target, "plan": plan.describe()})
+        self.progress(_("Restoring %(database)s to %(target)s...") % {"database": database, "target": target})
         try:
             with terminate_cleanly():
                 restore = pitr_restore(database=database, target=target, trigger=Trigger.CLI, user=user,
                                        safety_backup=safety_backup)
         except (BackupError, ImproperlyConfigured) as error:
             raise CommandError(str(error)) from None
-        if restore.safety_backup_id:
-            self.stdout.write(_("Safety backup of the previous state: %(name)s") % {"name": restore.safety_backup.name})
-        self.stdout.write(self.style.SUCCESS(
+        self._safety_backup_said(restore)
+        self.say(self.style.SUCCESS(
             _("Restored %(database)s to %(target)s (%(plan)s).") % {"database": database, "target": target,
                                                                      "plan": plan.describe()}
         ))

@@ -2,11 +2,12 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from backups_app.management.base import CommandOutput
 from backups_app.models import AuditEntry
 from backups_app.services.schedule import backup_schedule_install
 
 
-class Command(BaseCommand):
+class Command(CommandOutput, BaseCommand):
     help = (
         "Create the default Celery beat tasks per database (backup daily at 02:00, cleanup at "
         "03:30, verification on Sundays at 04:00). Safe to run again: existing tasks are kept as "
@@ -26,8 +27,8 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown database alias: {', '.join(unknown)}.")
         result = backup_schedule_install(databases=databases, reset=reset, source=AuditEntry.Source.CLI)
         for name in result.created:
-            self.stdout.write(self.style.SUCCESS(f"created {name}"))
+            self.say(self.style.SUCCESS(f"created {name}"))
         for name in result.reset:
-            self.stdout.write(f"reset {name}")
+            self.say(f"reset {name}")
         for name in result.unchanged:
-            self.stdout.write(f"unchanged {name}")
+            self.say(f"unchanged {name}")

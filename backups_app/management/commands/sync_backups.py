@@ -32,14 +32,14 @@ class Command(BackupCommand):
                 backup = backup_adopt(backup=backup_get(name=adopt), source=AuditEntry.Source.CLI, database=database)
             except BackupError as error:
                 raise CommandError(str(error)) from error
-            self.stdout.write(_("%(name)s adopted as a backup of %(database)s (sha256 %(sha256)s).") % {
+            self.say(_("%(name)s adopted as a backup of %(database)s (sha256 %(sha256)s).") % {
                 "name": backup.name, "database": backup.database, "sha256": backup.sha256})
             return
         if database:
             raise CommandError(_("--database goes with --adopt."))
         interrupted = backups_mark_interrupted()
         counts = backups_sync()
-        self.stdout.write(
+        self.say(
             _("%(created)d record(s) created, %(updated)d updated, %(skipped)d manifest(s) skipped, "
               "%(interrupted)d interrupted backup(s) marked.") % {**counts, "interrupted": interrupted}
         )
@@ -50,4 +50,4 @@ class Command(BackupCommand):
             )
         segments = binlog_segments_sync()
         if segments:
-            self.stdout.write(_("%(count)d binlog segment record(s) rebuilt.") % {"count": segments})
+            self.say(_("%(count)d binlog segment record(s) rebuilt.") % {"count": segments})

@@ -1,4 +1,7 @@
-"""Write a new version of one secret and make every opsdesk process drop the old one."""
+"""Write a new version of one secret and make every opsdesk process drop the old one.
+
+`-v 0` prints nothing but errors (the exit status says it worked); the value is never printed.
+"""
 import getpass
 import sys
 
@@ -35,6 +38,8 @@ class Command(BaseCommand):
             )
         except SecretsError as error:
             raise CommandError(str(error)) from None
+        if options["verbosity"] < 1:
+            return
         self.stdout.write(self.style.SUCCESS(
             _("%(name)s rotated in %(provider)s: version %(version)s, fingerprint %(fingerprint)s.") % {
                 "name": result.name, "provider": result.provider, "version": result.version or "-",
