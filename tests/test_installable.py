@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,14 @@ def test_opsdesk_installs_into_a_new_project(tmp_path):
     shutil.copytree(PROJECT_ROOT, source, ignore=NOT_SOURCE, symlinks=True)
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", source], cwd=tmp_path, env=env)
     wheel = next((tmp_path / "dist").glob("opsdesk-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    for app in ("backups_app", "secrets_app", "cache_app"):  # each app's pages and their translations
+        assert any(name.startswith(f"{app}/templates/admin/{app}/") for name in shipped), app
+        assert f"{app}/locale/pt_BR/LC_MESSAGES/django.mo" in shipped, app
+    assert "backups_app/templates/admin/backups_app/index.html" in shipped
+    assert "backups_app/static/backups_app/admin.css" in shipped
+    assert not any(name.startswith(("ops_project/", "tests/", "templates/")) for name in shipped)
 
     # 2. A fresh virtualenv with the wheel alone (the base install backs up SQLite).
     venv = tmp_path / "venv"
