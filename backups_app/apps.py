@@ -34,6 +34,7 @@ class BackupsConfig(AppConfig):
 
         from . import alerts, dashboard
         from .models import BackupRecord
+        from .services import offsite
         from .signals import backup_finished
 
         backup_finished.connect(dashboard.dashboard_invalidate, dispatch_uid="backups_dashboard_invalidate")
@@ -41,8 +42,8 @@ class BackupsConfig(AppConfig):
         post_delete.connect(
             dashboard.dashboard_invalidate, sender=BackupRecord, dispatch_uid="backups_dashboard_deleted",
         )
-        # Receivers of backup_finished: offsite upload and cleanup after scheduled backups.
-        from backups_app.services import offsite  # noqa: F401
+        # Offsite upload of a good backup, and cleanup after a scheduled one.
+        backup_finished.connect(offsite.after_backup, dispatch_uid="backups_app.offsite.after_backup")
         from backups_app.services.schedule import backup_schedule_install_if_absent
 
         # BACKUP_RESTORE_TARGETS: a malformed entry, or one aimed at `default`, stops `manage.py check`.

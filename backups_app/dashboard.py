@@ -116,7 +116,7 @@ def database_health_list(*, aliases: list[str] | None = None) -> list[DatabaseHe
     aliases += sorted(dirty.difference(aliases))
     for alias in aliases:
         last_good = (
-            regular.filter(database=alias, status=BackupRecord.Status.SUCCESS)
+            regular.good().filter(database=alias)
             .values_list("name", "created_at").first()
         )
         last_failure_at = (
@@ -204,9 +204,8 @@ def dashboard_invalidate(**kwargs) -> None:
 def chart_points(*, database: str) -> list[ChartPoint]:
     """The last CHART_POINTS good regular backups of one database, oldest first (one indexed query)."""
     rows = list(
-        BackupRecord.objects.filter(
-            database=database, status=BackupRecord.Status.SUCCESS, kind=BackupRecord.Kind.REGULAR,
-            size_bytes__isnull=False,
+        BackupRecord.objects.good().filter(
+            database=database, kind=BackupRecord.Kind.REGULAR, size_bytes__isnull=False,
         ).order_by("-created_at").values_list("created_at", "name", "size_bytes", "duration_seconds")[:CHART_POINTS]
     )
     return [

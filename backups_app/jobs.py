@@ -10,6 +10,10 @@ gunicorn, hold the request's process for hours and share its memory limits.
 
 BACKUP_BACKGROUND_JOBS=false runs the task inline instead (the test suite does, and so may a
 developer debugging a task).
+
+Jobs are named, never imported: the tasks module calls the services, so a service importing a task
+back would close an import circle. The services queue through this module by task name, the tasks
+module imports the services, and nothing here imports either.
 """
 from __future__ import annotations
 
@@ -56,16 +60,36 @@ def job_spawn(*, task_name: str, args: list | None = None, kwargs: dict | None =
     return process.pid
 
 
-def job_enqueue(task, *args) -> None:
-    """Run the Celery task `task` with `args` the way this installation runs jobs (see above)."""
+def job_task(task_name: str):
+    """The Celery task registered as `task_name` (e.g. "backups_app.tasks.backup_run").
+
+    The task modules of the installed apps are imported on first use, as a worker imports them
+    when it starts (Celery's autodiscovery).
+    """
+    from celery import current_app
+
+    if task_name not in current_app.tasks:
+        current_app.autodiscover_tasks(force=True)
+    return current_app.tasks[task_name]
+
+
+def job_enqueue(task_name: str, *args) -> None:
+    """Run the Celery task `task_name` with `args` the way this installation runs jobs (see above)."""
     if app_settings.CELERY_BROKER_URL or not app_settings.BACKUP_BACKGROUND_JOBS:
-        task.delay(*args)  # to the broker, or inline (CELERY_TASK_ALWAYS_EAGER) when there is none
+        job_task(task_name).delay(*args)  # to the broker, or inline (CELERY_TASK_ALWAYS_EAGER) when there is none
         return
     try:
-        job_spawn(task_name=task.name, args=list(args))
+        job_spawn(task_name=task_name, args=list(args))
     except OSError as error:
         # The record stays queued: shown as waiting, and staff can cancel it.
-        logger.error("could not start a background process for %s%r: %s", task.name, args, error)
+        logger.error("could not start a background process for %s%r: %s", task_name, args, error)
 
 
-__all__ = ["job_command", "job_enqueue", "job_spawn"]
+def job_delay(task_name: str, *args, **kwargs) -> None:
+    """`delay()` the Celery task `task_name`: to the broker, or inline when there is none
+    (CELERY_TASK_ALWAYS_EAGER), never a background process. For follow-up work (an offsite upload,
+    a cleanup) that a later pass retries when it is lost."""
+    job_task(task_name).delay(*args, **kwargs)
+
+
+__all__ = ["job_command", "job_delay", "job_enqueue", "job_spawn", "job_task"]

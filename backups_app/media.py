@@ -604,7 +604,7 @@ def _extract_one(stream: BinaryIO, root: Path, summary: RestoreSummary, *, prefi
                     summary.directories += 1
                 else:
                     summary.links += 1
-        # A checked stream (services.backup.backup_read) proves its bytes are the recorded ones only
+        # A checked stream (services.reading.backup_read) proves its bytes are the recorded ones only
         # at its very end: read to it before anything relies on the archive being whole.
         while stream.read(_READ_SIZE):
             pass

@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from backups_app.engines.media import is_media_alias
 from backups_app.models import BackupRecord, RestoreRecord
 from backups_app.selectors import backup_databases, dirty_databases
-from backups_app.services.offsite import offsite_enabled
+from backups_app.storage import offsite_enabled
 
 Status = BackupRecord.Status
 Verification = BackupRecord.VerificationStatus
@@ -123,7 +123,7 @@ def newest_good_backups(*, figures: dict[str, DatabaseFigures]) -> dict[str, Bac
     if not wanted:
         return {}
     newest: dict[str, BackupRecord] = {}
-    records = BackupRecord.objects.filter(wanted, status=Status.SUCCESS).only(
+    records = BackupRecord.objects.good().filter(wanted).only(
         "id", "database", "created_at", "finished_at", "duration_seconds", "size_bytes"
     )
     for record in records:
@@ -148,7 +148,7 @@ def offsite_behind_since(*, figures: dict[str, DatabaseFigures]) -> dict[str, da
     if not wanted:
         return {}
     rows = (
-        BackupRecord.objects.filter(wanted, status=Status.SUCCESS, offsite_status__in=[Offsite.PENDING, Offsite.FAILED])
+        BackupRecord.objects.good().filter(wanted, offsite_status__in=[Offsite.PENDING, Offsite.FAILED])
         .values("database")
         .annotate(since=Min(Coalesce("finished_at", "created_at")))
         .order_by()

@@ -22,6 +22,15 @@ class Trigger(models.TextChoices):
     SCHEDULE = "schedule", _("schedule")
 
 
+class BackupRecordQuerySet(models.QuerySet):
+    def good(self) -> "BackupRecordQuerySet":
+        """Good backups: those that finished successfully, the only ones restored, verified,
+        downloaded, copied offsite or counted as a database's last backup (`BackupRecord.is_good`
+        says the same of one record). Callers that need more say so next to it: retention keeps
+        only those whose verification did not fail, downloads need a stored file."""
+        return self.filter(status=BackupRecord.Status.SUCCESS)
+
+
 class BackupRecord(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", _("queued")
@@ -128,6 +137,8 @@ class BackupRecord(models.Model):
     # SHA-256 of the file list stored beside the archive, which the next incremental compares with.
     media_file_list_sha256 = models.CharField(_("file list SHA-256"), max_length=64, blank=True)
 
+    objects = BackupRecordQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("backup")
         verbose_name_plural = _("backups")
@@ -146,6 +157,7 @@ class BackupRecord(models.Model):
 
     @property
     def is_good(self) -> bool:
+        """What `BackupRecord.objects.good()` selects, for one record."""
         return self.status == self.Status.SUCCESS
 
     @property

@@ -61,7 +61,7 @@ def backup_get(*, name: str) -> BackupRecord:
 
 def last_good_backup(*, database: str) -> BackupRecord | None:
     """The newest successful backup of `database` (safety backups included: they are restorable)."""
-    return backup_list(database=database, status=BackupRecord.Status.SUCCESS).first()
+    return backup_list(database=database).good().first()
 
 
 def last_good_backups() -> dict[str, BackupRecord | None]:

@@ -13,7 +13,10 @@ from backups_app.conf import app_settings
 from backups_app.exceptions import BackupError
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.services import offsite, retention, verify
+from backups_app.services.backup import backup_create
+from backups_app.services.pitr import pitr_restore, recovery_target_parse
 from backups_app.services.queued import queued_claim
+from backups_app.services.restore import backup_restore
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +24,6 @@ logger = logging.getLogger(__name__)
 @shared_task(name="backups_app.tasks.backup_run", ignore_result=True)
 def backup_run(record_id: int) -> None:
     """Run the queued backup `record_id` (created by `backup_queue`)."""
-    from backups_app.services.backup import backup_create
-
     # One conditional UPDATE decides between this run and a cancel (services/queued.py).
     if not queued_claim(model=BackupRecord, pk=record_id):
         logger.warning("Backup record %s is not queued any more (cancelled?); nothing to run.", record_id)
@@ -38,8 +39,6 @@ def backup_run(record_id: int) -> None:
 @shared_task(name="backups_app.tasks.restore_run", ignore_result=True)
 def restore_run(restore_id: int, safety_backup: bool = True) -> None:
     """Run the queued restore `restore_id` (created by `restore_queue`)."""
-    from backups_app.services.backup import backup_restore
-
     if not queued_claim(model=RestoreRecord, pk=restore_id):
         logger.warning("Restore %s is not queued any more (cancelled?); nothing to run.", restore_id)
         return
@@ -60,8 +59,6 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
 @shared_task(name="backups_app.tasks.pitr_restore_run", ignore_result=True)
 def pitr_restore_run(restore_id: int, to_time: str = "", to_position: str = "", to_gtid: str = "") -> None:
     """Run the queued point-in-time restore `restore_id` (created by `pitr_restore_queue`)."""
-    from backups_app.services.pitr import pitr_restore, recovery_target_parse
-
     restore = RestoreRecord.objects.select_related("user").filter(
         pk=restore_id, status=RestoreRecord.Status.QUEUED
     ).first()
@@ -82,8 +79,6 @@ def backup_database(database: str = "default") -> str | None:
     if not app_settings.BACKUP_ENABLED:
         logger.info("BACKUP_ENABLED is false: scheduled backup of %s skipped.", database)
         return None
-    from backups_app.services.backup import backup_create
-
     try:
         return backup_create(database=database, trigger=Trigger.SCHEDULE).name
     except BackupError as error:

@@ -136,7 +136,8 @@ def recovery_point(seconds: float, segment_seconds: float) -> dict:
 
 def recovery_time(transactions: int) -> dict:
     from backups_app.models import Trigger
-    from backups_app.services.backup import backup_create, backup_restore
+    from backups_app.services.backup import backup_create
+    from backups_app.services.restore import backup_restore
     from backups_app.services.binlogs import BinlogArchiverRun
     from backups_app.services.pitr import pitr_restore, recovery_target_parse
     from tests.backups.binlog_server import BinlogServer
@@ -185,7 +186,7 @@ def shell_pipeline_replay(server, base, position: str) -> float:
     import tempfile
 
     from backups_app.models import Trigger
-    from backups_app.services.backup import backup_restore
+    from backups_app.services.restore import backup_restore
     from backups_app.services.pitr import (
         _rebuild_files,
         pitr_plan,

@@ -43,18 +43,16 @@ from backups_app.encryption import decryption_available
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request, client_ip
-from backups_app.services.backup import (
-    backup_adopt,
-    backup_delete,
-    backup_queue,
-    restore_queue,
-)
+from backups_app.services.backup import backup_queue
+from backups_app.services.sync import backup_adopt
+from backups_app.services.restore import restore_queue
 from backups_app.services.binlogs import (
     binlog_availability,
     binlog_databases,
     binlog_purged_needed,
     binlog_window,
 )
+from backups_app.services.delete import backup_delete
 from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
 from backups_app.services.verify import backup_verify_queue
@@ -359,7 +357,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         extra_context = extra_context or {}
         record = self.get_object(request, object_id)
         if record is not None:
-            good = record.status == BackupRecord.Status.SUCCESS and bool(record.storage_name)
+            good = record.is_good and bool(record.storage_name)
             # Backups of opsdesk's own database: superusers only (backups_app/access.py).
             good = good and backup_access_allowed(database=record.database, user=request.user)
             extra_context.update(
@@ -392,7 +390,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
     def _good_record(self, pk: int) -> BackupRecord:
         """A finished, stored backup, looked up by id: never a name joined onto a path."""
         record = get_object_or_404(BackupRecord, pk=pk)
-        if record.status != BackupRecord.Status.SUCCESS or not record.storage_name:
+        if not record.is_good or not record.storage_name:
             raise Http404(gettext("Only successful backups can be downloaded, restored or verified."))
         return record
 
@@ -496,8 +494,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             "target_host": settings_dict.get("HOST", "") or "",
             # Restoring opsdesk's own database rewinds its users, tokens and schedules too.
             "rewinds_ops_database": backup_needs_superuser(database),
-            "newer_backups": BackupRecord.objects.filter(
-                database=database, status=BackupRecord.Status.SUCCESS, created_at__gt=record.created_at,
+            "newer_backups": BackupRecord.objects.good().filter(
+                database=database, created_at__gt=record.created_at,
             ).count(),
         }
         return TemplateResponse(
@@ -592,7 +590,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
 
     @admin.action(description=_("Verify selected backups (test restore)"), permissions=["verify"])
     def verify_selected(self, request: HttpRequest, queryset) -> None:
-        good = list(queryset.filter(status=BackupRecord.Status.SUCCESS).exclude(storage_name=""))
+        good = list(queryset.good().exclude(storage_name=""))
         skipped = queryset.count() - len(good)
         if skipped:
             self.message_user(

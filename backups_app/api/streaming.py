@@ -22,8 +22,8 @@ from django.utils.http import content_disposition_header
 from backups_app.exceptions import BackupError, ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.audit import audit_log
-from backups_app.services.backup import backup_chunks
 from backups_app.services.download import age_plaintext_size, backup_decrypted_chunks, decrypted_name
+from backups_app.services.reading import backup_chunks
 
 logger = logging.getLogger("backups_app.api")
 

@@ -47,7 +47,8 @@ from backups_app.engines.media import is_media_alias
 from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.selectors import backup_databases, backup_get, backup_list
-from backups_app.services.backup import backup_queue, restore_queue
+from backups_app.services.backup import backup_queue
+from backups_app.services.restore import restore_queue
 from backups_app.services.pitr import pitr_restore_queue, recovery_target_parse
 from backups_app.services.queued import backup_cancel, restore_cancel
 from backups_app.services.retention import retention_apply
@@ -103,7 +104,7 @@ def _backup_by_name(name: str) -> BackupRecord:
 
 def _require_restorable(backup: BackupRecord, verb: str) -> None:
     """Failed, running or interrupted backups are never offered (docs/FAULTS.md: killed-backup)."""
-    if backup.status != BackupRecord.Status.SUCCESS:
+    if not backup.is_good:
         raise Conflict(
             _("Backup %(name)s is %(status)s; only successful backups can be %(verb)s.")
             % {"name": backup.name, "status": backup.get_status_display(), "verb": verb},

@@ -72,7 +72,7 @@ from backups_app.pipeline import (
     stream_to_storage,
     write_small_file,
 )
-from backups_app.services.backup import backup_storage
+from backups_app.storage import backup_storage
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +181,11 @@ def _segment_manifest(segment: BinlogSegment) -> bytes:
 
 def _segment_offsite(segment: BinlogSegment) -> None:
     """Copy a closed segment (and its manifest) offsite and read it back; failures are retried."""
-    from backups_app.services.offsite import (
-        _open_object,
-        _sha256_and_size,
+    from backups_app.storage import (
         offsite_enabled,
+        offsite_object_open,
         offsite_storage,
+        sha256_and_size,
     )
 
     if not offsite_enabled():
@@ -195,8 +195,8 @@ def _segment_offsite(segment: BinlogSegment) -> None:
         storage = offsite_storage()
         with local.open(segment.storage_name, "rb") as stream:
             saved = storage.save(segment.storage_name, File(stream, name=segment.storage_name))
-        with _open_object(storage, saved) as stream:
-            sha256, size = _sha256_and_size(stream)
+        with offsite_object_open(storage, saved) as stream:
+            sha256, size = sha256_and_size(stream)
         if (sha256, size) != (segment.sha256, segment.size_bytes):
             storage.delete(saved)
             raise BackupError(_("the offsite copy does not read back identical"))
@@ -682,7 +682,7 @@ def archive_runs(*, database: str) -> tuple[list[ArchiveRun], list[str]]:
 
 def _usable_bases(database: str) -> list[BackupRecord]:
     return list(
-        BackupRecord.objects.filter(database=database, status=BackupRecord.Status.SUCCESS)
+        BackupRecord.objects.good().filter(database=database)
         .exclude(binlog_file="").exclude(binlog_position=None)
         .exclude(verification_status=BackupRecord.VerificationStatus.FAILED)
         .order_by("created_at")

@@ -23,7 +23,7 @@ from backups_app.encryption import DecryptingReader, required_identities
 from backups_app.exceptions import BackupError, ChecksumMismatch, RestoreRefused
 from backups_app.models import BackupRecord
 from backups_app.pipeline import CHUNK_SIZE, HashingReader
-from backups_app.services.backup import backup_open_checked
+from backups_app.services.reading import backup_open_checked
 
 #: age's payload: a 16-byte nonce, then chunks of 64 KiB of plaintext, each with a 16-byte tag.
 AGE_NONCE_BYTES = 16

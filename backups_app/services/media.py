@@ -35,6 +35,7 @@ from backups_app.manifest import derived_key
 from backups_app.models import BackupRecord
 from backups_app.pipeline import HashingReader, open_stored, stream_to_storage
 from backups_app.services.audit import audit_log
+from backups_app.services.reading import backup_check, backup_read
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _parent_for(alias: str) -> tuple[BackupRecord | None, str]:
     )
     if latest is None:
         return None, "no earlier archive"
-    if latest.status != BackupRecord.Status.SUCCESS:
+    if not latest.is_good:
         # After a failure, a full archive: the next good one then depends on nothing uncertain.
         return None, f"the latest archive {latest.name} is {latest.status}"
     if latest.verification_status == BackupRecord.VerificationStatus.FAILED:
@@ -88,7 +89,7 @@ def _parent_for(alias: str) -> tuple[BackupRecord | None, str]:
     chain = _chain_of(latest)
     if chain is None:
         return None, f"the chain of {latest.name} is broken"
-    if any(link.status != BackupRecord.Status.SUCCESS for link in chain):
+    if not all(link.is_good for link in chain):
         return None, f"the chain of {latest.name} holds a bad archive"
     if len(chain) - 1 >= every:
         return None, f"the chain has {len(chain) - 1} incrementals (BACKUP_MEDIA_FULL_EVERY={every})"
@@ -126,7 +127,7 @@ def media_backup_options(*, engine: DumpEngine, full: bool) -> None:
 def media_delete_check(*, backup: BackupRecord, user, source: str) -> None:
     """Refuse to delete an archive a good incremental builds on: that would break its chain.
     Retention deletes a chain whole, newest archive first."""
-    dependent = backup.incrementals.filter(status=BackupRecord.Status.SUCCESS).order_by("created_at").first()
+    dependent = backup.incrementals.good().order_by("created_at").first()
     if dependent is None:
         return
     message = _("Backup %(name)s cannot be deleted: the incremental archive %(dependent)s builds on it. "
@@ -207,7 +208,7 @@ def media_chain(*, backup: BackupRecord) -> list[BackupRecord]:
         if parent.pk in seen or parent.database != backup.database:
             raise RestoreRefused(_("The chain of %(name)s is broken at %(link)s; nothing was restored.")
                                  % {"name": backup.name, "link": parent.name})
-        if parent.status != BackupRecord.Status.SUCCESS:
+        if not parent.is_good:
             raise RestoreRefused(_("The chain of %(name)s is broken: %(link)s is %(status)s; nothing was "
                                    "restored.") % {"name": backup.name, "link": parent.name,
                                                     "status": parent.get_status_display()})
@@ -223,8 +224,6 @@ def media_chain_prepare(*, backup: BackupRecord, engine: MediaEngine) -> list[Ba
     Runs before anything is written: a missing file, a changed byte or a cut-short archive anywhere
     in the chain is one RestoreRefused (or ChecksumMismatch) line naming the chain and the link.
     """
-    from backups_app.services.backup import backup_check, backup_read  # backup.py calls into here
-
     chain = media_chain(backup=backup)
     for link in chain:
         try:

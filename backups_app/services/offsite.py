@@ -7,95 +7,40 @@ to be whole. A failed multipart upload is aborted (its parts would otherwise be 
 and retried later with exponential backoff by `offsite_retry`, run by the cleanup task.
 
 The storage is Django's `storages["backups_offsite"]` (django-storages' S3Storage, private ACL),
-configured by backups_app.conf when BACKUP_OFFSITE_BUCKET is set.
+configured by backups_app.conf when BACKUP_OFFSITE_BUCKET is set; backups_app.storage gives it out and
+reads it.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import posixpath
 from datetime import datetime, timedelta
-from typing import BinaryIO
 
-from django.conf import settings
 from django.core.files import File
-from django.core.files.storage import storages
 from django.db import transaction
 from django.db.models import F
-from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups_app.conf import app_settings
-from backups_app.exceptions import BackupError, BackupNotFound
+from backups_app.exceptions import BackupError
+from backups_app.jobs import job_delay
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, Trigger
 from backups_app.pipeline import open_stored
-from backups_app.signals import backup_finished
+from backups_app.storage import (
+    backup_storage,
+    offsite_enabled,
+    offsite_object_key,
+    offsite_object_open,
+    offsite_storage,
+    sha256_and_size,
+)
 
 logger = logging.getLogger(__name__)
-
-HASH_CHUNK_BYTES = 1024 * 1024
 
 
 class OffsiteUploadFailed(BackupError):
     """The offsite copy could not be written or did not read back identical."""
-
-
-def offsite_enabled() -> bool:
-    """Whether offsite copies are configured (BACKUP_OFFSITE_BUCKET set)."""
-    return bool(app_settings.BACKUP_OFFSITE_BUCKET) and "backups_offsite" in settings.STORAGES
-
-
-def offsite_storage():
-    """The S3 storage holding offsite copies, with BACKUP_OFFSITE_CHUNK_MB as its part size.
-
-    The part size is set here rather than in settings.py so that boto3 is imported only by the
-    processes that talk to S3; a `transfer_config` given in the storage's OPTIONS wins.
-    """
-    storage = storages["backups_offsite"]
-    if not getattr(storage, "_opsdesk_transfer_config", False):
-        if "transfer_config" not in settings.STORAGES["backups_offsite"].get("OPTIONS", {}):
-            from boto3.s3.transfer import TransferConfig
-
-            part_bytes = max(app_settings.BACKUP_OFFSITE_CHUNK_MB, 5) * 1024 * 1024
-            storage.transfer_config = TransferConfig(
-                multipart_threshold=part_bytes, multipart_chunksize=part_bytes
-            )
-        storage._opsdesk_transfer_config = True
-    return storage
-
-
-def _sha256_and_size(stream: BinaryIO) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    while chunk := stream.read(HASH_CHUNK_BYTES):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _object_key(storage, name: str) -> str:
-    """The S3 key of a storage name (the storage's `location` is the key prefix)."""
-    return posixpath.join(storage.location, name) if storage.location else name
-
-
-def _open_object(storage, name: str) -> BinaryIO:
-    """Stream an object straight from S3.
-
-    Not `storage.open()`: its S3File buffers the whole object in memory first (a
-    SpooledTemporaryFile without a size limit), which a multi-gigabyte backup must not do.
-    """
-    from botocore.exceptions import ClientError
-
-    try:
-        response = storage.connection.meta.client.get_object(
-            Bucket=storage.bucket_name, Key=_object_key(storage, name)
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-            raise FileNotFoundError(name) from None
-        raise
-    return response["Body"]
 
 
 def _abort_multipart_uploads(storage, name: str) -> int:
@@ -104,7 +49,7 @@ def _abort_multipart_uploads(storage, name: str) -> int:
     boto3 aborts a multipart upload that fails while the server answers; this catches the ones it
     could not (the connection died mid-way), on the next attempt.
     """
-    key = _object_key(storage, name)
+    key = offsite_object_key(storage, name)
     aborted = 0
     for upload in storage.bucket.multipart_uploads.filter(Prefix=key):
         if upload.object_key == key:
@@ -114,20 +59,20 @@ def _abort_multipart_uploads(storage, name: str) -> int:
 
 
 def _upload_and_check(*, backup: BackupRecord, storage) -> str:
-    local = storages["backups"]
+    local = backup_storage()
     name = backup.storage_name
     if not name or not local.exists(name):
         raise OffsiteUploadFailed(_("the local file of %(name)s is gone") % {"name": backup.name})
     with open_stored(local, name) as stream:
         saved_name = storage.save(name, File(stream, name=name))
-    with _open_object(storage, saved_name) as stream:
-        remote_sha256, remote_size = _sha256_and_size(stream)
+    with offsite_object_open(storage, saved_name) as stream:
+        remote_sha256, remote_size = sha256_and_size(stream)
     # Compared with what the backup service recorded when it wrote the file, so a local copy
     # that rotted since is not passed off as a good offsite copy either.
     expected_sha256, expected_size = backup.sha256, backup.size_bytes
     if not expected_sha256 or expected_size is None:
         with open_stored(local, name) as stream:
-            expected_sha256, expected_size = _sha256_and_size(stream)
+            expected_sha256, expected_size = sha256_and_size(stream)
     if remote_size != expected_size or remote_sha256 != expected_sha256:
         storage.delete(saved_name)
         raise OffsiteUploadFailed(
@@ -210,8 +155,7 @@ def offsite_retry(*, database: str | None = None, now: datetime | None = None) -
     if not offsite_enabled():
         return []
     now = now or timezone.now()
-    candidates = BackupRecord.objects.filter(
-        status=BackupRecord.Status.SUCCESS,
+    candidates = BackupRecord.objects.good().filter(
         offsite_status__in=[BackupRecord.OffsiteStatus.PENDING, BackupRecord.OffsiteStatus.FAILED],
         offsite_attempts__lt=app_settings.BACKUP_OFFSITE_MAX_ATTEMPTS,
     ).exclude(storage_name="")
@@ -238,21 +182,6 @@ def _retry_due(backup: BackupRecord, now: datetime) -> bool:
     return due <= now
 
 
-def offsite_open(*, backup: BackupRecord) -> BinaryIO:
-    """Open the offsite copy of a backup for reading; BackupNotFound when there is none."""
-    if not offsite_enabled() or backup.offsite_status != BackupRecord.OffsiteStatus.UPLOADED:
-        raise BackupNotFound(_("%(name)s has no offsite copy.") % {"name": backup.name})
-    try:
-        return _open_object(offsite_storage(), backup.offsite_name)
-    except FileNotFoundError:
-        raise BackupNotFound(_("The offsite copy of %(name)s is gone.") % {"name": backup.name}) from None
-    except Exception as error:  # noqa: BLE001 - unreachable store, lost credentials: no copy to read
-        logger.warning("offsite copy of %s unreachable: %s", backup.name, error)
-        raise BackupNotFound(
-            _("The offsite copy of %(name)s cannot be read: %(error)s") % {"name": backup.name, "error": type(error).__name__}
-        ) from None
-
-
 def offsite_delete(*, backup: BackupRecord) -> None:
     """Delete the offsite copy of a backup and its manifest (a missing object is not an error)."""
     if not offsite_enabled() or not backup.offsite_name:
@@ -262,27 +191,25 @@ def offsite_delete(*, backup: BackupRecord) -> None:
         storage.delete(name)
 
 
-def _queue(task, *args, **kwargs) -> None:
+def _queue(task_name: str, *args, **kwargs) -> None:
     try:
-        task.delay(*args, **kwargs)
+        job_delay(task_name, *args, **kwargs)
     except Exception:  # noqa: BLE001 - a broker outage must not fail the backup; retried later
-        logger.exception("could not queue %s; the next cleanup pass retries it", task.name)
+        logger.exception("could not queue %s; the next cleanup pass retries it", task_name)
 
 
-@receiver(backup_finished, dispatch_uid="backups_app.offsite.after_backup")
 def after_backup(sender, record: BackupRecord, **kwargs) -> None:
     """Queue the offsite upload of a good backup, and cleanup after a scheduled one.
 
-    A receiver rather than a call in the backup task, so that backups made from the admin, the
-    API or the command line are copied offsite too.
+    A receiver of backup_finished (connected by BackupsConfig.ready()) rather than a call in the
+    backup task, so that backups made from the admin, the API or the command line are copied
+    offsite too.
     """
-    from backups_app import tasks  # the tasks module imports the services
-
     if record.is_good and offsite_enabled():
         BackupRecord.objects.filter(pk=record.pk).update(
             offsite_status=BackupRecord.OffsiteStatus.PENDING
         )
         record.offsite_status = BackupRecord.OffsiteStatus.PENDING
-        transaction.on_commit(lambda: _queue(tasks.offsite_upload_run, record.pk))
+        transaction.on_commit(lambda: _queue("backups_app.tasks.offsite_upload_run", record.pk))
     if record.trigger == Trigger.SCHEDULE and record.kind == BackupRecord.Kind.REGULAR:
-        transaction.on_commit(lambda: _queue(tasks.cleanup_backups, database=record.database))
+        transaction.on_commit(lambda: _queue("backups_app.tasks.cleanup_backups", database=record.database))

@@ -31,13 +31,14 @@ from backups_app import locks
 from backups_app.access import backup_access_check
 from backups_app.binlog_events import binlog_sequence, events
 from backups_app.conf import app_settings
+from backups_app.encryption import required_identities
 from backups_app.engines import get_engine
 from backups_app.engines.binlog import MySQLBinlogTools
 from backups_app.exceptions import BackupError, RestoreFailed, RestoreRefused
+from backups_app.jobs import job_enqueue
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord
 from backups_app.services.audit import audit_log
-from backups_app.encryption import required_identities
-from backups_app.services.backup import backup_check, backup_read, backup_restore
+from backups_app.services.restore import backup_restore
 from backups_app.services.dirty import dirty_clear, dirty_mark
 from backups_app.services.binlogs import (
     ArchiveRun,
@@ -48,6 +49,7 @@ from backups_app.services.binlogs import (
     segment_identities,
     segment_read,
 )
+from backups_app.services.reading import backup_check, backup_read
 
 logger = logging.getLogger(__name__)
 
@@ -311,11 +313,9 @@ def pitr_restore_queue(*, database: str, target: RecoveryTarget, trigger: str, u
               target=f"{database} @ {target}", detail=_("queued: %(plan)s") % {"plan": plan.describe()})
 
     def enqueue() -> None:
-        from backups_app.jobs import job_enqueue
-        from backups_app.tasks import pitr_restore_run
-
         # Plain strings only: they may travel on a command line (background process) or a broker.
-        job_enqueue(pitr_restore_run, restore.pk, target.to_time.isoformat() if target.to_time else "",
+        job_enqueue("backups_app.tasks.pitr_restore_run", restore.pk,
+                    target.to_time.isoformat() if target.to_time else "",
                     f"{target.to_position[0]}:{target.to_position[1]}" if target.to_position else "",
                     target.to_gtid or "")
 

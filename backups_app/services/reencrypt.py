@@ -53,7 +53,8 @@ from backups_app.pipeline import (
     write_small_file,
 )
 from backups_app.services.audit import audit_log
-from backups_app.services.backup import backup_storage
+from backups_app.services.offsite import offsite_upload
+from backups_app.storage import backup_storage, offsite_enabled, offsite_storage
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def reencrypt_recipients(text: str) -> list[str]:
 def backups_to_reencrypt(*, database: str | None = None, names: Sequence[str] = (),
                          recipients: Sequence[str] = ()) -> list[BackupRecord]:
     """Good backups (of `database`, or named) not already encrypted to exactly `recipients`."""
-    backups = BackupRecord.objects.filter(status=BackupRecord.Status.SUCCESS).exclude(storage_name="")
+    backups = BackupRecord.objects.good().exclude(storage_name="")
     if database:
         backups = backups.filter(database=database)
     if names:
@@ -185,7 +186,7 @@ class _Swap:
 def _refuse_unless_possible(backup: BackupRecord, user) -> None:
     if user is not None and not user.is_superuser:
         raise RestoreRefused(_("Only a superuser can re-encrypt backups."))
-    if backup.status != BackupRecord.Status.SUCCESS:
+    if not backup.is_good:
         raise RestoreRefused(_("Backup %(name)s is %(status)s, not a successful backup; it is not re-encrypted.")
                              % {"name": backup.name, "status": backup.get_status_display()})
     if not backup.sha256 or not backup.storage_name:
@@ -242,17 +243,11 @@ def _updated(backup: BackupRecord, *, new_name: str, pending: PendingFile, finge
     updated.name = updated.storage_name = new_name
     updated.sha256, updated.size_bytes = pending.result.sha256, pending.result.size_bytes
     updated.encrypted, updated.encryption_recipients = True, fingerprints
-    if _offsite_enabled():
+    if offsite_enabled():
         updated.offsite_status = BackupRecord.OffsiteStatus.PENDING
         updated.offsite_attempts = 0
         updated.offsite_error = ""
     return updated
-
-
-def _offsite_enabled() -> bool:
-    from backups_app.services.offsite import offsite_enabled
-
-    return offsite_enabled()
 
 
 def _save_if_unchanged(backup: BackupRecord, updated: BackupRecord) -> None:
@@ -300,10 +295,8 @@ def _swap_in(*, old_name: str, new_name: str, storage: Storage, pending: Pending
 def _offsite_replace(updated: BackupRecord, *, previous_offsite_name: str, previous_name: str) -> BackupRecord:
     """Upload the new file offsite (verified read-back); then delete the previous copy if its name
     differs. A failed upload is left to the normal retry path (`offsite_retry`), status failed."""
-    if not _offsite_enabled():
+    if not offsite_enabled():
         return updated
-    from backups_app.services.offsite import offsite_storage, offsite_upload
-
     updated = offsite_upload(backup=updated)
     if updated.offsite_status == BackupRecord.OffsiteStatus.UPLOADED and previous_offsite_name \
             and previous_offsite_name != updated.offsite_name:
@@ -446,13 +439,11 @@ def segment_reencrypt(*, segment: BinlogSegment, recipients: Sequence[str], user
             "name": segment.name, "error": str(error) or error.__class__.__name__}
         audit_log(action="reencrypt", source=source, outcome="failure", user=user, target=target, detail=message)
         raise ReencryptFailed(message) from error
-    if _offsite_enabled():
+    if offsite_enabled():
         previous_offsite = segment.offsite_name
         _segment_offsite(updated)  # uploads and reads back; a failure is retried by the archiver
         if updated.offsite_status == BackupRecord.OffsiteStatus.UPLOADED and previous_offsite \
                 and previous_offsite != updated.offsite_name:
-            from backups_app.services.offsite import offsite_storage
-
             for name in (previous_offsite, manifest_name(segment.name)):
                 try:
                     offsite_storage().delete(name)

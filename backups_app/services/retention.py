@@ -30,15 +30,14 @@ import posixpath
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone as dt_timezone
 
-from django.core.files.storage import storages
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
+from backups_app import storage as backup_storages
 from backups_app.conf import app_settings
 from backups_app.manifest import manifest_name
 from backups_app.models import AuditEntry, BackupRecord, RetentionPolicy
-from backups_app.services import offsite
 from backups_app.services.audit import audit_log
 
 logger = logging.getLogger(__name__)
@@ -147,7 +146,7 @@ def retention_policy_for(*, database: str) -> RetentionPolicy:
 
 def _counts_as_good(record: BackupRecord) -> bool:
     return (
-        record.status == BackupRecord.Status.SUCCESS
+        record.is_good
         and record.verification_status != BackupRecord.VerificationStatus.FAILED
     )
 
@@ -223,7 +222,7 @@ def _keep_chains(records: list[BackupRecord], reasons: dict[int, list[str]]) -> 
     by_pk = {record.pk: record for record in records}
     for record in records:  # newest first
         parent = by_pk.get(record.parent_id) if record.parent_id else None
-        if (parent is not None and record.status == BackupRecord.Status.SUCCESS and reasons[record.pk]
+        if (parent is not None and record.is_good and reasons[record.pk]
                 and REASON_CHAIN not in reasons[parent.pk]):
             reasons[parent.pk].append(REASON_CHAIN)
 
@@ -298,9 +297,9 @@ def _cleanup_database(
 
     # Check the storages before deleting anything: the files of every finished record are expected.
     finished = [item.record for item in plan.items if REASON_ACTIVE not in item.keep_reasons]
-    local = storages["backups"]
+    local = backup_storages.backup_storage()
     cleanup.refused = _check_listable(local, [record.storage_name for record in finished], "local")
-    offsite_storage = offsite.offsite_storage() if offsite.offsite_enabled() else None
+    offsite_storage = backup_storages.offsite_storage() if backup_storages.offsite_enabled() else None
     if not cleanup.refused and offsite_storage is not None:
         uploaded = [
             record.offsite_name for record in finished
@@ -380,7 +379,7 @@ def _binlog_segments_prune(cleanup: DatabaseCleanup, *, source: str, user) -> No
     from backups_app.services.binlogs import segments_prune
 
     kept = [
-        record for record in BackupRecord.objects.filter(database=cleanup.database, status=BackupRecord.Status.SUCCESS)
+        record for record in BackupRecord.objects.good().filter(database=cleanup.database)
         .exclude(binlog_file="").exclude(binlog_position=None)
         if record.name not in cleanup.deleted
     ]

@@ -36,10 +36,11 @@ from backups_app.access import backup_access_check
 from backups_app.engines import get_engine
 from backups_app.engines.base import DumpEngine
 from backups_app.exceptions import AccessRefused, BackupError, ChecksumMismatch
+from backups_app.jobs import job_enqueue
 from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.audit import audit_log
 from backups_app.selectors import backup_get, last_good_backup
-from backups_app.services.backup import backup_check, backup_read
+from backups_app.services.reading import backup_check, backup_read
 
 logger = logging.getLogger(__name__)
 
@@ -201,10 +202,7 @@ def backup_verify_queue(
     user_id = user.pk if user is not None and getattr(user, "is_authenticated", False) else None
 
     def enqueue() -> None:
-        from backups_app.jobs import job_enqueue
-        from backups_app.tasks import backup_verify_run
-
-        job_enqueue(backup_verify_run, backup.pk, user_id, source, ip_address)
+        job_enqueue("backups_app.tasks.backup_verify_run", backup.pk, user_id, source, ip_address)
 
     transaction.on_commit(enqueue)
     return backup

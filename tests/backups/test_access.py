@@ -13,7 +13,8 @@ from django.core.management import CommandError, call_command
 from backups_app.access import check_restore_targets
 from backups_app.exceptions import AccessRefused, RestoreTargetRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore, restore_queue
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore, restore_queue
 from backups_app.services.verify import backup_verify
 
 from .admin_fixtures import *  # noqa: F401,F403

@@ -279,7 +279,8 @@ def test_a_failed_postgresql_restore_says_nothing_was_restored(postgres_database
     """Issue 18: a rolled-back PostgreSQL restore must not say "may be partly restored"."""
     from backups_app.exceptions import RestoreFailed
     from backups_app.models import RestoreRecord, Trigger
-    from backups_app.services.backup import backup_create, backup_restore
+    from backups_app.services.backup import backup_create
+    from backups_app.services.restore import backup_restore
 
     from .engines.sql_contract import write_tool
 

@@ -14,7 +14,7 @@ from django.core import checks
 from backups_app.checks import check_compression_and_encryption, check_offsite, check_setting_types
 from backups_app.conf import DEFAULTS, app_settings, offsite_storage_settings, storages_setdefault
 from backups_app.encryption import generate_key_pair
-from backups_app.services.offsite import offsite_enabled
+from backups_app.storage import offsite_enabled
 from secrets_app import default_manager
 from secrets_app.providers.local import LocalProvider
 from tests.test_project import run_manage

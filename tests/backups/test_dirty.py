@@ -12,7 +12,8 @@ from django.core.management.base import CommandError
 
 from backups_app.exceptions import DumpFailed, RestoreFailed
 from backups_app.models import AuditEntry, BackupRecord, DirtyDatabase, RestoreRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
 
 from .admin_fixtures import make_user
 

@@ -13,7 +13,8 @@ import pytest
 from backups_app.encryption import generate_key_pair, recipient_fingerprint
 from backups_app.exceptions import RestoreRefused
 from backups_app.models import BackupRecord, RestoreRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
 from backups_app.services.verify import backup_verify
 from secrets_app import default_manager
 from secrets_app.providers.local import LocalProvider

@@ -18,7 +18,8 @@ from backups_app import media
 from backups_app.engines import get_engine
 from backups_app.exceptions import RestoreFailed
 from backups_app.models import BackupRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
 from backups_app.services.verify import backup_verify
 
 pytestmark = pytest.mark.django_db(transaction=True)

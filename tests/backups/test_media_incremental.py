@@ -21,7 +21,10 @@ from django.utils import timezone
 from backups_app import media
 from backups_app.exceptions import BackupError, RestoreRefused
 from backups_app.models import BackupRecord, RetentionPolicy, Trigger
-from backups_app.services.backup import backup_create, backup_delete, backup_restore, backups_sync
+from backups_app.services.backup import backup_create
+from backups_app.services.delete import backup_delete
+from backups_app.services.restore import backup_restore
+from backups_app.services.sync import backups_sync
 from backups_app.services.media import file_list_name
 from backups_app.services.retention import retention_apply, retention_plan
 from backups_app.services.verify import backup_verify

@@ -17,10 +17,13 @@ from django.utils.timezone import now as django_now
 
 from backups_app.exceptions import RestoreRefused
 from backups_app.models import BackupRecord, RetentionPolicy
-from backups_app.services.backup import backup_create, backup_open, backup_restore
-from backups_app.services.offsite import offsite_open, offsite_retry, offsite_upload
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
+from backups_app.services.offsite import offsite_retry, offsite_upload
+from backups_app.services.reading import backup_open
 from backups_app.services.retention import retention_apply
 from backups_app.signals import backup_finished
+from backups_app.storage import offsite_open
 
 from .conftest import snapshot
 from .moto_server import MotoServer, offsite_settings

@@ -17,7 +17,9 @@ from django.core.management import CommandError, call_command
 from backups_app.encryption import generate_key_pair, recipient_fingerprint
 from backups_app.exceptions import BackupError, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore, backups_sync
+from backups_app.services.backup import backup_create
+from backups_app.services.sync import backups_sync
+from backups_app.services.restore import backup_restore
 from backups_app.services.reencrypt import backup_reencrypt, reencrypt_recipients
 from secrets_app import default_manager
 from secrets_app.providers.local import LocalProvider

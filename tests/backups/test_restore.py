@@ -9,7 +9,9 @@ import pytest
 from backups_app.exceptions import BackupLocked, ChecksumMismatch, RestoreFailed, RestoreRefused
 from backups_app.locks import database_lock
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore, backups_sync, restore_queue
+from backups_app.services.backup import backup_create
+from backups_app.services.sync import backups_sync
+from backups_app.services.restore import backup_restore, restore_queue
 
 from .conftest import snapshot
 from .fakes import restored_bytes
@@ -180,7 +182,7 @@ def test_decompressing_reader_thread_ends_when_its_file_is_closed_early(sqlite_a
     import time
 
     from backups_app.pipeline import DecompressingReader
-    from backups_app.services.backup import backup_open
+    from backups_app.services.reading import backup_open
 
     record = backup_create(database="app", trigger=Trigger.CLI, compression="none")
     (backup_dir / record.name).write_bytes(b"x" * (8 << 20))  # many pieces: the queue fills up

@@ -6,8 +6,10 @@ import pytest
 from backups_app import selectors
 from backups_app.exceptions import BackupError, BackupNotFound
 from backups_app.models import AuditEntry, BackupRecord, Trigger
-from backups_app.services import backup as service
-from backups_app.services.backup import backup_create, backup_delete, backup_queue, backup_restore
+from backups_app.services import naming, orphans, reading
+from backups_app.services.backup import backup_create, backup_queue
+from backups_app.services.restore import backup_restore
+from backups_app.services.delete import backup_delete
 from backups_app.signals import backup_finished
 from backups_app.tasks import backup_database
 
@@ -19,8 +21,8 @@ def test_two_backups_in_the_same_second_get_distinct_names(sqlite_alias, backup_
 
     engine = get_engine("app")
     for _attempt in range(5):
-        first = service._reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
-        second = service._reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
+        first = naming.reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
+        second = naming.reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
         if first.name[:-len(".sql.gz")] == second.name[:-len("_2.sql.gz")]:
             break
         BackupRecord.objects.all().delete()  # crossed a second boundary; try again
@@ -29,7 +31,7 @@ def test_two_backups_in_the_same_second_get_distinct_names(sqlite_alias, backup_
     taken = first.name.replace(".sql.gz", "_3.sql.gz")
     backup_dir.mkdir(exist_ok=True)
     (backup_dir / taken).write_bytes(b"x")
-    third = service._reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
+    third = naming.reserve_record(database="app", engine=engine, compression="gzip", trigger="cli")
     assert third.name not in (first.name, second.name, taken)
     assert (backup_dir / taken).read_bytes() == b"x"
 
@@ -106,13 +108,32 @@ def test_selectors(sqlite_alias, fake_alias, backup_dir, settings):
     assert set(selectors.last_good_backups()) == set(settings.DATABASES)
 
 
+def test_good_backups_are_the_successful_ones_whatever_their_verification():
+    """One meaning of "good": the queryset method and the record's property agree; retention adds
+    its own condition (verification not failed) on top, explicitly."""
+    from django.utils import timezone
+
+    for number, (status, verification) in enumerate([
+        (status, verification)
+        for status in BackupRecord.Status.values for verification in BackupRecord.VerificationStatus.values
+    ]):
+        BackupRecord.objects.create(
+            name=f"backup_{number}.sql.gz", database="app", engine="sqlite", compression="gzip",
+            trigger=Trigger.CLI, status=status, verification_status=verification, created_at=timezone.now(),
+        )
+    good = BackupRecord.objects.good()
+    assert {record.status for record in good} == {BackupRecord.Status.SUCCESS}
+    assert good.count() == len(BackupRecord.VerificationStatus.values)
+    assert {record.pk for record in BackupRecord.objects.all() if record.is_good} == set(good.values_list("pk", flat=True))
+
+
 def test_backup_open_streams_the_stored_file(sqlite_alias, backup_dir):
     record = backup_create(database="app", trigger=Trigger.CLI)
-    with service.backup_open(backup=record) as handle:
+    with reading.backup_open(backup=record) as handle:
         assert handle.read() == (backup_dir / record.name).read_bytes()
     (backup_dir / record.name).unlink()
     with pytest.raises(BackupNotFound):
-        service.backup_open(backup=record)
+        reading.backup_open(backup=record)
 
 
 def test_a_queued_backup_of_a_removed_alias_fails_instead_of_staying_queued(sqlite_alias, backup_dir):
@@ -141,7 +162,7 @@ def test_a_queued_backup_whose_task_never_ran_is_interrupted_after_the_horizon(s
     lost = BackupRecord.objects.create(name="backup_b.sql.gz", database="app", engine="sqlite", compression="gzip",
                                        trigger=Trigger.API, status="queued",
                                        created_at=timezone.now() - timedelta(seconds=60 + 3600 + 5))
-    assert service.backups_mark_interrupted() == 1
+    assert orphans.backups_mark_interrupted() == 1
     fresh.refresh_from_db()
     lost.refresh_from_db()
     assert fresh.status == "queued" and lost.status == "interrupted"

@@ -22,7 +22,9 @@ from django.test import Client
 from backups_app.exceptions import BackupError, RestoreRefused
 from backups_app.manifest import manifest_is_signed
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
-from backups_app.services.backup import backup_adopt, backup_create, backup_restore, backups_sync
+from backups_app.services.backup import backup_create
+from backups_app.services.sync import backup_adopt, backups_sync
+from backups_app.services.restore import backup_restore
 from backups_app.services.verify import backup_verify
 
 from .admin_fixtures import make_user

@@ -10,7 +10,8 @@ import pytest
 import zstandard
 
 from backups_app.models import BackupRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
 
 from .conftest import snapshot
 

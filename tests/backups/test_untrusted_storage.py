@@ -23,9 +23,10 @@ from backups_app import locks
 from backups_app.exceptions import ChecksumMismatch, RestoreFailed, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.pipeline import DecompressingReader, HashingReader, LocalStorageTarget, partial_path
-from backups_app.services import backup as backup_service
+from backups_app.services import restore as restore_service
 from backups_app.services import verify as verify_service
-from backups_app.services.backup import backup_create, backup_restore
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
 from backups_app.services.verify import backup_verify
 
 from .admin_fixtures import *  # noqa: F401,F403 - the operator fixture
@@ -70,7 +71,7 @@ def test_a_file_swapped_after_the_check_is_not_restored(sqlite_alias, monkeypatc
     forged = forged_backup_bytes(sqlite_alias)
     rename_author(sqlite_alias, "current")
     before = snapshot(sqlite_alias)
-    swap_after_the_check(monkeypatch, backup_service, Path(storages["backups"].path(record.storage_name)), forged)
+    swap_after_the_check(monkeypatch, restore_service, Path(storages["backups"].path(record.storage_name)), forged)
 
     with pytest.raises(RestoreFailed, match="does not match"):
         backup_restore(backup=record, trigger=Trigger.CLI)

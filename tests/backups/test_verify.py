@@ -18,7 +18,8 @@ from django.core.management.base import CommandError
 from backups_app.engines.sqlite import COMPLETION_MARKER, SQLiteDumpEngine
 from backups_app.exceptions import BackupError, ChecksumMismatch
 from backups_app.models import AuditEntry, BackupRecord
-from backups_app.services.backup import backup_create, backup_restore
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
 from backups_app.services.verify import backup_verify
 
 from tests.conftest import register_alias, unregister_alias

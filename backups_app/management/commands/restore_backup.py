@@ -23,7 +23,7 @@ from backups_app.management.acting import acting_user, add_as_user_argument
 from backups_app.management.base import BackupCommand
 from backups_app.models import Trigger
 from backups_app.selectors import backup_get
-from backups_app.services.backup import backup_restore
+from backups_app.services.restore import backup_restore
 from backups_app.services.pitr import pitr_plan, pitr_restore, recovery_target_parse
 
 from ._output import terminate_cleanly

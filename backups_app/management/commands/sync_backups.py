@@ -10,8 +10,9 @@ from backups_app.exceptions import BackupError
 from backups_app.management.base import BackupCommand
 from backups_app.models import AuditEntry
 from backups_app.selectors import backup_get
-from backups_app.services.backup import backup_adopt, backups_mark_interrupted, backups_sync
+from backups_app.services.sync import backup_adopt, backups_sync
 from backups_app.services.binlogs import binlog_segments_sync
+from backups_app.services.orphans import backups_mark_interrupted
 
 
 class Command(BackupCommand):

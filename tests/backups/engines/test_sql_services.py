@@ -12,7 +12,8 @@ from django.db import connections
 from backups_app.engines import get_engine
 from backups_app.exceptions import DumpFailed
 from backups_app.models import BackupRecord, RestoreRecord, Trigger
-from backups_app.services.backup import backup_create, backup_restore
+from backups_app.services.backup import backup_create
+from backups_app.services.restore import backup_restore
 from tests.conftest import register_alias, unregister_alias
 
 from . import test_mysql, test_postgresql
@@ -100,7 +101,7 @@ def test_postgresql_restore_of_a_file_swapped_after_the_check_commits_nothing(po
     from django.core.files.storage import storages
 
     from backups_app.exceptions import RestoreFailed
-    from backups_app.services import backup as backup_service
+    from backups_app.services import restore as restore_service
 
     cases = test_postgresql.TestPostgreSQLDumpEngine()
     engine = get_engine(postgres_database)
@@ -111,7 +112,7 @@ def test_postgresql_restore_of_a_file_swapped_after_the_check_commits_nothing(po
     forged_bytes = Path(storages["backups"].path(forged.storage_name)).read_bytes()
     test_postgresql.run_sql(engine, "CREATE TABLE written_after_both_backups (x int)")
     state_before_restore = cases.snapshot(engine)
-    real_check = backup_service.backup_check
+    real_check = restore_service.backup_check
     stored = Path(storages["backups"].path(record.storage_name))
 
     def check_then_swap(**kwargs):
@@ -120,7 +121,7 @@ def test_postgresql_restore_of_a_file_swapped_after_the_check_commits_nothing(po
         replacement.write_bytes(forged_bytes)
         os.replace(replacement, stored)
 
-    monkeypatch.setattr(backup_service, "backup_check", check_then_swap)
+    monkeypatch.setattr(restore_service, "backup_check", check_then_swap)
     with pytest.raises(RestoreFailed, match="does not match"):
         backup_restore(backup=record, trigger=Trigger.CLI, safety_backup=False)
     assert cases.snapshot(engine) == state_before_restore
