@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n 2
 # Client headers for mysqlclient, and the dump tools the backup engines run.
 SYSTEM_PACKAGES := pkg-config libmariadb-dev mariadb-client postgresql-client zstd
 
-.PHONY: setup run test lint system-deps migrate staff clean-venv
+.PHONY: setup run test lint lock system-deps migrate staff clean-venv
 
 setup: $(VENV)/.installed migrate
 
@@ -44,13 +44,24 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: requirements.txt | system-deps $(VENV)/bin/python
-	$(PY) -m pip install -q -r requirements.txt
+# From the hashed lock files (README, "Dependencies"): the versions the suite passed with, and pip
+# refuses any file whose hash differs from the one recorded.
+$(VENV)/.installed: requirements.lock | system-deps $(VENV)/bin/python
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
 	touch $@
 
-$(VENV)/.installed-test: requirements.txt requirements-test.txt | system-deps $(VENV)/bin/python
-	$(PY) -m pip install -q -r requirements-test.txt
+$(VENV)/.installed-test: requirements.lock requirements-test.lock | system-deps $(VENV)/bin/python
+	$(PY) -m pip install -q --require-hashes -r requirements-test.lock
 	touch $(VENV)/.installed $@
+
+# Re-resolve the lock files from requirements*.txt (newest versions their ranges allow), with uv in a
+# throw-away virtualenv. `make lock UPGRADE=` keeps the pinned versions where they still fit.
+UPGRADE ?= --upgrade
+LOCK_VENV := $(or $(TMPDIR),/tmp)/opsdesk-lock-venv
+lock:
+	test -x $(LOCK_VENV)/bin/uv || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q uv)
+	$(LOCK_VENV)/bin/uv pip compile -q $(UPGRADE) --generate-hashes --universal --python-version 3.11 requirements.txt -o requirements.lock
+	$(LOCK_VENV)/bin/uv pip compile -q $(UPGRADE) --generate-hashes --universal --python-version 3.11 requirements-test.txt -o requirements-test.lock
 
 migrate:
 	$(PY) manage.py migrate --noinput -v 0

@@ -21,7 +21,7 @@ from django.utils.translation import pgettext_lazy
 from backups_app.conf import app_settings
 from backups_app.exceptions import AccessRefused, RestoreTargetRefused
 
-#: The alias of opsdesk's own tables (ops_project/routers.py).
+#: The alias of opsdesk's own tables (backups_app/routers.py).
 CONTROL_DATABASE = DEFAULT_DB_ALIAS
 
 #: The verbs of the refusal message, with a context of their own: "restore" alone is also the noun

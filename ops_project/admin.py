@@ -13,3 +13,6 @@ class OpsAdminSite(admin.AdminSite):
     enable_nav_sidebar = False
     # The same dash for "nothing" on every page (opsdesk's own columns use it too).
     empty_value_display = "—"
+    # The backup overview (health, schedules, charts) above the app list: backups_app ships it, so
+    # that a host project opts into the same page with this one attribute (docs/INSTALLING.md).
+    index_template = "admin/backups_app/index.html"

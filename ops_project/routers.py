@@ -1,19 +1,12 @@
-"""Keep opsdesk's own tables in the `default` database.
+"""Keep every table of the standalone project in the `default` database.
 
 The other aliases are the product's databases (DATABASE_URL_<ALIAS>): opsdesk backs them up and
-restores them, and must never migrate its own tables into them.
+restores them, and must never migrate its own tables into them. The apps' router
+(backups_app.routers) does the same for opsdesk's apps alone inside a host project; here every app
+(auth, sessions, admin log...) is opsdesk's, so it claims them all.
 """
+from backups_app.routers import OpsdeskRouter
 
 
-class OpsDatabaseRouter:
-    def db_for_read(self, model, **hints):
-        return "default"
-
-    def db_for_write(self, model, **hints):
-        return "default"
-
-    def allow_relation(self, obj1, obj2, **hints):
-        return True
-
-    def allow_migrate(self, db, app_label, model_name=None, **hints):
-        return db == "default"
+class OpsDatabaseRouter(OpsdeskRouter):
+    app_labels = None

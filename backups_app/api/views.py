@@ -1,7 +1,8 @@
 """REST API views: thin callers of the backup selectors and services.
 
-Authentication, permissions, throttling, error bodies and audit are DRF machinery configured in
-settings.REST_FRAMEWORK and the mixin below; each view only validates input, calls one service and
+Authentication, permissions, throttling, error bodies and audit are DRF machinery named by the
+views themselves (backups_app.api.policy, so that a host project's REST_FRAMEWORK does not change
+them) and the audit mixin; each view only validates input, calls one service and
 shapes the answer.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from backups_app.access import CONTROL_DATABASE, backup_access_check, restore_ta
 from backups_app.api import permissions
 from backups_app.api.audit import AuditedApiViewMixin
 from backups_app.api.exceptions import Conflict
+from backups_app.api.policy import ApiPolicyMixin
 from backups_app.api.serializers import (
     BackupCreateSerializer,
     BackupDownloadQuerySerializer,
@@ -110,7 +112,7 @@ def _require_restorable(backup: BackupRecord, verb: str) -> None:
         )
 
 
-class ApiView(AuditedApiViewMixin, APIView):
+class ApiView(ApiPolicyMixin, AuditedApiViewMixin, APIView):
     """Base of the API's views: DRF's APIView plus one audit entry per call."""
 
 
@@ -165,7 +167,7 @@ class BackupCreateView(ApiView):
     responses={200: BackupRecordSerializer(many=True), **_errors(400, 404, *COMMON_ERRORS)},
     summary=_("List backups, newest first"),
 )
-class BackupListView(AuditedApiViewMixin, generics.ListAPIView):
+class BackupListView(ApiPolicyMixin, AuditedApiViewMixin, generics.ListAPIView):
     """Backup records, newest first, filtered by `database` and `status`, paginated (`page`, `page_size`)."""
 
     permission_classes = [permissions.CanViewBackups]
@@ -186,7 +188,7 @@ class BackupListView(AuditedApiViewMixin, generics.ListAPIView):
     responses={200: BackupRecordSerializer, **_errors(400, 404, *COMMON_ERRORS)},
     summary=_("One backup record"),
 )
-class BackupDetailView(AuditedApiViewMixin, generics.RetrieveAPIView):
+class BackupDetailView(ApiPolicyMixin, AuditedApiViewMixin, generics.RetrieveAPIView):
     """One backup record, looked up by its name."""
 
     permission_classes = [permissions.CanViewBackups]
@@ -389,7 +391,7 @@ class BackupCleanupView(ApiView):
         )
 
 
-class SchemaView(AuditedApiViewMixin, SpectacularAPIView):
+class SchemaView(ApiPolicyMixin, AuditedApiViewMixin, SpectacularAPIView):
     """The OpenAPI 3 description of this API (any staff token may read it)."""
 
     audit_action = "schema"

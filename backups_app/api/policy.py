@@ -1,0 +1,50 @@
+"""The REST API's policy, carried by its views instead of the project's REST_FRAMEWORK setting.
+
+REST_FRAMEWORK is one setting for a whole project: a project that installs opsdesk keeps its own
+(session or Basic authentication, its renderers, no throttling...) for its own API. opsdesk's views
+therefore name everything they rely on: Bearer tokens only (no session cookies, so no CSRF
+surface), staff only by default, the per-token rate limit, JSON in and out, JSON error bodies and
+drf-spectacular's schema inspector.
+"""
+from __future__ import annotations
+
+from drf_spectacular.openapi import AutoSchema
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.schemas.inspectors import ViewInspector
+
+from backups_app.api.authentication import ApiTokenAuthentication
+from backups_app.api.exceptions import api_exception_handler
+from backups_app.api.negotiation import JsonFallbackContentNegotiation
+from backups_app.api.permissions import IsStaffToken
+from backups_app.api.throttling import ApiTokenRateThrottle
+
+
+class SpectacularSchema(ViewInspector):
+    """drf-spectacular's AutoSchema for each view, whatever DEFAULT_SCHEMA_CLASS the project sets.
+
+    A descriptor like DRF's own DefaultSchema: one inspector per access, never shared by views.
+    """
+
+    def __get__(self, instance, owner):
+        result = super().__get__(instance, owner)
+        if not isinstance(result, SpectacularSchema):
+            return result
+        inspector = AutoSchema()
+        inspector.view = instance
+        return inspector
+
+
+class ApiPolicyMixin:
+    """First among a view's bases, so that its attributes win over DRF's project-wide defaults."""
+
+    authentication_classes = [ApiTokenAuthentication]
+    permission_classes = [IsStaffToken]
+    throttle_classes = [ApiTokenRateThrottle]
+    renderer_classes = [JSONRenderer]
+    parser_classes = [JSONParser]
+    content_negotiation_class = JsonFallbackContentNegotiation
+    schema = SpectacularSchema()
+
+    def get_exception_handler(self):
+        return api_exception_handler
