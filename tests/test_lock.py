@@ -35,7 +35,8 @@ def pins(path: Path) -> dict[str, tuple[str, list[str]]]:
 
 
 @pytest.mark.parametrize(("source", "lock"), [("requirements.txt", "requirements.lock"),
-                                              ("requirements-test.txt", "requirements-test.lock")])
+                                              ("requirements-test.txt", "requirements-test.lock"),
+                                              ("requirements-browser.txt", "requirements-browser.lock")])
 def test_every_requirement_is_pinned_with_hashes_within_its_range(source, lock):
     locked = pins(PROJECT_ROOT / lock)
     assert locked, f"{lock} has no pinned package"

@@ -220,7 +220,13 @@ def chromium():
         if services_required():
             pytest.fail(f"{message}; OPSDESK_REQUIRE_SERVICES=1 forbids skipping")
         pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        message = "Playwright is not installed (pip install -r requirements-browser.txt)"
+        if services_required():
+            pytest.fail(f"{message}; OPSDESK_REQUIRE_SERVICES=1 forbids skipping")
+        pytest.skip(message)
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_api.sync_playwright() as playwright:
