@@ -106,6 +106,7 @@ def test_a_task_staff_delete_in_the_admin_stays_deleted(chat_alias, superuser, s
 
 def test_the_index_shows_each_database_next_backup_and_flags_one_without(chat_alias, superuser):
     schedule.backup_schedule_ensure(audit=False)
+    heartbeat("scheduler")
     PeriodicTask.objects.filter(name="opsdesk: backup chat").update(enabled=False)
 
     by_database = {entry.database: entry for entry in scheduled_backups()}
@@ -120,6 +121,15 @@ def test_the_index_shows_each_database_next_backup_and_flags_one_without(chat_al
     assert "02:00" in default_row
     assert "backup-stale" in page[page.rindex("<tr", 0, page.index('id="schedule-chat"')):][:80]
     assert "its backup tasks are disabled" in chat_row
+
+
+def test_a_next_backup_the_scheduler_will_not_start_is_red(chat_alias, superuser):
+    """The scheduler's heartbeat is missing: the next run is shown, but red, and says why."""
+    schedule.backup_schedule_ensure(audit=False)
+    page = logged_in(superuser).get("/admin/").content.decode()
+    row_start = page.rindex("<tr", 0, page.index('id="schedule-default"'))
+    assert "backup-stale" in page[row_start:][:80]
+    assert "will not start: the scheduler is not running" in page[row_start:][:600]
 
 
 def test_a_database_with_no_backup_task_at_all_is_flagged(chat_alias, superuser):
