@@ -9,7 +9,14 @@ from typing import Any
 
 # The audit log's public entry point (works with or without backups_app installed).
 from backups_app.audit import audit_log
-from cache_app.health import CheckResult, HealthCheck, HealthCheckFailed, health_checks, log_throttle
+from cache_app.health import (
+    CheckResult,
+    HealthCheck,
+    HealthCheckFailed,
+    HealthConfigurationError,
+    health_checks,
+    log_throttle,
+)
 
 logger = logging.getLogger("cache_app.health")
 
@@ -68,13 +75,28 @@ def _run_one(check: HealthCheck) -> CheckResult:
     return CheckResult(check.component, ok=True, required=required, latency_ms=latency, details=details)
 
 
+def health_configuration_failure(error: HealthConfigurationError) -> CheckResult:
+    """The result that keeps /health at 503 while HEALTH_CHECKS or HEALTH_AUTHENTICATORS is broken.
+
+    Without its checks /health knows nothing, so it must not say "ok"; the message names the
+    setting and the dotted path, never a secret.
+    """
+    if log_throttle.should_log("configuration"):
+        logger.error("/health is misconfigured: %s", error)
+    return CheckResult("configuration", ok=False, required=True, error=str(error))
+
+
 def health_check_run(*, timeout_seconds: float, checks: list[HealthCheck] | None = None) -> HealthReport:
     """Run every health check in parallel; a check still running at the deadline counts as failed.
 
     Each check runs in a daemon thread that is abandoned (not joined) at the deadline, so the caller
     answers on time even when a component hangs, and a hung check cannot delay the process' exit.
     """
-    checks = health_checks() if checks is None else checks
+    if checks is None:
+        try:
+            checks = health_checks()
+        except HealthConfigurationError as error:
+            return HealthReport(results=[health_configuration_failure(error)])
     results: dict[int, CheckResult] = {}
     threads = []
     for index, check in enumerate(checks):
