@@ -15,7 +15,7 @@ from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from cache_app.conf import app_settings
+from cache_app.conf import OPSDESK_METRICS_COLLECTORS, app_settings
 from cache_app.configuration import redis_cache_location
 
 #: Numbers of seconds that must be above zero.
@@ -34,11 +34,13 @@ def _is_list_of_strings(value) -> bool:
 
 
 def _importable(path: str) -> bool:
-    """Whether `path` (module.attribute) can be imported, without importing a module not loaded yet.
+    """Whether `path` (module.attribute) can be imported, without importing opsdesk's own collectors.
 
     Checks run before every management command (a cron's backup_now, each background job): importing
     the collectors' modules, and prometheus_client with them, would cost every one of them ~0.1 s.
-    A module that is not loaded is only looked up; its attribute is checked once it is.
+    opsdesk's own collectors (cache_app.conf.OPSDESK_METRICS_COLLECTORS) are only looked up while
+    their module is not loaded; any other path is imported, so that a class missing from a module
+    is a check error rather than a /metrics that answers 500.
     """
     module_name, _, attribute = path.rpartition(".")
     if not module_name:
@@ -46,6 +48,12 @@ def _importable(path: str) -> bool:
     module = sys.modules.get(module_name)
     if module is not None:
         return hasattr(module, attribute)
+    if path not in OPSDESK_METRICS_COLLECTORS:
+        try:
+            import_string(path)
+        except Exception:  # noqa: BLE001 - a module that fails to import cannot be collected either
+            return False
+        return True
     try:
         return find_spec(module_name) is not None
     except (ImportError, ValueError):  # a parent package that does not exist

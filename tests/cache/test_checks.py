@@ -134,6 +134,19 @@ def test_a_bad_metrics_setting_is_an_error(settings, name, value, expected):
     assert "prometheus.internal" not in errors[0].msg  # the position, not the value
 
 
+@pytest.mark.parametrize("collector, expected", [
+    ("tests.cache.unloaded_collectors.EmptyCollector", []),
+    ("tests.cache.unloaded_collectors.NoSuchCollector", ["cache_app.E006"]),
+])
+def test_a_collector_in_a_module_not_loaded_yet_is_looked_up(settings, monkeypatch, collector, expected):
+    """/metrics would answer 500 for a class missing from its module: `check` looks the class up too."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "tests.cache.unloaded_collectors", raising=False)
+    settings.METRICS_COLLECTORS = ["cache_app.metrics.RedisCollector", collector]
+    assert ids(check_metrics()) == expected
+
+
 def test_manage_py_check_reports_a_missing_check_in_a_module_not_loaded_yet(tmp_path):
     """`check` runs before backups_app.health is imported: the class must be looked up all the same."""
     from tests.test_project import run_manage
