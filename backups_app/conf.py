@@ -13,7 +13,8 @@ The offsite copy's S3 settings were called AWS_S3_BUCKET, AWS_S3_ENDPOINT_URL, A
 AWS_S3_PREFIX before they became BACKUP_OFFSITE_*: django-storages reads the global
 AWS_S3_ENDPOINT_URL and AWS_S3_REGION_NAME for every S3 storage of a project, so a host project's own
 buckets and opsdesk's offsite copies must not share them. The old names still work while
-BACKUP_OFFSITE_BUCKET is not set, with a DeprecationWarning and a `manage.py check` warning.
+BACKUP_OFFSITE_BUCKET is not set, with a DeprecationWarning (once per process and name) and a
+`manage.py check` warning.
 """
 from __future__ import annotations
 
@@ -102,6 +103,11 @@ def deprecated_offsite_settings() -> dict[str, str]:
     return {old: new for new, old in DEPRECATED_OFFSITE_NAMES.items() if hasattr(settings, old)}
 
 
+#: The deprecated names already warned about in this process: the offsite settings are read for every
+#: binlog segment, /metrics scrape and re-encrypted file, and one warning per process says it all.
+_warned_deprecated_names: set[str] = set()
+
+
 class AppSettings:
     """Attribute access to the settings in DEFAULTS, read from django.conf.settings at each access."""
 
@@ -113,9 +119,11 @@ class AppSettings:
             raise AttributeError(f"backups_app has no setting {name}")
         old_name = DEPRECATED_OFFSITE_NAMES.get(name)
         if old_name and old_name in deprecated_offsite_settings():
-            warnings.warn(
-                f"The setting {old_name} is deprecated: rename it to {name}.", DeprecationWarning, stacklevel=2,
-            )
+            if old_name not in _warned_deprecated_names:
+                _warned_deprecated_names.add(old_name)
+                warnings.warn(
+                    f"The setting {old_name} is deprecated: rename it to {name}.", DeprecationWarning, stacklevel=2,
+                )
             value = getattr(settings, old_name)
             return value.strip("/") if name == "BACKUP_OFFSITE_PREFIX" and isinstance(value, str) else value
         if hasattr(settings, name):

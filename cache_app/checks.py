@@ -13,8 +13,9 @@ from importlib.util import find_spec
 
 from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
-from cache_app.conf import app_settings
+from cache_app.conf import OPSDESK_METRICS_COLLECTORS, app_settings
 from cache_app.configuration import redis_cache_location
 
 #: Numbers of seconds that must be above zero.
@@ -33,11 +34,13 @@ def _is_list_of_strings(value) -> bool:
 
 
 def _importable(path: str) -> bool:
-    """Whether `path` (module.attribute) can be imported, without importing a module not loaded yet.
+    """Whether `path` (module.attribute) can be imported, without importing opsdesk's own collectors.
 
     Checks run before every management command (a cron's backup_now, each background job): importing
     the collectors' modules, and prometheus_client with them, would cost every one of them ~0.1 s.
-    A module that is not loaded is only looked up; its attribute is checked once it is.
+    opsdesk's own collectors (cache_app.conf.OPSDESK_METRICS_COLLECTORS) are only looked up while
+    their module is not loaded; any other path is imported, so that a class missing from a module
+    is a check error rather than a /metrics that answers 500.
     """
     module_name, _, attribute = path.rpartition(".")
     if not module_name:
@@ -45,6 +48,12 @@ def _importable(path: str) -> bool:
     module = sys.modules.get(module_name)
     if module is not None:
         return hasattr(module, attribute)
+    if path not in OPSDESK_METRICS_COLLECTORS:
+        try:
+            import_string(path)
+        except Exception:  # noqa: BLE001 - a module that fails to import cannot be collected either
+            return False
+        return True
     try:
         return find_spec(module_name) is not None
     except (ImportError, ValueError):  # a parent package that does not exist
@@ -102,9 +111,15 @@ def check_setting_types(app_configs=None, **kwargs) -> list[Error]:
 
 
 def check_health(app_configs=None, **kwargs) -> list[Error]:
-    """HEALTH_CHECKS and HEALTH_AUTHENTICATORS: None (each app's own), or importable dotted paths."""
+    """HEALTH_CHECKS and HEALTH_AUTHENTICATORS: None (each app's own), or dotted paths of checks and functions.
+
+    Unlike METRICS_COLLECTORS, the paths of a list set here are imported: /health answers 503 while
+    one of them is not a check (or not a function), and only a project that sets the list pays for it.
+    """
+    from cache_app.health import HealthConfigurationError, health_authenticator, health_check_class
+
     errors: list[Error] = []
-    for name in ("HEALTH_CHECKS", "HEALTH_AUTHENTICATORS"):
+    for name, load in (("HEALTH_CHECKS", health_check_class), ("HEALTH_AUTHENTICATORS", health_authenticator)):
         paths = getattr(app_settings, name)
         if paths is None:
             continue
@@ -113,10 +128,29 @@ def check_health(app_configs=None, **kwargs) -> list[Error]:
             errors.append(Error(f"{name} must be None or a non-empty list of dotted paths.",
                                 hint=f"Leave {name} unset for the installed apps' own.", id="cache_app.E008"))
             continue
+        components: dict[str, str] = {}
         for path in paths:
-            if not _importable(path):
+            try:
+                import_string(path)
+            except Exception:  # noqa: BLE001 - a broken module cannot be imported either
                 errors.append(Error(f"{name}: {path!r} cannot be imported.",
                                     hint=f"List importable dotted paths, or leave {name} unset.", id="cache_app.E009"))
+                continue
+            try:
+                loaded = load(path)
+            except HealthConfigurationError as error:
+                kind = "cache_app.health.HealthCheck subclasses" if name == "HEALTH_CHECKS" else "functions (request) -> bool"
+                errors.append(Error(str(error), hint=f"List {kind}, or leave {name} unset.", id="cache_app.E010"))
+                continue
+            if name == "HEALTH_CHECKS":
+                if loaded.component in components:
+                    errors.append(Error(
+                        f"HEALTH_CHECKS: {components[loaded.component]!r} and {path!r} both report "
+                        f"{loaded.component!r}.",
+                        hint="Keep one check per component: /health shows one result per component.",
+                        id="cache_app.E011",
+                    ))
+                components[loaded.component] = path
     return errors
 
 

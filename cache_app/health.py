@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from django.apps import apps
 from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
@@ -139,14 +140,72 @@ class RedisCheck(HealthCheck):
 _OWN_LABEL = "cache_app"
 
 
+class HealthConfigurationError(ImproperlyConfigured):
+    """HEALTH_CHECKS or HEALTH_AUTHENTICATORS names something that is not a check or an authenticator.
+
+    /health answers 503 with `"configuration": false` while it lasts (cache_app.services), and
+    `manage.py check` reports it (cache_app.checks): a /health that cannot run its checks is never green.
+    """
+
+
 def _contributions(attribute: str) -> list[str]:
     configs = sorted(apps.get_app_configs(), key=lambda config: config.label != _OWN_LABEL)
     return [path for config in configs for path in getattr(config, attribute, ())]
 
 
+def _import(setting: str, path: str) -> Any:
+    try:
+        return import_string(path)
+    except Exception as error:  # noqa: BLE001 - a broken module is a configuration error like a missing one
+        raise HealthConfigurationError(f"{setting}: {path!r} cannot be imported ({type(error).__name__}).") from error
+
+
+def health_check_class(path: str) -> type[HealthCheck]:
+    """The HealthCheck subclass at `path`; HealthConfigurationError when it is not one."""
+    check_class = _import("HEALTH_CHECKS", path)
+    if not (isinstance(check_class, type) and issubclass(check_class, HealthCheck)
+            and isinstance(getattr(check_class, "component", None), str)):
+        raise HealthConfigurationError(
+            f"HEALTH_CHECKS: {path!r} is not a cache_app.health.HealthCheck subclass with a component."
+        )
+    return check_class
+
+
+def health_authenticator(path: str) -> Callable[[HttpRequest], bool]:
+    """The function `(request) -> bool` at `path`; HealthConfigurationError when it is not one."""
+    authenticator = _import("HEALTH_AUTHENTICATORS", path)
+    # A class would be "called" with the request and answer a truthy instance: details for everyone.
+    if isinstance(authenticator, type) or not callable(authenticator):
+        raise HealthConfigurationError(f"HEALTH_AUTHENTICATORS: {path!r} is not a function (request) -> bool.")
+    return authenticator
+
+
+def _configured_paths(setting: str) -> list[str] | None:
+    """settings.<setting> as a list of dotted paths, None when unset; HealthConfigurationError when malformed."""
+    paths = getattr(app_settings, setting)
+    if paths is None:
+        return None
+    # An empty list of checks would make /health answer "ok" whatever is down.
+    if not isinstance(paths, (list, tuple)) or not paths or not all(isinstance(path, str) for path in paths):
+        raise HealthConfigurationError(f"{setting} must be None or a non-empty list of dotted paths.")
+    return list(paths)
+
+
 @lru_cache(maxsize=8)
-def _import_all(paths: tuple[str, ...]) -> tuple[Any, ...]:
-    return tuple(import_string(path) for path in paths)
+def _check_classes(paths: tuple[str, ...]) -> tuple[type[HealthCheck], ...]:
+    classes: dict[str, type[HealthCheck]] = {}
+    for path in paths:
+        check_class = health_check_class(path)
+        if check_class.component in classes:
+            # Two results under one key of the JSON: the second would hide the first's failure.
+            raise HealthConfigurationError(f"HEALTH_CHECKS: two checks report {check_class.component!r}.")
+        classes[check_class.component] = check_class
+    return tuple(classes.values())
+
+
+@lru_cache(maxsize=8)
+def _authenticators(paths: tuple[str, ...]) -> tuple[Callable[[HttpRequest], bool], ...]:
+    return tuple(health_authenticator(path) for path in paths)
 
 
 def default_health_check_paths() -> list[str]:
@@ -158,7 +217,7 @@ def default_health_check_paths() -> list[str]:
     """
     by_component: dict[str, str] = {}
     for path in _contributions("health_checks"):
-        by_component[import_string(path).component] = path
+        by_component[health_check_class(path).component] = path
     return list(by_component.values())
 
 
@@ -166,12 +225,21 @@ def health_checks() -> list[HealthCheck]:
     """The registry: one fresh instance of every check in HEALTH_CHECKS, in the order reported.
 
     settings.HEALTH_CHECKS (dotted paths of HealthCheck subclasses) unset or None: the installed
-    apps' defaults (default_health_check_paths).
+    apps' defaults (default_health_check_paths). HealthConfigurationError when the setting is
+    malformed or names something that is not a check.
     """
-    paths = app_settings.HEALTH_CHECKS
+    paths = _configured_paths("HEALTH_CHECKS")
     if paths is None:
         paths = default_health_check_paths()
-    return [check_class() for check_class in _import_all(tuple(paths))]
+    checks = []
+    for check_class in _check_classes(tuple(paths)):
+        try:
+            checks.append(check_class())
+        except Exception as error:  # noqa: BLE001 - e.g. a check whose constructor needs arguments
+            raise HealthConfigurationError(
+                f"HEALTH_CHECKS: {check_class.__qualname__} cannot be created ({type(error).__name__})."
+            ) from error
+    return checks
 
 
 # --- Who sees the details -------------------------------------------------------------------------
@@ -199,11 +267,12 @@ def health_authenticators() -> list[Callable[[HttpRequest], bool]]:
 
     settings.HEALTH_AUTHENTICATORS (dotted paths) unset or None: every installed app's
     `health_authenticators` (cache_app's staff session and HEALTH_TOKEN; backups_app's API tokens).
+    HealthConfigurationError when the setting is malformed or names something that is not a function.
     """
-    paths = app_settings.HEALTH_AUTHENTICATORS
+    paths = _configured_paths("HEALTH_AUTHENTICATORS")
     if paths is None:
         paths = _contributions("health_authenticators")
-    return list(_import_all(tuple(paths)))
+    return list(_authenticators(tuple(paths)))
 
 
 class _LogThrottle:

@@ -9,7 +9,14 @@ from typing import Any
 
 # The audit log's public entry point (works with or without backups_app installed).
 from backups_app.audit import audit_log
-from cache_app.health import CheckResult, HealthCheck, HealthCheckFailed, health_checks, log_throttle
+from cache_app.health import (
+    CheckResult,
+    HealthCheck,
+    HealthCheckFailed,
+    HealthConfigurationError,
+    health_checks,
+    log_throttle,
+)
 
 logger = logging.getLogger("cache_app.health")
 
@@ -47,25 +54,60 @@ class HealthReport:
         return details
 
 
-def _run_one(check: HealthCheck) -> CheckResult:
-    required = check.is_required()
-    if not check.is_configured():
-        return CheckResult(check.component, ok=False, required=required, details=check.not_configured_details())
+def _failure_details(check: HealthCheck) -> dict[str, Any]:
+    try:
+        return check.failure_details()
+    except Exception:  # noqa: BLE001 - e.g. details read from opsdesk's database while it is down
+        return {}
+
+
+def _failed(check: HealthCheck, error: Exception, *, required: bool, latency_ms: float | None) -> CheckResult:
+    if log_throttle.should_log(check.component):
+        logger.warning("health check %s failed: %s: %s", check.component, type(error).__name__, error)
+    # Only the class name (or our own message) is published: driver messages name hosts and users.
+    message = str(error) if isinstance(error, HealthCheckFailed) else type(error).__name__
+    return CheckResult(
+        check.component, ok=False, required=required, latency_ms=latency_ms, error=message,
+        details=_failure_details(check),
+    )
+
+
+def _run_one(check: HealthCheck, *, requirements: dict[int, bool] | None = None, index: int = 0) -> CheckResult:
+    """One check's result, never an exception: a check that fails in any of its methods failed.
+
+    is_required() and is_configured() may read state too (the worker check reads the queue, the
+    binlog check the archived databases): when opsdesk's own database is down they raise like
+    check_status(), and /health must still answer 503 with its JSON, not a 500 page. A check that
+    cannot even tell whether it is required counts as required. `requirements[index]` receives
+    what is_required() answered, for the caller to use if this check misses the deadline.
+    """
+    required = True
+    try:
+        required = check.is_required()
+        if requirements is not None:
+            requirements[index] = required
+        if not check.is_configured():
+            return CheckResult(check.component, ok=False, required=required, details=check.not_configured_details())
+    except Exception as error:  # noqa: BLE001 - any failure of a component is a result, never a 500
+        return _failed(check, error, required=required, latency_ms=None)
     started = time.perf_counter()
     try:
         details = check.check_status() or {}
     except Exception as error:  # noqa: BLE001 - any failure of a component is a result, never a 500
-        latency = round((time.perf_counter() - started) * 1000, 1)
-        if log_throttle.should_log(check.component):
-            logger.warning("health check %s failed: %s: %s", check.component, type(error).__name__, error)
-        # Only the class name (or our own message) is published: driver messages name hosts and users.
-        message = str(error) if isinstance(error, HealthCheckFailed) else type(error).__name__
-        return CheckResult(
-            check.component, ok=False, required=required, latency_ms=latency, error=message,
-            details=check.failure_details(),
-        )
+        return _failed(check, error, required=required, latency_ms=round((time.perf_counter() - started) * 1000, 1))
     latency = round((time.perf_counter() - started) * 1000, 1)
     return CheckResult(check.component, ok=True, required=required, latency_ms=latency, details=details)
+
+
+def health_configuration_failure(error: HealthConfigurationError) -> CheckResult:
+    """The result that keeps /health at 503 while HEALTH_CHECKS or HEALTH_AUTHENTICATORS is broken.
+
+    Without its checks /health knows nothing, so it must not say "ok"; the message names the
+    setting and the dotted path, never a secret.
+    """
+    if log_throttle.should_log("configuration"):
+        logger.error("/health is misconfigured: %s", error)
+    return CheckResult("configuration", ok=False, required=True, error=str(error))
 
 
 def health_check_run(*, timeout_seconds: float, checks: list[HealthCheck] | None = None) -> HealthReport:
@@ -74,12 +116,18 @@ def health_check_run(*, timeout_seconds: float, checks: list[HealthCheck] | None
     Each check runs in a daemon thread that is abandoned (not joined) at the deadline, so the caller
     answers on time even when a component hangs, and a hung check cannot delay the process' exit.
     """
-    checks = health_checks() if checks is None else checks
+    if checks is None:
+        try:
+            checks = health_checks()
+        except HealthConfigurationError as error:
+            return HealthReport(results=[health_configuration_failure(error)])
     results: dict[int, CheckResult] = {}
+    requirements: dict[int, bool] = {}
     threads = []
     for index, check in enumerate(checks):
         thread = threading.Thread(
-            target=lambda index=index, check=check: results.__setitem__(index, _run_one(check)),
+            target=lambda index=index, check=check: results.__setitem__(
+                index, _run_one(check, requirements=requirements, index=index)),
             name=f"opsdesk-health-{check.component}", daemon=True,
         )
         thread.start()
@@ -93,9 +141,11 @@ def health_check_run(*, timeout_seconds: float, checks: list[HealthCheck] | None
         if result is None:
             if log_throttle.should_log(check.component):
                 logger.warning("health check %s did not answer within %.2fs", check.component, timeout_seconds)
+            # What the check's own thread found out; asking is_required() again here could hang on
+            # the very component that made the check miss its deadline. Unknown counts as required.
             result = CheckResult(
-                check.component, ok=False, required=check.is_required(),
-                latency_ms=round(timeout_seconds * 1000, 1), error="timeout", details=check.failure_details(),
+                check.component, ok=False, required=requirements.get(index, True),
+                latency_ms=round(timeout_seconds * 1000, 1), error="timeout", details=_failure_details(check),
             )
         report.append(result)
     return HealthReport(results=report)

@@ -9,9 +9,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from cache_app.conf import app_settings
-from cache_app.health import health_authenticators
+from cache_app.health import HealthConfigurationError, health_authenticators
 from cache_app.metrics import metrics_access, metrics_render
-from cache_app.services import health_check_run
+from cache_app.services import health_check_run, health_configuration_failure
 
 logger = logging.getLogger("cache_app.metrics")
 
@@ -31,7 +31,13 @@ def may_see_details(request: HttpRequest) -> bool:
 def health(request: HttpRequest) -> JsonResponse:
     """Unauthenticated (load balancers call it): anonymous callers get the booleans only."""
     report = health_check_run(timeout_seconds=app_settings.HEALTH_CHECK_TIMEOUT)
-    response = JsonResponse(report.as_dict(details=may_see_details(request)), status=200 if report.ok else 503)
+    try:
+        details = may_see_details(request)
+    except HealthConfigurationError as error:
+        # Nobody sees the details, and /health is not green, until HEALTH_AUTHENTICATORS is fixed.
+        details = False
+        report.results.append(health_configuration_failure(error))
+    response = JsonResponse(report.as_dict(details=details), status=200 if report.ok else 503)
     # health_check_run already logged the failure (once per interval); django.request would log
     # an ERROR for every probe of the load balancer, every few seconds, for the whole outage.
     response._has_been_logged = True

@@ -21,11 +21,12 @@ class SecretsConfig(AppConfig):
         from django.core.signals import request_finished
 
         from secrets_app import default_manager
-        from secrets_app.checks import check_provider, check_setting_types
+        from secrets_app.checks import check_provider, check_provider_in_use, check_setting_types
         from secrets_app.conf import app_settings
         from secrets_app.services import secrets_access_flush_at_exit, secrets_access_flush_soon
 
         checks.register(check_provider)
+        checks.register(check_provider_in_use)
         checks.register(check_setting_types)
         request_finished.connect(secrets_access_flush_soon, dispatch_uid="secrets_access_flush")
         atexit.register(secrets_access_flush_at_exit)

@@ -6,7 +6,8 @@ Messages never echo a value: a URL may carry a password.
 """
 from __future__ import annotations
 
-from django.core.checks import Error
+from django.conf import settings
+from django.core.checks import Error, Warning
 from django.utils.module_loading import import_string
 
 from secrets_app.conf import app_settings
@@ -46,6 +47,30 @@ def check_provider(app_configs=None, **kwargs) -> list[Error]:
             id="secrets_app.E002",
         )]
     return []
+
+
+def check_provider_in_use(app_configs=None, **kwargs) -> list[Warning]:
+    """A SECRETS_PROVIDER set in the settings is the provider get_secret actually reads.
+
+    The provider is chosen by secrets_configure() in settings.py (opsdesk's own settings pass
+    SECRETS_PROVIDER to it). A project that sets SECRETS_PROVIDER = "vault" and never calls
+    secrets_configure would read its secrets from the environment and .env while the setting says Vault.
+    """
+    from secrets_app import default_manager
+
+    wanted = getattr(settings, "SECRETS_PROVIDER", None)
+    if not isinstance(wanted, str) or not wanted:
+        return []  # unset, or a provider instance; check_provider reports the malformed ones
+    provider = default_manager.provider
+    in_use = f"{type(provider).__module__}.{type(provider).__qualname__}" if "." in wanted else provider.name
+    if in_use == wanted:
+        return []
+    return [Warning(
+        f"SECRETS_PROVIDER is {wanted!r} but get_secret reads from the {provider.name!r} provider.",
+        hint="Call secrets_configure(provider=..., provider_options=...) in settings.py before the first "
+             "get_secret (docs/INSTALLING.md, \"Secrets in settings.py\").",
+        id="secrets_app.W001",
+    )]
 
 
 def check_setting_types(app_configs=None, **kwargs) -> list[Error]:

@@ -96,8 +96,16 @@ def test_the_offsite_storage_never_takes_django_storages_global_endpoint_or_regi
 
 
 # --- The AWS_S3_* names of earlier versions -------------------------------------------------------
+@pytest.fixture
+def fresh_deprecation_warnings(monkeypatch):
+    """A process that has not warned about the old names yet (each warns once per process)."""
+    import backups_app.conf
+
+    monkeypatch.setattr(backups_app.conf, "_warned_deprecated_names", set(), raising=False)
+
+
 @pytest.mark.filterwarnings("ignore:The setting AWS_S3_:DeprecationWarning")
-def test_the_old_offsite_names_still_work_with_a_deprecation_warning(settings):
+def test_the_old_offsite_names_still_work_with_a_deprecation_warning(settings, fresh_deprecation_warnings):
     del settings.BACKUP_OFFSITE_BUCKET
     settings.AWS_S3_BUCKET = "old-bucket"
     settings.AWS_S3_ENDPOINT_URL = "https://minio.internal:9000"
@@ -112,6 +120,23 @@ def test_the_old_offsite_names_still_work_with_a_deprecation_warning(settings):
     messages = [message.msg for message in check_offsite()]
     assert any("rename it to BACKUP_OFFSITE_ENDPOINT_URL" in message for message in messages)
     assert all(message.level == checks.WARNING for message in check_offsite())
+
+
+def test_the_old_names_warn_once_per_process_not_at_every_access(settings, fresh_deprecation_warnings):
+    """The archiver, /metrics and reencrypt_backups read the offsite settings in loops."""
+    del settings.BACKUP_OFFSITE_BUCKET
+    settings.AWS_S3_BUCKET = "old-bucket"
+    settings.AWS_S3_PREFIX = "old-prefix"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _segment in range(100):
+            assert app_settings.BACKUP_OFFSITE_BUCKET == "old-bucket"
+            offsite_enabled()
+            offsite_storage_settings()
+    assert sorted(str(warning.message) for warning in caught) == [
+        "The setting AWS_S3_BUCKET is deprecated: rename it to BACKUP_OFFSITE_BUCKET.",
+        "The setting AWS_S3_PREFIX is deprecated: rename it to BACKUP_OFFSITE_PREFIX.",
+    ]
 
 
 def test_with_the_new_bucket_the_old_names_are_neither_read_nor_reported(settings):

@@ -84,7 +84,6 @@ def test_a_bad_value_is_an_error_naming_the_setting(settings, name, value, expec
 @pytest.mark.parametrize("name", ["HEALTH_CHECKS", "HEALTH_AUTHENTICATORS"])
 @pytest.mark.parametrize("value, expected", [
     (None, []),
-    (["cache_app.conf.AppSettings"], []),
     ([], ["cache_app.E008"]),
     ("cache_app.health.RedisCheck", ["cache_app.E008"]),
     (["cache_app.health.NoSuchCheck"], ["cache_app.E009"]),
@@ -93,6 +92,25 @@ def test_a_bad_value_is_an_error_naming_the_setting(settings, name, value, expec
 def test_health_lists_are_unset_or_importable(settings, name, value, expected):
     setattr(settings, name, value)
     assert ids(check_health()) == expected
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("HEALTH_CHECKS", ["cache_app.health.DatabaseCheck", "backups_app.health.StorageCheck"], []),
+    ("HEALTH_AUTHENTICATORS", ["cache_app.health.health_token", "backups_app.health.api_token_of_staff"], []),
+    # In a module not imported yet: the attribute is looked up too, not only the module.
+    ("HEALTH_CHECKS", ["backups_app.health.NoSuchCheck"], ["cache_app.E009"]),
+    ("HEALTH_CHECKS", ["cache_app.conf.AppSettings"], ["cache_app.E010"]),
+    ("HEALTH_CHECKS", ["cache_app.health.bearer_token"], ["cache_app.E010"]),
+    ("HEALTH_CHECKS", ["cache_app.health.HealthCheck"], ["cache_app.E010"]),  # no component
+    ("HEALTH_AUTHENTICATORS", ["cache_app.conf.AppSettings"], ["cache_app.E010"]),
+    ("HEALTH_AUTHENTICATORS", ["cache_app.conf.DEFAULTS"], ["cache_app.E010"]),
+    ("HEALTH_CHECKS", ["cache_app.health.DatabaseCheck", "backups_app.health.DatabaseCheck"], ["cache_app.E011"]),
+])
+def test_health_lists_name_checks_and_functions(settings, name, value, expected):
+    """What /health would refuse to run (cache_app.health.HealthConfigurationError) stops `manage.py check`."""
+    setattr(settings, name, value)
+    errors = check_health()
+    assert ids(errors) == expected and all(name in error.msg for error in errors)
 
 
 def test_a_cache_that_never_expires_is_allowed(settings):
@@ -114,3 +132,26 @@ def test_a_bad_metrics_setting_is_an_error(settings, name, value, expected):
     errors = check_metrics()
     assert ids(errors) == [expected] and name in errors[0].msg
     assert "prometheus.internal" not in errors[0].msg  # the position, not the value
+
+
+@pytest.mark.parametrize("collector, expected", [
+    ("tests.cache.unloaded_collectors.EmptyCollector", []),
+    ("tests.cache.unloaded_collectors.NoSuchCollector", ["cache_app.E006"]),
+])
+def test_a_collector_in_a_module_not_loaded_yet_is_looked_up(settings, monkeypatch, collector, expected):
+    """/metrics would answer 500 for a class missing from its module: `check` looks the class up too."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "tests.cache.unloaded_collectors", raising=False)
+    settings.METRICS_COLLECTORS = ["cache_app.metrics.RedisCollector", collector]
+    assert ids(check_metrics()) == expected
+
+
+def test_manage_py_check_reports_a_missing_check_in_a_module_not_loaded_yet(tmp_path):
+    """`check` runs before backups_app.health is imported: the class must be looked up all the same."""
+    from tests.test_project import run_manage
+
+    result = run_manage("check", DATABASE_URL=f"sqlite:///{tmp_path / 'ops.sqlite3'}",
+                        HEALTH_CHECKS="cache_app.health.DatabaseCheck,backups_app.health.NoSuchCheck")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cache_app.E009" in result.stderr and "backups_app.health.NoSuchCheck" in result.stderr

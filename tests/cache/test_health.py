@@ -144,3 +144,56 @@ def test_broker_is_required_when_configured(client, settings):
     response, elapsed = get_health(client)
     assert response.status_code == 503 and response.json()["broker"] is False and elapsed < 1
     assert "guest" not in response.content.decode()
+
+
+class QueueReadingCheck(HealthCheck):
+    """Like the worker check: is_required() reads opsdesk's database, here while it is down."""
+
+    component = "queue_reader"
+
+    def is_required(self):
+        from django.db import OperationalError
+
+        raise OperationalError("(2002, \"Can't connect to server on 'db.internal'\")")
+
+
+class ArchiveListingCheck(HealthCheck):
+    """Like the binlog check: is_configured() and failure_details() read the database."""
+
+    component = "archive_lister"
+
+    def is_required(self):
+        return False
+
+    def is_configured(self):
+        from django.db import OperationalError
+
+        raise OperationalError("(2002, \"Can't connect to server on 'db.internal'\")")
+
+    def failure_details(self):
+        raise AssertionError("the database is still down")
+
+
+def test_checks_that_fail_outside_check_status_are_failures_not_a_500():
+    report = health_check_run(timeout_seconds=2, checks=[QueueReadingCheck(), ArchiveListingCheck()])
+    body = report.as_dict()
+    assert body["status"] == "fail" and body["queue_reader"] is False and body["archive_lister"] is False
+    details = body["details"]
+    # Cannot tell whether it is required: counted as required, so /health is 503.
+    assert details["queue_reader"] == {"required": True, "error": "OperationalError"}
+    assert details["archive_lister"] == {"required": False, "error": "OperationalError"}
+    assert "db.internal" not in str(body)
+
+
+def test_opsdesk_database_down_is_a_503_with_json(tmp_path):
+    """Every check that reads opsdesk's database fails with it; /health still answers its JSON."""
+    from tests.test_project import run_manage
+
+    probe = ("from django.conf import settings; settings.ALLOWED_HOSTS = ['*']\n"
+             "from django.test import Client\n"
+             "response = Client(raise_request_exception=False).get('/health')\n"
+             "print(response.status_code, response.content.decode())")
+    result = run_manage("shell", "-c", probe, DATABASE_URL=f"mysql://root@127.0.0.1:{free_port()}/opsdesk")
+    status, _space, body = result.stdout.strip().splitlines()[-1].partition(" ")
+    assert status == "503", result.stdout + result.stderr
+    assert '"status": "fail"' in body and '"database": false' in body

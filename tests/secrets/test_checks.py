@@ -39,6 +39,21 @@ def test_known_providers_pass(settings, provider):
     assert check_provider() == []
 
 
+def test_a_provider_setting_that_get_secret_does_not_use_is_a_warning(settings):
+    """SECRETS_PROVIDER as a Django setting alone chooses nothing: secrets_configure() does."""
+    from secrets_app.checks import check_provider_in_use
+
+    settings.SECRETS_PROVIDER = "local"  # what tests/settings.py configured
+    assert check_provider_in_use() == []
+    for provider in ("vault", "tests.secrets.conftest.ScriptedProvider"):
+        settings.SECRETS_PROVIDER = provider
+        warnings = check_provider_in_use()
+        assert ids(warnings) == ["secrets_app.W001"] and "secrets_configure" in warnings[0].hint
+        assert provider in warnings[0].msg and "'local'" in warnings[0].msg
+    del settings.SECRETS_PROVIDER
+    assert check_provider_in_use() == []
+
+
 @pytest.mark.parametrize("provider, expected", [
     ("gcp", "secrets_app.E001"),
     ("", "secrets_app.E001"),
