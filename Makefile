@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 # Two workers (pytest-xdist): the suite talks to real servers and waits on them more than it computes.
 PYTEST_ARGS ?= -n 2
+# Playwright is for the admin's browser test only, which drives Debian's Chromium: installed where
+# that Chromium is (.ci/run installs it first), left out elsewhere (the browser test is then skipped).
+TEST_LOCK ?= $(if $(wildcard /usr/bin/chromium),requirements-browser.lock,requirements-test.lock)
 # Client headers for mysqlclient, and the dump tools the backup engines run.
 SYSTEM_PACKAGES := pkg-config libmariadb-dev mariadb-client postgresql-client zstd
 
@@ -19,11 +22,11 @@ run: setup staff
 	@echo "opsdesk on http://127.0.0.1:$(PORT)/admin/"
 	$(PY) -m ops_project.run --port $(PORT)
 
-test: $(VENV)/.installed-test migrate lint
+test: $(VENV)/.installed-$(TEST_LOCK) migrate lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Lint (ruff, configured in pyproject.toml) and models without their migration: both fail the build.
-lint: $(VENV)/.installed-test
+lint: $(VENV)/.installed-$(TEST_LOCK)
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v 0
 
@@ -50,12 +53,9 @@ $(VENV)/.installed: requirements.lock | system-deps $(VENV)/bin/python
 	$(PY) -m pip install -q --require-hashes -r requirements.lock
 	touch $@
 
-# Playwright is for the admin's browser test only, which drives Debian's Chromium: installed where
-# that Chromium is (.ci/run installs it first), left out elsewhere (the browser test is then skipped).
-TEST_LOCK ?= $(if $(wildcard /usr/bin/chromium),requirements-browser.lock,requirements-test.lock)
-
-$(VENV)/.installed-test: requirements.lock requirements-test.lock requirements-browser.lock | system-deps $(VENV)/bin/python
-	$(PY) -m pip install -q --require-hashes -r $(TEST_LOCK)
+# One stamp per lock file: Chromium installed after a first `make test` still brings Playwright.
+$(VENV)/.installed-%.lock: %.lock requirements.lock | system-deps $(VENV)/bin/python
+	$(PY) -m pip install -q --require-hashes -r $*.lock
 	touch $(VENV)/.installed $@
 
 # Re-resolve the lock files from requirements*.txt (newest versions their ranges allow), with uv in a
