@@ -204,3 +204,19 @@ def test_progress_is_recorded_and_reported(fake_alias, backup_dir):
                            progress=lambda raw, written: seen.append((raw, written)))
     assert seen and seen[-1] == (record.raw_size_bytes, record.size_bytes)
     assert record.progress_bytes == record.size_bytes
+
+
+def test_progress_failing_on_its_last_report_fails_and_removes_the_temporary(fake_alias, backup_dir):
+    # A SQLite control database in rollback-journal mode refuses the progress write while the dump's
+    # read transaction is open ("database is locked"); the last report came after the pipeline's
+    # cleanup and left `.backup_*.partial` behind.
+    from django.db import OperationalError
+
+    fake_alias()
+
+    def progress(raw, written):
+        raise OperationalError("database is locked")
+
+    with pytest.raises(DumpFailed, match="database is locked"):
+        backup_create(database="fake", trigger=Trigger.CLI, progress=progress)
+    assert_failed_cleanly(backup_dir, "database is locked")
