@@ -394,3 +394,29 @@ def test_a_host_without_the_private_key_makes_incrementals_and_its_file_list_nam
     (media_root / "new.txt").write_text("c")
     incremental = backup()
     assert incremental.encrypted and incremental.media_mode == "incremental" and incremental.parent == full
+
+
+def test_retention_keeps_the_chain_of_an_incremental_it_failed_to_delete(media_root, backup_dir, settings):
+    settings.BACKUP_MEDIA_FULL_EVERY_DAYS = 0
+    (media_root / "a.txt").write_text("a")
+    full = backup()
+    (media_root / "b.txt").write_text("b")
+    incremental = backup()
+    (media_root / "c.txt").write_text("c")
+    new_full = backup(full=True)
+    old = timezone.now() - timedelta(days=60)
+    BackupRecord.objects.filter(pk__in=[full.pk, incremental.pk]).update(created_at=old)
+    RetentionPolicy.objects.create(database="media", keep_last=1, keep_days=1)
+    # The incremental's manifest cannot be removed (a non-empty folder under its name).
+    manifest = backup_dir / (incremental.name + ".json")
+    manifest.unlink()
+    (manifest / "stuck").mkdir(parents=True)
+
+    result = retention_apply(database="media")
+    assert result.deleted == [] and result.databases[0].errors
+    # The incremental stays, and so does the archive it builds on: it can still be restored.
+    incremental.refresh_from_db()
+    assert incremental.parent_id == full.pk
+    assert (backup_dir / full.name).exists()
+    assert sorted(BackupRecord.objects.values_list("name", flat=True)) == sorted(
+        [full.name, incremental.name, new_full.name])
