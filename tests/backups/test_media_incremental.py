@@ -420,3 +420,13 @@ def test_retention_keeps_the_chain_of_an_incremental_it_failed_to_delete(media_r
     assert (backup_dir / full.name).exists()
     assert sorted(BackupRecord.objects.values_list("name", flat=True)) == sorted(
         [full.name, incremental.name, new_full.name])
+
+
+def test_a_chain_holding_an_archive_that_failed_verification_gets_a_new_full(media_root):
+    (media_root / "a.txt").write_text("a")
+    full = backup()
+    (media_root / "b.txt").write_text("b")
+    assert backup().media_mode == "incremental"
+    BackupRecord.objects.filter(pk=full.pk).update(verification_status=BackupRecord.VerificationStatus.FAILED)
+    (media_root / "c.txt").write_text("c")
+    assert backup().media_mode == "full"
