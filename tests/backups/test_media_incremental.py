@@ -430,3 +430,26 @@ def test_a_chain_holding_an_archive_that_failed_verification_gets_a_new_full(med
     BackupRecord.objects.filter(pk=full.pk).update(verification_status=BackupRecord.VerificationStatus.FAILED)
     (media_root / "c.txt").write_text("c")
     assert backup().media_mode == "full"
+
+
+def test_a_killed_media_backup_leaves_no_file_list_behind(media_root, backup_dir):
+    import sys
+
+    from backups_app.pipeline import partial_path
+    from backups_app.services.orphans import backups_mark_interrupted, current_host
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    name = "backup_media_20260101_000000.tar.zst"
+    BackupRecord.objects.create(
+        name=name, database="media", engine="media", trigger=Trigger.CLI, compression="zstd",
+        status=BackupRecord.Status.RUNNING, owner_host=current_host(), owner_pid=int(finished.stdout),
+        created_at=timezone.now(),
+    )
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    # Killed between storing the archive's file list and committing the archive itself.
+    (backup_dir / file_list_name(name)).write_bytes(b"list")
+    partial_path(backup_dir / name).write_bytes(b"archive")
+    assert backups_mark_interrupted(database="media") == 1
+    assert BackupRecord.objects.get(name=name).status == "interrupted"
+    assert sorted(path.name for path in backup_dir.iterdir()) == []
