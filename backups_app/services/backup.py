@@ -179,10 +179,10 @@ def backup_run_locked(
     except BaseException as error:
         if pending is not None:
             pending.abort()
-        elif manifest_written:
-            # Committed, then the record could not be saved: no final name for a failed backup.
-            delete_quietly(storage, record.name)
         if manifest_written:
+            # Committed (or stopped half-way through the commit, after the link to the final name),
+            # then failed: no final name for a failed backup. The name was reserved for this record.
+            delete_quietly(storage, record.name)
             delete_quietly(storage, manifest_name(record.name))
         media_file_list_delete(record=record, storage=storage)
         record.status = BackupRecord.Status.FAILED
