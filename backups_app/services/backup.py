@@ -123,7 +123,8 @@ def backup_run_locked(
         if last_progress[0] is not None and time.monotonic() - last_progress[0] >= 1.0:
             last_progress[0] = time.monotonic()
             try:
-                BackupRecord.objects.filter(pk=record.pk).update(progress_bytes=written_bytes)
+                with transaction.atomic():  # a savepoint: a caller's transaction survives the failure
+                    BackupRecord.objects.filter(pk=record.pk).update(progress_bytes=written_bytes)
             except DatabaseError as error:
                 # Progress is for the dashboard only. A SQLite control database in rollback-journal
                 # mode refuses writes ("database is locked") while its own dump reads it: stop
