@@ -460,11 +460,13 @@ def stream_to_storage(
             raise DumpFailed(_("the dump produced no data"))
         if not is_complete(tail):
             raise DumpFailed(_("the dump is incomplete: its completion marker is missing"))
+        if progress is not None:
+            # Inside the try: a failing last report (the control database "locked" while a SQLite
+            # dump reads it) must remove the temporary like any other failure.
+            progress(raw_size, writer.size_bytes)
     except BaseException:
         target.abort()
         raise
-    if progress is not None:
-        progress(raw_size, writer.size_bytes)
     return PendingFile(target, StreamResult(
         raw_size_bytes=raw_size, size_bytes=writer.size_bytes, sha256=writer.digest.hexdigest(), tail=tail
     ))

@@ -16,7 +16,7 @@ from backups_app.services import offsite, retention, verify
 from backups_app.services.backup import backup_create
 from backups_app.services.pitr import pitr_restore, recovery_target_parse
 from backups_app.services.queued import queued_claim
-from backups_app.services.restore import backup_restore
+from backups_app.services.restore import backup_restore, restore_backup_gone
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
     restore = RestoreRecord.objects.select_related("backup", "user").get(pk=restore_id)
     if restore.backup is None:
         logger.warning("The backup of restore %s was deleted; nothing to run.", restore_id)
+        restore_backup_gone(restore=restore)
         return
     try:
         backup_restore(

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -116,13 +116,21 @@ def backup_run_locked(
         record.owner_host, record.owner_pid = owner["owner_host"], owner["owner_pid"]
         record.save(update_fields=["status", "started_at", "engine", "owner_host", "owner_pid"])
     clock = time.monotonic()
-    last_progress = [0.0]
+    last_progress: list[float | None] = [0.0]
 
     def report(raw_bytes: int, written_bytes: int) -> None:
         # At most about once a second: a dashboard needs no more, the database no more writes.
-        if time.monotonic() - last_progress[0] >= 1.0:
+        if last_progress[0] is not None and time.monotonic() - last_progress[0] >= 1.0:
             last_progress[0] = time.monotonic()
-            BackupRecord.objects.filter(pk=record.pk).update(progress_bytes=written_bytes)
+            try:
+                with transaction.atomic():  # a savepoint: a caller's transaction survives the failure
+                    BackupRecord.objects.filter(pk=record.pk).update(progress_bytes=written_bytes)
+            except DatabaseError as error:
+                # Progress is for the dashboard only. A SQLite control database in rollback-journal
+                # mode refuses writes ("database is locked") while its own dump reads it: stop
+                # reporting rather than fail the backup (the final save comes after the dump).
+                last_progress[0] = None
+                logger.warning("Progress of %s not recorded: %s", record.name, error)
         if progress is not None:
             progress(raw_bytes, written_bytes)
 
@@ -172,10 +180,10 @@ def backup_run_locked(
     except BaseException as error:
         if pending is not None:
             pending.abort()
-        elif manifest_written:
-            # Committed, then the record could not be saved: no final name for a failed backup.
-            delete_quietly(storage, record.name)
         if manifest_written:
+            # Committed (or stopped half-way through the commit, after the link to the final name),
+            # then failed: no final name for a failed backup. The name was reserved for this record.
+            delete_quietly(storage, record.name)
             delete_quietly(storage, manifest_name(record.name))
         media_file_list_delete(record=record, storage=storage)
         record.status = BackupRecord.Status.FAILED

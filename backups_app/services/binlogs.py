@@ -144,12 +144,16 @@ def segment_close(*, database: str, binlog_file: str, content: bytes, start: int
     pending = stream_to_storage(BytesIO(content), storage=storage, name=name, compression=compression,
                                 is_complete=lambda tail: True, compressor=compressor)
     result = pending.result
-    segment = BinlogSegment(
-        database=database, name=name, storage_name=name, binlog_file=binlog_file, start_position=start,
-        end_position=end, compression=compression, raw_size_bytes=result.raw_size_bytes,
-        size_bytes=result.size_bytes, sha256=result.sha256, encrypted=encrypted,
-        encryption_recipients=configured_recipient_fingerprints() if encrypted else [], **summary,
-    )
+    try:
+        segment = BinlogSegment(
+            database=database, name=name, storage_name=name, binlog_file=binlog_file, start_position=start,
+            end_position=end, compression=compression, raw_size_bytes=result.raw_size_bytes,
+            size_bytes=result.size_bytes, sha256=result.sha256, encrypted=encrypted,
+            encryption_recipients=configured_recipient_fingerprints() if encrypted else [], **summary,
+        )
+    except BaseException:
+        pending.abort()  # the recipients' secret unreadable now, say: no temporary left behind
+        raise
     try:
         pending.commit()
         write_small_file(storage, name + ".json", _segment_manifest(segment))

@@ -5,7 +5,8 @@ holding only the files that changed since its parent (backups_app.media). Here:
 
 - `media_backup_prepare` decides, before the dump, between full and incremental: a full one when
   asked (`--full`), for a safety backup, when there is no good parent, when the parent's file list
-  is missing or does not match its record, or when the chain has BACKUP_MEDIA_FULL_EVERY
+  is missing or does not match its record, when an archive of the chain failed verification, or
+  when the chain has BACKUP_MEDIA_FULL_EVERY
   incrementals or its full archive is BACKUP_MEDIA_FULL_EVERY_DAYS old;
 - `media_file_list_store` keeps the new archive's file list beside it (`<name>.files.gz`, paths as
   keyed hashes), its SHA-256 on the record, for the next incremental to compare with;
@@ -91,6 +92,9 @@ def _parent_for(alias: str) -> tuple[BackupRecord | None, str]:
         return None, f"the chain of {latest.name} is broken"
     if not all(link.is_good for link in chain):
         return None, f"the chain of {latest.name} holds a bad archive"
+    if any(link.verification_status == BackupRecord.VerificationStatus.FAILED for link in chain):
+        # Unchanged files would be taken from an archive already known bad.
+        return None, f"the chain of {latest.name} holds an archive that failed verification"
     if len(chain) - 1 >= every:
         return None, f"the chain has {len(chain) - 1} incrementals (BACKUP_MEDIA_FULL_EVERY={every})"
     if every_days and timezone.now() - chain[0].created_at >= timedelta(days=every_days):

@@ -21,6 +21,7 @@ from backups_app.conf import app_settings
 from backups_app.manifest import manifest_name
 from backups_app.models import BackupRecord, DirtyDatabase, RestoreRecord
 from backups_app.pipeline import partial_path
+from backups_app.services.media import file_list_name, media_file_list_delete
 from backups_app.services.audit import audit_log
 from backups_app.services.dirty import dirty_alert
 from backups_app.signals import backup_finished, restore_finished
@@ -47,11 +48,14 @@ def _pid_alive(pid: int | None) -> bool:
 
 def _remove_partial(record: BackupRecord) -> None:
     storage = backup_storage()
-    for name in (record.name, manifest_name(record.name)):
+    for name in (record.name, manifest_name(record.name), file_list_name(record.name)):
         try:
             partial_path(Path(storage.path(name))).unlink(missing_ok=True)
         except NotImplementedError:
             return
+    # A media backup stores its file list before its archive: killed between the two, the list
+    # stays under its final name, for an archive that never was.
+    media_file_list_delete(record=record, storage=storage)
 
 
 def _is_orphan(record, *, database: str | None, lock_held: bool, horizon) -> bool:

@@ -332,8 +332,12 @@ def backup_reencrypt(*, backup: BackupRecord, recipients: Sequence[str], user=No
             new_name = _new_name(backup)
             _local_folder(storage)
             pending = _write_new_file(backup, storage=storage, new_name=new_name, recipients=parsed)
-            updated = _updated(backup, new_name=new_name, pending=pending,
-                               fingerprints=[recipient_fingerprint(key) for key in recipients])
+            try:
+                updated = _updated(backup, new_name=new_name, pending=pending,
+                                   fingerprints=[recipient_fingerprint(key) for key in recipients])
+            except BaseException:
+                pending.abort()  # e.g. the record was deleted meanwhile: no temporary left behind
+                raise
             _put_in_place(backup, updated, storage=storage, pending=pending)
     except BackupError as error:
         refused = isinstance(error, RestoreRefused) and not isinstance(error, ChecksumMismatch)
@@ -419,11 +423,15 @@ def segment_reencrypt(*, segment: BinlogSegment, recipients: Sequence[str], user
                                             is_complete=lambda tail: True, compressor=compressor, target=replacing)
             finally:
                 reader.close()
-            updated = BinlogSegment.objects.get(pk=segment.pk)
-            updated.name = updated.storage_name = new_name
-            updated.sha256, updated.size_bytes = pending.result.sha256, pending.result.size_bytes
-            updated.encrypted = True
-            updated.encryption_recipients = [recipient_fingerprint(key) for key in recipients]
+            try:
+                updated = BinlogSegment.objects.get(pk=segment.pk)
+                updated.name = updated.storage_name = new_name
+                updated.sha256, updated.size_bytes = pending.result.sha256, pending.result.size_bytes
+                updated.encrypted = True
+                updated.encryption_recipients = [recipient_fingerprint(key) for key in recipients]
+            except BaseException:
+                pending.abort()  # e.g. the segment was pruned meanwhile: no temporary left behind
+                raise
             _swap_in(old_name=segment.storage_name, new_name=new_name, storage=storage, pending=pending,
                      name_taken=lambda: BinlogSegment.objects.filter(name=new_name).exists(),
                      write_manifest=lambda: write_small_file(storage, manifest_name(new_name),

@@ -298,6 +298,22 @@ def backup_restore(
     return restore
 
 
+def restore_backup_gone(*, restore: RestoreRecord) -> RestoreRecord:
+    """End a queued restore whose backup was deleted before it ran: `refused`, audited, never left
+    waiting in the queue."""
+    message = _("Backup %(name)s was deleted before this restore started; nothing was restored.") % {
+        "name": restore.backup_name}
+    restore.status = RestoreRecord.Status.REFUSED
+    restore.error_message = message
+    restore.finished_at = timezone.now()
+    restore.save(update_fields=["status", "error_message", "finished_at"])
+    audit_log(action="restore", source=audit_source(restore.trigger), outcome="refused", user=restore.user,
+              actor=audit_actor(restore.trigger, restore.user), target=f"{restore.backup_name} -> {restore.database}",
+              detail=message)
+    restore_finished.send(sender=RestoreRecord, restore=restore)
+    return restore
+
+
 def restore_queue(
     *, backup: BackupRecord, database: str | None = None, trigger: str, user=None, safety_backup: bool = True,
     media_path: str = "", delete_extraneous: bool = False,
@@ -333,4 +349,4 @@ def restore_queue(
     return restore
 
 
-__all__ = ["backup_restore", "restore_queue"]
+__all__ = ["backup_restore", "restore_backup_gone", "restore_queue"]

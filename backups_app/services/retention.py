@@ -325,12 +325,18 @@ def _cleanup_database(
             record.offsite_name = ""
             record.save(update_fields=["storage_name", "offsite_name"])
             cleanup.files_removed.append(record.name)
-    for record in to_delete:
-        if not _delete_files(record, local, offsite_storage, cleanup):
+    still_needed: set[int] = set()  # archives an incremental that could not be deleted builds on
+    for record in to_delete:  # newest first: an incremental comes before the archive it builds on
+        if record.pk in still_needed:
+            cleanup.kept[record.name] = [str(REASON_CHAIN)]
+        elif _delete_files(record, local, offsite_storage, cleanup):
+            # Restore history survives: RestoreRecord.backup is SET_NULL and keeps backup_name.
+            record.delete()
+            cleanup.deleted.append(record.name)
             continue
-        # Restore history survives: RestoreRecord.backup is SET_NULL and keeps backup_name.
-        record.delete()
-        cleanup.deleted.append(record.name)
+        # It stays (its files could not all be removed): so does the chain it restores from.
+        if record.parent_id:
+            still_needed.add(record.parent_id)
 
     lines = [f"deleted: {name}" for name in cleanup.deleted]
     lines += [f"files removed (failed backup): {name}" for name in cleanup.files_removed]

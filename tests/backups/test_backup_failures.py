@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -204,3 +205,36 @@ def test_progress_is_recorded_and_reported(fake_alias, backup_dir):
                            progress=lambda raw, written: seen.append((raw, written)))
     assert seen and seen[-1] == (record.raw_size_bytes, record.size_bytes)
     assert record.progress_bytes == record.size_bytes
+
+
+def test_progress_failing_on_its_last_report_fails_and_removes_the_temporary(fake_alias, backup_dir):
+    # A SQLite control database in rollback-journal mode refuses the progress write while the dump's
+    # read transaction is open ("database is locked"); the last report came after the pipeline's
+    # cleanup and left `.backup_*.partial` behind.
+    from django.db import OperationalError
+
+    fake_alias()
+
+    def progress(raw, written):
+        raise OperationalError("database is locked")
+
+    with pytest.raises(DumpFailed, match="database is locked"):
+        backup_create(database="fake", trigger=Trigger.CLI, progress=progress)
+    assert_failed_cleanly(backup_dir, "database is locked")
+
+
+def test_a_control_database_refusing_the_progress_write_does_not_fail_the_backup(fake_alias, backup_dir):
+    # The same lock, on the once-a-second progress write: progress is for the dashboard only, so
+    # the backup carries on (a SQLite host project in rollback-journal mode backing up itself).
+    from django.db import OperationalError, connection
+
+    def locked_progress(execute, sql, params, many, context):
+        if re.search(r"SET\s+\W?progress_bytes\W?\s*=\s*%s\s+WHERE", sql):  # that write alone
+            raise OperationalError("database is locked")
+        return execute(sql, params, many, context)
+
+    fake_alias("import sys\nsys.stdout.buffer.write(b'x' * (3 << 20) + b'\\n-- Dump completed\\n')\n")
+    with connection.execute_wrapper(locked_progress):
+        record = backup_create(database="fake", trigger=Trigger.CLI, compression="none")
+    assert record.status == "success"
+    assert sorted(stored_files(backup_dir)) == sorted([record.name, record.name + ".json"])

@@ -394,3 +394,62 @@ def test_a_host_without_the_private_key_makes_incrementals_and_its_file_list_nam
     (media_root / "new.txt").write_text("c")
     incremental = backup()
     assert incremental.encrypted and incremental.media_mode == "incremental" and incremental.parent == full
+
+
+def test_retention_keeps_the_chain_of_an_incremental_it_failed_to_delete(media_root, backup_dir, settings):
+    settings.BACKUP_MEDIA_FULL_EVERY_DAYS = 0
+    (media_root / "a.txt").write_text("a")
+    full = backup()
+    (media_root / "b.txt").write_text("b")
+    incremental = backup()
+    (media_root / "c.txt").write_text("c")
+    new_full = backup(full=True)
+    old = timezone.now() - timedelta(days=60)
+    BackupRecord.objects.filter(pk__in=[full.pk, incremental.pk]).update(created_at=old)
+    RetentionPolicy.objects.create(database="media", keep_last=1, keep_days=1)
+    # The incremental's manifest cannot be removed (a non-empty folder under its name).
+    manifest = backup_dir / (incremental.name + ".json")
+    manifest.unlink()
+    (manifest / "stuck").mkdir(parents=True)
+
+    result = retention_apply(database="media")
+    assert result.deleted == [] and result.databases[0].errors
+    # The incremental stays, and so does the archive it builds on: it can still be restored.
+    incremental.refresh_from_db()
+    assert incremental.parent_id == full.pk
+    assert (backup_dir / full.name).exists()
+    assert sorted(BackupRecord.objects.values_list("name", flat=True)) == sorted(
+        [full.name, incremental.name, new_full.name])
+
+
+def test_a_chain_holding_an_archive_that_failed_verification_gets_a_new_full(media_root):
+    (media_root / "a.txt").write_text("a")
+    full = backup()
+    (media_root / "b.txt").write_text("b")
+    assert backup().media_mode == "incremental"
+    BackupRecord.objects.filter(pk=full.pk).update(verification_status=BackupRecord.VerificationStatus.FAILED)
+    (media_root / "c.txt").write_text("c")
+    assert backup().media_mode == "full"
+
+
+def test_a_killed_media_backup_leaves_no_file_list_behind(media_root, backup_dir):
+    import sys
+
+    from backups_app.pipeline import partial_path
+    from backups_app.services.orphans import backups_mark_interrupted, current_host
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    name = "backup_media_20260101_000000.tar.zst"
+    BackupRecord.objects.create(
+        name=name, database="media", engine="media", trigger=Trigger.CLI, compression="zstd",
+        status=BackupRecord.Status.RUNNING, owner_host=current_host(), owner_pid=int(finished.stdout),
+        created_at=timezone.now(),
+    )
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    # Killed between storing the archive's file list and committing the archive itself.
+    (backup_dir / file_list_name(name)).write_bytes(b"list")
+    partial_path(backup_dir / name).write_bytes(b"archive")
+    assert backups_mark_interrupted(database="media") == 1
+    assert BackupRecord.objects.get(name=name).status == "interrupted"
+    assert sorted(path.name for path in backup_dir.iterdir()) == []

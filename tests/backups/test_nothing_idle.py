@@ -321,3 +321,18 @@ def test_backup_operators_see_the_next_backup_too(operator):
     assert 'id="schedule-default"' in logged_in(operator).get("/admin/").content.decode()
     outsider = make_user("staff-without-permissions")
     assert 'id="schedule-default"' not in logged_in(outsider).get("/admin/").content.decode()
+
+
+def test_a_queued_restore_whose_backup_was_deleted_ends_refused_not_queued(db):
+    backup = BackupRecord.objects.create(
+        name="backup_gone.sql.gz", database="default", engine="sqlite", trigger=Trigger.CLI,
+        status=BackupRecord.Status.SUCCESS, compression="gzip", created_at=timezone.now(),
+    )
+    restore = RestoreRecord.objects.create(backup=backup, backup_name=backup.name, database="default",
+                                           trigger=Trigger.ADMIN)
+    backup.delete()
+    tasks.restore_run(restore.pk)
+    restore.refresh_from_db()
+    assert restore.status == RestoreRecord.Status.REFUSED and restore.finished_at is not None
+    assert "was deleted" in restore.error_message
+    assert AuditEntry.objects.get(action="restore").outcome == "refused"

@@ -222,3 +222,15 @@ def test_a_second_re_encryption_at_the_same_time_is_refused(sqlite_alias, keys, 
     with locks._file_lock(LOCK_NAME, "reencrypt"), pytest.raises(BackupLocked):
         backup_reencrypt(backup=record, recipients=[keys["new"][1]], source="cli")
     assert folder_state(backup_dir) == files
+
+
+def test_a_record_deleted_while_the_new_file_is_written_leaves_no_temporary(sqlite_alias, keys, backup_dir):
+    record = backup_create(database="app", trigger=Trigger.CLI, compression="zstd")
+    files = folder_state(backup_dir)
+    # Deleted (by retention, or in the admin) between the read of the record and its update.
+    BackupRecord.objects.filter(pk=record.pk).delete()
+
+    with pytest.raises(Exception):  # noqa: B017 - what matters is the folder afterwards
+        backup_reencrypt(backup=record, recipients=[keys["new"][1]], source="cli")
+
+    assert folder_state(backup_dir) == files
