@@ -40,7 +40,7 @@ from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
 from backups_app.api.streaming import DECRYPTED_DOWNLOAD, decrypted_download_response, download_response
 from backups_app.encryption import decryption_available
-from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
+from backups_app.exceptions import BackupError, BackupNotFound, ChecksumMismatch, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request, client_ip
 from backups_app.services.backup import backup_queue
@@ -448,6 +448,13 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
                       request=request, target=record.name, detail=str(error))
             raise Http404(gettext("The file of this backup is gone.")) from None
+        except ChecksumMismatch as error:
+            # A stored file that is not what was recorded (seen in its first bytes): damaged or
+            # replaced, a failure like the ones found mid-stream, not a refusal.
+            audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
+                      request=request, target=record.name, detail=str(error))
+            self.message_user(request, str(error), messages.ERROR)
+            return redirect(self._changelist_url())
         except RestoreRefused as error:
             # No private key on this host, a plain backup, no checksum, a symlink: one line, no byte.
             audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
