@@ -8,6 +8,7 @@ versioning scheme and drf-spectacular's schema inspector.
 """
 from __future__ import annotations
 
+from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import JSONParser
@@ -48,6 +49,16 @@ def api_schema(**kwargs):
         return extend_schema(**kwargs)(method)
 
     return decorator
+
+
+class ApiSchemaGenerator(SchemaGenerator):
+    """The schema of opsdesk's API alone: in a host project the URLconf holds the host's DRF views
+    too, which opsdesk's tokens must not be shown (nor their inputs)."""
+
+    def _initialise_endpoints(self):
+        super()._initialise_endpoints()
+        self.endpoints = [endpoint for endpoint in self.endpoints
+                          if issubclass(getattr(endpoint[3], "cls", object), ApiPolicyMixin)]
 
 
 class ApiPolicyMixin:

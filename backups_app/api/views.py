@@ -25,7 +25,7 @@ from backups_app.access import CONTROL_DATABASE, backup_access_check, restore_ta
 from backups_app.api import permissions
 from backups_app.api.audit import AuditedApiViewMixin
 from backups_app.api.exceptions import Conflict
-from backups_app.api.policy import ApiPolicyMixin, api_schema
+from backups_app.api.policy import ApiPolicyMixin, ApiSchemaGenerator, api_schema
 from backups_app.api.serializers import (
     BackupCreateSerializer,
     BackupDownloadQuerySerializer,
@@ -395,6 +395,7 @@ class SchemaView(ApiPolicyMixin, AuditedApiViewMixin, SpectacularAPIView):
     """The OpenAPI 3 description of this API (any staff token may read it)."""
 
     audit_action = "schema"
+    generator_class = ApiSchemaGenerator
     # JSON first, so that errors (and the schema by default) are application/json like the rest;
     # `Accept: application/vnd.oai.openapi` still gets YAML.
     renderer_classes = [JSONRenderer, OpenApiJsonRenderer, OpenApiYamlRenderer]

@@ -127,3 +127,12 @@ def test_a_token_without_the_permission_is_refused_in_a_host_project(
     viewer = make_token(make_user(permissions=("view_backuprecord",)))
     refused = Client().get(f"/api/v1/backup/{backup.name}/download", HTTP_AUTHORIZATION=f"Bearer {viewer}")
     _assert_json_error(refused, 403)
+
+
+def test_the_schema_describes_opsdesk_api_only_not_the_host_views(host_rest_framework, make_token, settings):
+    settings.ROOT_URLCONF = "tests.api.host_urls"
+    schema = Client().get("/api/v1/schema", HTTP_AUTHORIZATION=f"Bearer {make_token()}")
+    assert schema.status_code == 200, schema.content[:300]
+    paths = set(schema.json()["paths"])
+    assert "/api/v1/backup/list" in paths
+    assert not any(path.startswith("/host/") for path in paths), paths
