@@ -122,6 +122,10 @@ def backup_verify_run(backup_id: int, user_id: int | None, source: str, ip_addre
         logger.warning("Backup %s was deleted before its verification ran; nothing to verify.", backup_id)
         return
     user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    if user_id is not None and user is None:
+        # None would be the host operator (backups_app/access.py), with rights the user never had.
+        logger.warning("The user who queued the verification of %s was deleted; it does not run.", backup.name)
+        return
     try:
         verify.backup_verify(backup=backup, user=user, source=source, ip_address=ip_address)
     except BackupError as error:

@@ -16,7 +16,7 @@ import posixpath
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connections
 from django.http import (
     Http404,
@@ -40,7 +40,8 @@ from backups_app.admin.display import human_size, moment, small_table
 from backups_app.dashboard import dashboard_databases
 from backups_app.api.streaming import DECRYPTED_DOWNLOAD, decrypted_download_response, download_response
 from backups_app.encryption import decryption_available
-from backups_app.exceptions import BackupError, BackupNotFound, RestoreRefused
+from backups_app.engines.media import is_media_alias, media_root
+from backups_app.exceptions import BackupError, BackupNotFound, ChecksumMismatch, RestoreRefused
 from backups_app.models import AuditEntry, BackupRecord, BinlogSegment, RestoreRecord, Trigger
 from backups_app.services.audit import audit_log, audit_request, client_ip
 from backups_app.services.backup import backup_queue
@@ -185,6 +186,26 @@ def point_in_time_rows() -> list[dict]:
             "unavailable": "" if archived else binlog_availability(database=database),
         })
     return rows
+
+
+def _restore_target_facts(alias: str) -> dict | None:
+    """What the restore page shows of the target: a configured database, or the folder of a media
+    alias (its files restored, none deleted); None when this host has no such target."""
+    if is_media_alias(alias):
+        try:
+            root = media_root(alias)
+        except ImproperlyConfigured:
+            return None
+        return {"target_engine": "media", "target_name": str(root), "target_host": "", "target_is_media": True}
+    if alias not in connections.settings:
+        return None
+    settings_dict = connections.settings[alias]
+    return {
+        "target_engine": settings_dict.get("ENGINE", "").rsplit(".", 1)[-1],
+        "target_name": str(settings_dict.get("NAME", "")),
+        "target_host": settings_dict.get("HOST", "") or "",
+        "target_is_media": False,
+    }
 
 
 @admin.register(BackupRecord)
@@ -448,6 +469,13 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
                       request=request, target=record.name, detail=str(error))
             raise Http404(gettext("The file of this backup is gone.")) from None
+        except ChecksumMismatch as error:
+            # A stored file that is not what was recorded (seen in its first bytes): damaged or
+            # replaced, a failure like the ones found mid-stream, not a refusal.
+            audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.FAILURE, user=request.user,
+                      request=request, target=record.name, detail=str(error))
+            self.message_user(request, str(error), messages.ERROR)
+            return redirect(self._changelist_url())
         except RestoreRefused as error:
             # No private key on this host, a plain backup, no checksum, a symlink: one line, no byte.
             audit_log(action=action, source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
@@ -467,7 +495,8 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
         record = self._good_record(pk)
         self._require_access(request, record, "restore")
         database = record.database
-        if database not in connections.settings:
+        target = _restore_target_facts(database)
+        if target is None:
             self.message_user(
                 request,
                 gettext("The database %(database)s is not configured here; it cannot be restored.")
@@ -481,7 +510,6 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
                 return self._restore_start(request, record)
             audit_log(action="restore", source=ADMIN, outcome=AuditEntry.Outcome.REFUSED, user=request.user,
                       request=request, target=record.name, detail="confirmation did not match the database name")
-        settings_dict = connections.settings[database]
         context = {
             **self.admin_site.each_context(request),
             "title": gettext("Restore %(name)s?") % {"name": record.name},
@@ -489,9 +517,7 @@ class BackupRecordAdmin(ServiceWrittenAdmin):
             "record": record,
             "form": form,
             "target_alias": database,
-            "target_engine": settings_dict.get("ENGINE", "").rsplit(".", 1)[-1],
-            "target_name": str(settings_dict.get("NAME", "")),
-            "target_host": settings_dict.get("HOST", "") or "",
+            **target,
             # Restoring opsdesk's own database rewinds its users, tokens and schedules too.
             "rewinds_ops_database": backup_needs_superuser(database),
             "newer_backups": BackupRecord.objects.good().filter(

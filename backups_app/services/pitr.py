@@ -305,7 +305,7 @@ def pitr_restore_queue(*, database: str, target: RecoveryTarget, trigger: str, u
     from django.db import transaction
 
     # The same rule as every restore (a backup of opsdesk's own database needs a superuser), at once.
-    backup_access_check(database=database, user=user, action=_("restore"))
+    backup_access_check(database=database, user=user, action="restore")
     plan = pitr_plan(database=database, target=target)
     restore = RestoreRecord.objects.create(backup=plan.base, backup_name=plan.base.name, database=database,
                                            trigger=trigger, user=user)
@@ -408,7 +408,7 @@ def pitr_verify(*, database: str, target: RecoveryTarget, user=None, source: str
     The base backup is checked and restored into a scratch database, the binlog replayed into it
     (renamed with --rewrite-db), and the scratch database's tables counted; it is dropped after.
     """
-    backup_access_check(database=database, user=user, action=_("verify"))
+    backup_access_check(database=database, user=user, action="verify")
     plan = pitr_plan(database=database, target=target)
     engine = get_engine(database)
     try:

@@ -142,3 +142,15 @@ def test_a_plain_backup_is_not_offered_decrypted(operator, app_database, keys):
     response = client.get(decrypted_url(record), follow=True)
     assert not response.streaming
     assert "is not encrypted" in str(list(response.context["messages"])[0])
+
+
+@pytest.mark.parametrize("replacement", [b"", b"-- not an age file\n" * 10, b"age-encryption.org/v1\n" + b"x" * 70_000])
+def test_a_stored_file_that_is_not_age_is_refused_before_any_byte(operator, encrypted_backup, backup_dir, replacement):
+    # Refused while the header is read, before the response starts: a message, not a server error.
+    (backup_dir / encrypted_backup.storage_name).write_bytes(replacement)
+    response = logged_in(operator).get(decrypted_url(encrypted_backup), follow=True)
+    assert response.status_code == 200 and not response.streaming
+    shown = [str(message) for message in response.context["messages"]]
+    assert len(shown) == 1 and encrypted_backup.name in shown[0]
+    entry = AuditEntry.objects.get(action="download_decrypted")
+    assert entry.outcome == "failure" and entry.target == encrypted_backup.name
