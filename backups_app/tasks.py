@@ -16,7 +16,7 @@ from backups_app.services import offsite, retention, verify
 from backups_app.services.backup import backup_create
 from backups_app.services.pitr import pitr_restore, recovery_target_parse
 from backups_app.services.queued import queued_claim
-from backups_app.services.restore import backup_restore, restore_backup_gone
+from backups_app.services.restore import backup_restore, restore_backup_gone, restore_queued_user_gone
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
         logger.warning("The backup of restore %s was deleted; nothing to run.", restore_id)
         restore_backup_gone(restore=restore)
         return
+    if restore_queued_user_gone(restore=restore):
+        return
     try:
         backup_restore(
             backup=restore.backup, database=restore.database, trigger=restore.trigger, user=restore.user,
@@ -65,6 +67,8 @@ def pitr_restore_run(restore_id: int, to_time: str = "", to_position: str = "", 
     ).first()
     if restore is None:
         logger.warning("Restore %s is not queued any more; nothing to run.", restore_id)
+        return
+    if restore_queued_user_gone(restore=restore):
         return
     try:
         target = recovery_target_parse(to_time=to_time or None, to_position=to_position or None, to_gtid=to_gtid or None)

@@ -33,7 +33,7 @@ from backups_app.exceptions import (
     RestoreRefused,
 )
 from backups_app.jobs import job_enqueue
-from backups_app.models import AuditEntry, BackupRecord, RestoreRecord
+from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
 from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
 from backups_app.services.backup import (
@@ -301,8 +301,25 @@ def backup_restore(
 def restore_backup_gone(*, restore: RestoreRecord) -> RestoreRecord:
     """End a queued restore whose backup was deleted before it ran: `refused`, audited, never left
     waiting in the queue."""
-    message = _("Backup %(name)s was deleted before this restore started; nothing was restored.") % {
-        "name": restore.backup_name}
+    return restore_queued_refuse(restore=restore, message=_(
+        "Backup %(name)s was deleted before this restore started; nothing was restored.") % {"name": restore.backup_name})
+
+
+def restore_queued_user_gone(*, restore: RestoreRecord) -> bool:
+    """True (and the restore ended `refused`) when the user who queued it was deleted meanwhile.
+
+    A restore queued from the admin or the API always has a user; without one, the access rules
+    would read it as the host operator's (backups_app/access.py), with rights the user never had.
+    """
+    if restore.user_id is not None or restore.trigger not in (Trigger.ADMIN, Trigger.API):
+        return False
+    restore_queued_refuse(restore=restore, message=_(
+        "The user who asked for this restore was deleted before it started; nothing was restored."))
+    return True
+
+
+def restore_queued_refuse(*, restore: RestoreRecord, message: str) -> RestoreRecord:
+    """End a claimed, queued restore as `refused` with `message`: audited, its signal sent."""
     restore.status = RestoreRecord.Status.REFUSED
     restore.error_message = message
     restore.finished_at = timezone.now()
@@ -349,4 +366,4 @@ def restore_queue(
     return restore
 
 
-__all__ = ["backup_restore", "restore_backup_gone", "restore_queue"]
+__all__ = ["backup_restore", "restore_backup_gone", "restore_queue", "restore_queued_user_gone"]
