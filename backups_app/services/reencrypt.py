@@ -205,17 +205,17 @@ def _new_name(backup: BackupRecord) -> str:
     return backup.storage_name if backup.encrypted else backup.storage_name + ENCRYPTED_EXTENSION
 
 
-def _checked_source(backup: BackupRecord, storage: Storage, identities: list):
-    """The stored file's compressed stream: hashed against the record, decrypted if encrypted."""
+def _checked_source(stored_item: BackupRecord | BinlogSegment, storage: Storage, identities: list, *, missing: str):
+    """The compressed stream of a backup's or a binlog segment's file: hashed against its record,
+    decrypted if encrypted. `missing` is the refusal when the file is gone (`%(name)s`: its name)."""
     try:
-        stored = open_stored(storage, backup.storage_name)
+        stored = open_stored(storage, stored_item.storage_name)
     except FileNotFoundError:
-        raise RestoreRefused(_("The file of backup %(name)s is missing from the backup folder.")
-                             % {"name": backup.name}) from None
+        raise RestoreRefused(missing % {"name": stored_item.name}) from None
     except UnsafeStoredFile as error:
         raise RestoreRefused(str(error)) from None
-    checked = HashingReader(stored, sha256=backup.sha256, size_bytes=backup.size_bytes, name=backup.name)
-    return DecryptingReader(checked, identities) if backup.encrypted else checked
+    checked = HashingReader(stored, sha256=stored_item.sha256, size_bytes=stored_item.size_bytes, name=stored_item.name)
+    return DecryptingReader(checked, identities) if stored_item.encrypted else checked
 
 
 def _write_new_file(backup: BackupRecord, *, storage: Storage, new_name: str, recipients: list) -> PendingFile:
@@ -223,7 +223,8 @@ def _write_new_file(backup: BackupRecord, *, storage: Storage, new_name: str, re
     if backup.encrypted:
         identities = required_identities(backup_name=backup.name)
     compressor = EncryptingCompressor(make_compressor("none"), recipients)
-    source = _checked_source(backup, storage, identities)
+    source = _checked_source(backup, storage, identities,
+                             missing=_("The file of backup %(name)s is missing from the backup folder."))
     try:
         target = _ReplacingTarget(storage, new_name) if new_name == backup.storage_name else None
         # The compressed bytes pass through as they are: `is_complete` has nothing to look for, the
@@ -374,19 +375,6 @@ def segments_to_reencrypt(*, database: str | None = None, names: Sequence[str] =
             if not (segment.encrypted and sorted(segment.encryption_recipients) == wanted)]
 
 
-def _segment_source(segment: BinlogSegment, storage: Storage, identities: list):
-    """The segment's compressed stream: hashed against the record, decrypted if encrypted."""
-    try:
-        stored = open_stored(storage, segment.storage_name)
-    except FileNotFoundError:
-        raise RestoreRefused(_("Binlog segment %(name)s is missing from the backup folder.")
-                             % {"name": segment.name}) from None
-    except UnsafeStoredFile as error:
-        raise RestoreRefused(str(error)) from None
-    checked = HashingReader(stored, sha256=segment.sha256, size_bytes=segment.size_bytes, name=segment.name)
-    return DecryptingReader(checked, identities) if segment.encrypted else checked
-
-
 def _save_segment_if_unchanged(segment: BinlogSegment, updated: BinlogSegment) -> None:
     with transaction.atomic():
         current = BinlogSegment.objects.select_for_update().filter(pk=segment.pk).first()
@@ -416,7 +404,8 @@ def segment_reencrypt(*, segment: BinlogSegment, recipients: Sequence[str], user
             _local_folder(storage)
             new_name = segment.storage_name if segment.encrypted else segment.storage_name + ENCRYPTED_EXTENSION
             compressor = EncryptingCompressor(make_compressor("none"), parsed)
-            reader = _segment_source(segment, storage, identities)
+            reader = _checked_source(segment, storage, identities,
+                                     missing=_("Binlog segment %(name)s is missing from the backup folder."))
             try:
                 replacing = _ReplacingTarget(storage, new_name) if new_name == segment.storage_name else None
                 pending = stream_to_storage(reader, storage=storage, name=new_name, compression=segment.compression,

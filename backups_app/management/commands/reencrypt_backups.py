@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 
 from backups_app.exceptions import BackupError
 from backups_app.management.base import BackupCommand
-from backups_app.models import AuditEntry
+from backups_app.models import AuditEntry, BackupRecord
 from backups_app.services.reencrypt import (
     backup_reencrypt,
     backups_to_reencrypt,
@@ -46,39 +46,34 @@ class Command(BackupCommand):
         missing = set(names) - {backup.name for backup in backups} - {segment.name for segment in segments}
         for name in sorted(missing):
             self.stderr.write(_("%(name)s: not a good backup, or already encrypted to these keys; skipped.") % {"name": name})
+        work = [(backup, lambda item: backup_reencrypt(backup=item, recipients=recipients, source=AuditEntry.Source.CLI))
+                for backup in backups]
+        work += [(segment, lambda item: segment_reencrypt(segment=item, recipients=recipients, source=AuditEntry.Source.CLI))
+                 for segment in segments]
         failures = 0
-        for backup in backups:
+        for item, reencrypt in work:
             if dry_run:
                 self.stdout.write(_("%(name)s: would be re-encrypted (%(state)s)") % {
-                    "name": backup.name, "state": _("encrypted") if backup.encrypted else _("plain")})
+                    "name": item.name, "state": _("encrypted") if item.encrypted else _("plain")})
                 continue
             try:
-                updated = backup_reencrypt(backup=backup, recipients=recipients, source=AuditEntry.Source.CLI)
+                updated = reencrypt(item)
             except BackupError as error:
                 failures += 1
-                self.stderr.write(self.style.ERROR(f"{backup.name}: {error}"))
-                continue
-            if verbosity >= 1:
-                offsite = "" if updated.offsite_status == updated.OffsiteStatus.NOT_CONFIGURED else \
-                    _(", offsite copy %(status)s") % {"status": updated.get_offsite_status_display()}
-                self.stdout.write(self.style.SUCCESS(_("%(old)s: re-encrypted as %(new)s%(offsite)s") % {
-                    "old": backup.name, "new": updated.name, "offsite": offsite}))
-        for segment in segments:
-            if dry_run:
-                self.stdout.write(_("%(name)s: would be re-encrypted (%(state)s)") % {
-                    "name": segment.name, "state": _("encrypted") if segment.encrypted else _("plain")})
-                continue
-            try:
-                updated = segment_reencrypt(segment=segment, recipients=recipients, source=AuditEntry.Source.CLI)
-            except BackupError as error:
-                failures += 1
-                self.stderr.write(self.style.ERROR(f"{segment.name}: {error}"))
+                self.stderr.write(self.style.ERROR(f"{item.name}: {error}"))
                 continue
             if verbosity >= 1:
                 self.stdout.write(self.style.SUCCESS(_("%(old)s: re-encrypted as %(new)s%(offsite)s") % {
-                    "old": segment.name, "new": updated.name, "offsite": ""}))
+                    "old": item.name, "new": updated.name, "offsite": _offsite_detail(updated)}))
         if failures:
             raise CommandError(_("%(count)d backup(s) could not be re-encrypted; each was left as it was.")
                                % {"count": failures})
         if not backups and not segments and verbosity >= 1:
             self.stdout.write(_("Nothing to re-encrypt."))
+
+
+def _offsite_detail(updated) -> str:
+    """", offsite copy <status>" for a backup with an offsite copy (binlog segments say nothing here)."""
+    if not isinstance(updated, BackupRecord) or updated.offsite_status == updated.OffsiteStatus.NOT_CONFIGURED:
+        return ""
+    return _(", offsite copy %(status)s") % {"status": updated.get_offsite_status_display()}
