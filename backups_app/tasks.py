@@ -37,8 +37,8 @@ def backup_run(record_id: int) -> None:
 
 
 @shared_task(name="backups_app.tasks.restore_run", ignore_result=True)
-def restore_run(restore_id: int, safety_backup: bool = True) -> None:
-    """Run the queued restore `restore_id` (created by `restore_queue`)."""
+def restore_run(restore_id: int, safety_backup: bool = True, user_id: int | None = None) -> None:
+    """Run the queued restore `restore_id` (created by `restore_queue`) for `user_id`, who queued it."""
     if not queued_claim(model=RestoreRecord, pk=restore_id):
         logger.warning("Restore %s is not queued any more (cancelled?); nothing to run.", restore_id)
         return
@@ -47,7 +47,7 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
         logger.warning("The backup of restore %s was deleted; nothing to run.", restore_id)
         restore_backup_gone(restore=restore)
         return
-    if restore_queued_user_gone(restore=restore):
+    if restore_queued_user_gone(restore=restore, user_id=user_id):
         return
     try:
         backup_restore(
@@ -60,15 +60,16 @@ def restore_run(restore_id: int, safety_backup: bool = True) -> None:
 
 
 @shared_task(name="backups_app.tasks.pitr_restore_run", ignore_result=True)
-def pitr_restore_run(restore_id: int, to_time: str = "", to_position: str = "", to_gtid: str = "") -> None:
-    """Run the queued point-in-time restore `restore_id` (created by `pitr_restore_queue`)."""
+def pitr_restore_run(restore_id: int, to_time: str = "", to_position: str = "", to_gtid: str = "",
+                     user_id: int | None = None) -> None:
+    """Run the queued point-in-time restore `restore_id` (created by `pitr_restore_queue`) for `user_id`."""
     restore = RestoreRecord.objects.select_related("user").filter(
         pk=restore_id, status=RestoreRecord.Status.QUEUED
     ).first()
     if restore is None:
         logger.warning("Restore %s is not queued any more; nothing to run.", restore_id)
         return
-    if restore_queued_user_gone(restore=restore):
+    if restore_queued_user_gone(restore=restore, user_id=user_id):
         return
     try:
         target = recovery_target_parse(to_time=to_time or None, to_position=to_position or None, to_gtid=to_gtid or None)

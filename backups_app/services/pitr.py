@@ -317,7 +317,7 @@ def pitr_restore_queue(*, database: str, target: RecoveryTarget, trigger: str, u
         job_enqueue("backups_app.tasks.pitr_restore_run", restore.pk,
                     target.to_time.isoformat() if target.to_time else "",
                     f"{target.to_position[0]}:{target.to_position[1]}" if target.to_position else "",
-                    target.to_gtid or "")
+                    target.to_gtid or "", restore.user_id)
 
     transaction.on_commit(enqueue)
     return restore

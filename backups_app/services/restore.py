@@ -33,7 +33,7 @@ from backups_app.exceptions import (
     RestoreRefused,
 )
 from backups_app.jobs import job_enqueue
-from backups_app.models import AuditEntry, BackupRecord, RestoreRecord, Trigger
+from backups_app.models import AuditEntry, BackupRecord, RestoreRecord
 from backups_app.pipeline import DecompressingReader
 from backups_app.services.audit import audit_log
 from backups_app.services.backup import (
@@ -305,13 +305,13 @@ def restore_backup_gone(*, restore: RestoreRecord) -> RestoreRecord:
         "Backup %(name)s was deleted before this restore started; nothing was restored.") % {"name": restore.backup_name})
 
 
-def restore_queued_user_gone(*, restore: RestoreRecord) -> bool:
-    """True (and the restore ended `refused`) when the user who queued it was deleted meanwhile.
+def restore_queued_user_gone(*, restore: RestoreRecord, user_id: int | None) -> bool:
+    """True (and the restore ended `refused`) when `user_id`, who queued it, was deleted meanwhile.
 
-    A restore queued from the admin or the API always has a user; without one, the access rules
-    would read it as the host operator's (backups_app/access.py), with rights the user never had.
+    RestoreRecord.user is SET_NULL, and no user is what the access rules read as the host operator
+    (backups_app/access.py), with rights the user never had.
     """
-    if restore.user_id is not None or restore.trigger not in (Trigger.ADMIN, Trigger.API):
+    if user_id is None or restore.user_id is not None:
         return False
     restore_queued_refuse(restore=restore, message=_(
         "The user who asked for this restore was deleted before it started; nothing was restored."))
@@ -360,7 +360,7 @@ def restore_queue(
               actor=audit_actor(trigger, user), target=f"{backup.name} -> {restore.database}", detail=_("queued"))
 
     def enqueue() -> None:
-        job_enqueue("backups_app.tasks.restore_run", restore.pk, safety_backup)
+        job_enqueue("backups_app.tasks.restore_run", restore.pk, safety_backup, restore.user_id)
 
     transaction.on_commit(enqueue)
     return restore

@@ -37,13 +37,14 @@ def test_a_restore_queued_by_a_user_deleted_meanwhile_ends_refused_and_restores_
     staff = django_user_model.objects.create_user("restorer", "", "unused-password-1234", is_staff=True)
     restore = RestoreRecord.objects.create(backup=None if point_in_time else record, backup_name=record.name,
                                            database="default", trigger=Trigger.ADMIN, user=staff)
+    user_id = staff.pk
     staff.delete()
     with mock.patch("backups_app.tasks.backup_restore") as backup_restore, \
             mock.patch("backups_app.tasks.pitr_restore") as pitr_restore:
         if point_in_time:
-            pitr_restore_run(restore.pk, to_time="2026-11-30T00:00:00Z")
+            pitr_restore_run(restore.pk, to_time="2026-11-30T00:00:00Z", user_id=user_id)
         else:
-            restore_run(restore.pk)
+            restore_run(restore.pk, True, user_id)
     assert not backup_restore.called and not pitr_restore.called
     restore.refresh_from_db()
     assert restore.status == RestoreRecord.Status.REFUSED
