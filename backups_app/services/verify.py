@@ -62,19 +62,24 @@ def _compare_row_counts(expected: dict[str, int], actual: dict[str, int]) -> lis
     return problems
 
 
+def _restore_checked(backup: BackupRecord, engine: DumpEngine, scratch: DumpEngine) -> None:
+    """Restore the backup into `scratch`; the bytes restored are the bytes checked (hashed as the
+    scratch restore reads them), and a restore that stops before the end of the file fails."""
+    with backup_read(backup=backup, engine=engine) as plain:
+        try:
+            scratch.restore(plain)
+        except Exception:
+            if isinstance(plain.error, ChecksumMismatch):
+                raise plain.error from None
+            raise
+        if not plain.verified:
+            raise VerificationFailed(_("the test restore stopped before the end of the file"))
+
+
 def _test_restore(backup: BackupRecord, engine: DumpEngine) -> str:
     """Restore into a scratch database and compare row counts; the summary, or VerificationFailed."""
     with engine.scratch_engine() as scratch:
-        # The bytes restored are the bytes checked: hashed as the scratch restore reads them.
-        with backup_read(backup=backup, engine=engine) as plain:
-            try:
-                scratch.restore(plain)
-            except Exception:
-                if isinstance(plain.error, ChecksumMismatch):
-                    raise plain.error from None
-                raise
-            if not plain.verified:
-                raise VerificationFailed(_("the test restore stopped before the end of the file"))
+        _restore_checked(backup, engine, scratch)
         actual = scratch.table_row_counts()
     if backup.table_row_counts:
         problems = _compare_row_counts(backup.table_row_counts, actual)
@@ -98,15 +103,7 @@ def _media_test_restore(backup: BackupRecord, engine: DumpEngine) -> str:
 
     with engine.scratch_engine() as scratch:
         chain = media_chain_prepare(backup=backup, engine=scratch)
-        with backup_read(backup=backup, engine=engine) as plain:
-            try:
-                scratch.restore(plain)
-            except Exception:
-                if isinstance(plain.error, ChecksumMismatch):
-                    raise plain.error from None
-                raise
-            if not plain.verified:
-                raise VerificationFailed(_("the test restore stopped before the end of the file"))
+        _restore_checked(backup, engine, scratch)
         index = scratch.last_restore.index
         problems = media.tree_problems(scratch.root, index)
         actual = scratch.table_row_counts()
